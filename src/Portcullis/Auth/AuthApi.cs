@@ -1,0 +1,210 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Security;
+using Portcullis.Users;
+
+namespace Portcullis.Auth;
+
+internal sealed record TokenEndpointResponse(string AccessToken, string TokenType, int ExpiresIn, string Scope);
+
+/// <summary>RFC 6749 §5.2 error body.</summary>
+internal sealed record OAuthError(string Error, string ErrorDescription);
+
+/// <summary>
+/// The OAuth2-style token endpoint (SPEC §4): <c>POST /auth/token</c> (access tokens, 1 h) and
+/// <c>POST /auth/token/cli</c> (CLI tokens, 7 days), with JSON or form bodies.
+/// </summary>
+internal static class AuthApi
+{
+    public static IEndpointRouteBuilder MapAuth(this IEndpointRouteBuilder app)
+    {
+        var auth = app.MapGroup("/auth").WithTags("Authentication");
+        auth.MapPost("/token", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
+            endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime)).DisableAntiforgery();
+        auth.MapPost("/token/cli", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
+            endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime)).DisableAntiforgery();
+        auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
+        auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
+
+        var wellKnown = app.MapGroup("/.well-known").WithTags("Discovery");
+        wellKnown.MapGet("/jwks.json", (SigningKeys keys, HttpContext http) =>
+        {
+            http.Response.Headers.CacheControl = "public, max-age=300";
+            return TypedResults.Json(keys.Jwks());
+        });
+        wellKnown.MapGet("/openid-configuration", (PublicUrl url) => TypedResults.Json(new Dictionary<string, object>
+        {
+            ["issuer"] = url.Value,
+            ["token_endpoint"] = url.Value + "/auth/token",
+            ["jwks_uri"] = url.Value + "/.well-known/jwks.json",
+            ["grant_types_supported"] = new[] { "password" },
+            ["token_endpoint_auth_methods_supported"] = new[] { "none" },
+            ["scopes_supported"] = new[] { Scopes.Api, Scopes.Services, Scopes.Admin },
+            ["response_types_supported"] = new[] { "token" },
+            ["id_token_signing_alg_values_supported"] = new[] { SigningKeys.Algorithm },
+            ["token_endpoint_auth_signing_alg_values_supported"] = new[] { SigningKeys.Algorithm },
+        }));
+        return app;
+    }
+
+    private static IResult MethodNotAllowed(HttpContext http)
+    {
+        http.Response.Headers.Allow = "POST";
+        return TypedResults.Json(new OAuthError("invalid_request", "The token endpoint accepts only POST."), statusCode: StatusCodes.Status405MethodNotAllowed);
+    }
+}
+
+/// <summary>Parses token requests and runs the grants. Each grant answers an RFC 6749 body.</summary>
+internal sealed class TokenEndpoint(
+    PortcullisDb db,
+    PasswordHasher hasher,
+    JwtService jwts,
+    AuditLog audit,
+    IOptions<AuthOptions> authOptions,
+    ILogger<TokenEndpoint> logger)
+{
+    private const int MaxParameterLength = 4096;
+
+    public async Task<IResult> HandleAsync(HttpContext http, TimeSpan lifetime)
+    {
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        var (parameters, parseError) = await ReadParametersAsync(http.Request);
+        if (parseError is not null)
+            return Error("invalid_request", parseError);
+
+        var grant = parameters!.GetValueOrDefault("grant_type") ?? "password";
+        return grant switch
+        {
+            "password" => await PasswordGrantAsync(http, parameters!, lifetime),
+            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password'."),
+        };
+    }
+
+    private async Task<IResult> PasswordGrantAsync(HttpContext http, Dictionary<string, string> p, TimeSpan lifetime)
+    {
+        if (!authOptions.Value.PasswordGrant)
+        {
+            return Error("unsupported_grant_type",
+                "Password login through the API is switched off on this server. Log in to the web UI, create an API token under Tokens, " +
+                "and send it as 'Authorization: Bearer <token>' (or use 'portcullis login --api-token-stdin').");
+        }
+        var username = p.GetValueOrDefault("username");
+        var password = p.GetValueOrDefault("password");
+        if (username is null || password is null)
+            return Error("invalid_request", "The password grant needs 'username' and 'password'.");
+
+        ScopeSet? requested = null;
+        if (p.GetValueOrDefault("scope") is { } scope)
+        {
+            if (!ScopeSet.TryParse(scope.Split(' ', StringSplitOptions.RemoveEmptyEntries), out var parsed, out var scopeError))
+                return Error("invalid_scope", scopeError!);
+            requested = parsed;
+        }
+
+        var normalized = User.Normalize(username);
+        var user = username.Length <= 64
+            ? await db.Users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized && u.Kind == PrincipalKind.User, http.RequestAborted)
+            : null;
+        // Unknown users go through a dummy hash too, so neither the answer nor its timing tells whether the user exists.
+        var check = await hasher.VerifyAsync(user?.PasswordHash, password.Length <= PasswordHasher.MaxLength ? password : "", http.RequestAborted);
+        if (check == PasswordCheck.Failed || user is null || user.IsDisabled)
+        {
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginFailed, Truncate(username), user?.Id,
+                details: new { path = "api", reason = user is null ? "unknown user" : user.IsDisabled && check != PasswordCheck.Failed ? "disabled" : "wrong password" }));
+            await db.SaveChangesAsync(http.RequestAborted);
+            return Error("invalid_grant", "The username or password is wrong, or the account is disabled.");
+        }
+        if (check == PasswordCheck.SuccessRehashNeeded)
+            user.PasswordHash = await hasher.HashAsync(password, http.RequestAborted);
+
+        var rights = PrincipalCache.ToState(user, 0).Rights;
+        var scopes = rights;
+        if (requested is not null)
+        {
+            if (!requested.IsSubsetOf(rights))
+                return Error("invalid_scope", $"The requested scope '{requested}' exceeds what '{user.Username}' holds: '{rights}'.");
+            scopes = requested;
+        }
+        var issued = jwts.Issue(user.Username, scopes, lifetime, user.CredentialVersion);
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
+            new { path = "api", lifetime_seconds = issued.ExpiresIn }));
+        await db.SaveChangesAsync(http.RequestAborted);
+        logger.LogInformation("Issued an access token to {User} (jti {Jti})", user.Username, issued.Jti);
+        return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
+    }
+
+    public static IResult Error(string error, string description, int status = StatusCodes.Status400BadRequest) =>
+        TypedResults.Json(new OAuthError(error, description), statusCode: status);
+
+    /// <summary>
+    /// Reads the parameters from a JSON object or a form body (RFC 6749 §3.2). Empty values count as
+    /// absent; a parameter sent twice is an error (§3.1).
+    /// </summary>
+    internal static async Task<(Dictionary<string, string>? Parameters, string? Error)> ReadParametersAsync(HttpRequest request)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (request.HasFormContentType)
+        {
+            IFormCollection form;
+            try
+            {
+                form = await request.ReadFormAsync(request.HttpContext.RequestAborted);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or BadHttpRequestException)
+            {
+                return (null, "The form body could not be read.");
+            }
+            foreach (var (key, values) in form)
+            {
+                if (values.Count > 1)
+                    return (null, $"The parameter '{Truncate(key)}' was sent more than once.");
+                if (values[0] is { Length: > 0 } value)
+                    result[key] = value;
+            }
+            return Check(result);
+        }
+        if (request.ContentType is { } contentType && contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+        {
+            JsonDocument document;
+            try
+            {
+                document = await JsonDocument.ParseAsync(request.Body, default, request.HttpContext.RequestAborted);
+            }
+            catch (Exception e) when (e is JsonException or DecoderFallbackException or ArgumentException)
+            {
+                return (null, "The body is not valid JSON.");
+            }
+            using (document)
+            {
+                if (document.RootElement.ValueKind != JsonValueKind.Object)
+                    return (null, "The body must be a JSON object such as {\"username\": \"...\", \"password\": \"...\"}.");
+                var seen = new HashSet<string>(StringComparer.Ordinal);
+                foreach (var property in document.RootElement.EnumerateObject())
+                {
+                    if (!seen.Add(property.Name))
+                        return (null, $"The parameter '{Truncate(property.Name)}' was sent more than once.");
+                    if (property.Value.ValueKind == JsonValueKind.Null)
+                        continue;
+                    if (property.Value.ValueKind != JsonValueKind.String)
+                        return (null, $"The parameter '{Truncate(property.Name)}' must be a string.");
+                    if (property.Value.GetString() is { Length: > 0 } value)
+                        result[property.Name] = value;
+                }
+            }
+            return Check(result);
+        }
+        return (null, "Send the parameters as application/x-www-form-urlencoded or application/json.");
+
+        static (Dictionary<string, string>?, string?) Check(Dictionary<string, string> p) =>
+            p.Values.Any(v => v.Length > MaxParameterLength) ? (null, "A parameter is too long.") : (p, null);
+    }
+
+    private static string Truncate(string s) => s.Length <= 64 ? s : s[..64] + "…";
+}

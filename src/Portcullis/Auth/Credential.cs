@@ -1,0 +1,51 @@
+using Portcullis.Security;
+
+namespace Portcullis.Auth;
+
+/// <summary>What a principal may do right now, as last read from the database.</summary>
+internal sealed class PrincipalState(long id, string name, string kind, bool isAdmin, bool isDisabled, ScopeSet rights, int credentialVersion, long loadedAtTicks)
+{
+    public long Id { get; } = id;
+    public string Name { get; } = name;
+    public string Kind { get; } = kind;
+    public bool IsAdmin { get; } = isAdmin;
+    public bool IsDisabled { get; } = isDisabled;
+
+    /// <summary>The owner's current rights; a credential never exceeds them (SPEC §1).</summary>
+    public ScopeSet Rights { get; } = rights;
+
+    public int CredentialVersion { get; } = credentialVersion;
+    public long LoadedAtTicks { get; } = loadedAtTicks;
+
+    public bool IsService => Kind == Users.PrincipalKind.Service;
+}
+
+internal static class CredentialKinds
+{
+    public const string ApiToken = "api_token";
+    public const string Jwt = "jwt";
+    public const string Session = "session";
+    public const string Service = "service";
+}
+
+/// <summary>An authenticated credential on a request: who it belongs to and what it was granted.</summary>
+internal sealed class Credential(string kind, string? tokenId, PrincipalState owner, ScopeSet granted, string? clientId = null)
+{
+    /// <summary>One of <see cref="CredentialKinds"/>.</summary>
+    public string Kind { get; } = kind;
+
+    /// <summary>The API token id (decimal) or the JWT's <c>jti</c>.</summary>
+    public string? TokenId { get; } = tokenId;
+
+    public PrincipalState Owner { get; } = owner;
+
+    /// <summary>The scopes the credential was minted with.</summary>
+    public ScopeSet Granted { get; } = granted;
+
+    public string? ClientId { get; } = clientId;
+
+    /// <summary>Granted scopes intersected with the owner's current rights.</summary>
+    public ScopeSet Effective => Granted.Intersect(Owner.Rights);
+
+    public bool Allows(ScopeRequirement requirement) => Granted.Allows(requirement) && Owner.Rights.Allows(requirement);
+}

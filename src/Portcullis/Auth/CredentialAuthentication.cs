@@ -1,0 +1,171 @@
+using System.Security.Claims;
+using System.Text.Encodings.Web;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Authorization.Policy;
+using Microsoft.Extensions.Options;
+using Portcullis.Security;
+
+namespace Portcullis.Auth;
+
+/// <summary>
+/// Reads <c>Authorization: Bearer|token &lt;credential&gt;</c> (scheme case-insensitive; never the query
+/// string) and answers failures as RFC 6750 §3 says: 401 with <c>WWW-Authenticate</c>, <c>error="invalid_token"</c>
+/// for a bad credential, 400 <c>invalid_request</c> for a malformed header, 503 when the database is needed and down.
+/// </summary>
+internal sealed class CredentialAuthenticationHandler(
+    IOptionsMonitor<AuthenticationSchemeOptions> options,
+    ILoggerFactory logger,
+    UrlEncoder encoder,
+    CredentialVerifier verifier)
+    : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
+{
+    public const string SchemeName = "Portcullis";
+    public const string Realm = "portcullis";
+    private const string FailureKey = "portcullis.auth_failure";
+
+    protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        var headers = Request.Headers.Authorization;
+        if (headers.Count == 0)
+            return AuthenticateResult.NoResult();
+        if (headers.Count > 1)
+            return Fail(AuthFailure.InvalidRequest("Send exactly one Authorization header."));
+
+        var header = headers[0] ?? "";
+        var space = header.IndexOf(' ');
+        var scheme = space < 0 ? header : header[..space];
+        if (!scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) && !scheme.Equals("token", StringComparison.OrdinalIgnoreCase))
+        {
+            // Not a scheme we speak (e.g. Basic): as if no credential was sent.
+            return AuthenticateResult.NoResult();
+        }
+        var token = space < 0 ? "" : header[(space + 1)..].Trim();
+        if (token.Length == 0)
+            return Fail(AuthFailure.InvalidRequest($"The Authorization header names the {scheme} scheme but carries no credential."));
+        if (token.Length > 8192 || token.AsSpan().IndexOfAny(' ', '\t') >= 0)
+            return Fail(AuthFailure.InvalidToken("The credential is malformed."));
+
+        var result = await verifier.VerifyAsync(token, Context.Connection.RemoteIpAddress, Context.RequestAborted);
+        if (result.Credential is not { } credential)
+        {
+            return Fail(result.Failure switch
+            {
+                VerifyFailure.Unavailable => AuthFailure.Unavailable,
+                VerifyFailure.Expired => AuthFailure.InvalidToken("The token has expired."),
+                VerifyFailure.OwnerDisabled => AuthFailure.InvalidToken("The account that owns this token is disabled."),
+                _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
+            });
+        }
+        return Success(Context, credential, Scheme.Name);
+    }
+
+    public static AuthenticateResult Success(HttpContext context, Credential credential, string scheme)
+    {
+        context.Features.Set(credential);
+        var identity = new ClaimsIdentity(
+            [new Claim(ClaimTypes.Name, credential.Owner.Name), new Claim("credential_kind", credential.Kind)], scheme, ClaimTypes.Name, null);
+        return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), scheme));
+    }
+
+    private AuthenticateResult Fail(AuthFailure failure)
+    {
+        Context.Items[FailureKey] = failure;
+        return AuthenticateResult.Fail(failure.Description);
+    }
+
+    protected override Task HandleChallengeAsync(AuthenticationProperties properties)
+    {
+        var failure = Context.Items[FailureKey] as AuthFailure;
+        return WriteChallengeAsync(Context, failure);
+    }
+
+    public static async Task WriteChallengeAsync(HttpContext context, AuthFailure? failure)
+    {
+        if (failure == AuthFailure.Unavailable)
+        {
+            context.Response.Headers.RetryAfter = "5";
+            await ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Service unavailable",
+                "The credential cannot be checked right now because the database does not answer. Try again shortly.");
+            return;
+        }
+        var header = $"Bearer realm=\"{Realm}\"";
+        if (failure is not null)
+            header += $", error=\"{failure.Error}\", error_description=\"{failure.Description}\"";
+        context.Response.Headers.WWWAuthenticate = header;
+        var status = failure?.Error == "invalid_request" ? StatusCodes.Status400BadRequest : StatusCodes.Status401Unauthorized;
+        await ProblemResponses.WriteAsync(context, status, status == 400 ? "Bad request" : "Unauthorized",
+            failure?.Description ?? "Authentication is required. Send 'Authorization: Bearer <token>' with an API token or access token.");
+    }
+
+    public static async Task WriteForbiddenAsync(HttpContext context, ScopeRequirement? missing)
+    {
+        var scope = missing?.ScopeName ?? Scopes.Admin;
+        context.Response.Headers.WWWAuthenticate =
+            $"Bearer realm=\"{Realm}\", error=\"insufficient_scope\", error_description=\"The credential lacks the scope this request needs.\", scope=\"{scope}\"";
+        await ProblemResponses.WriteAsync(context, StatusCodes.Status403Forbidden, "Forbidden",
+            $"This request needs the '{scope}' scope, which this credential (or its owner) does not have.");
+    }
+}
+
+internal sealed record AuthFailure(string Error, string Description)
+{
+    public static readonly AuthFailure Unavailable = new("temporarily_unavailable", "The database does not answer.");
+
+    public static AuthFailure InvalidRequest(string description) => new("invalid_request", description);
+
+    public static AuthFailure InvalidToken(string description) => new("invalid_token", description);
+}
+
+/// <summary>Requires one scope of the credential and of its owner's current rights.</summary>
+internal sealed class ScopeAuthorizationRequirement(ScopeRequirement scope)
+    : AuthorizationHandler<ScopeAuthorizationRequirement>, IAuthorizationRequirement
+{
+    public ScopeRequirement Scope { get; } = scope;
+
+    protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, ScopeAuthorizationRequirement requirement)
+    {
+        if (context.Resource is HttpContext http && http.Features.Get<Credential>() is { } credential && credential.Allows(requirement.Scope))
+            context.Succeed(requirement);
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>Turns authorization failures into RFC 6750 answers that name the missing scope.</summary>
+internal sealed class ScopeAwareResultHandler : IAuthorizationMiddlewareResultHandler
+{
+    private readonly AuthorizationMiddlewareResultHandler _default = new();
+
+    public async Task HandleAsync(RequestDelegate next, HttpContext context, AuthorizationPolicy policy, PolicyAuthorizationResult authorizeResult)
+    {
+        if (authorizeResult.Forbidden && context.Features.Get<Credential>() is not null)
+        {
+            var missing = authorizeResult.AuthorizationFailure?.FailedRequirements.OfType<ScopeAuthorizationRequirement>().FirstOrDefault()?.Scope;
+            await CredentialAuthenticationHandler.WriteForbiddenAsync(context, missing);
+            return;
+        }
+        await _default.HandleAsync(next, context, policy, authorizeResult);
+    }
+}
+
+internal static class Policies
+{
+    public const string Authenticated = "authenticated";
+    public const string Api = "api";
+    public const string Admin = "admin";
+
+    public static void Add(AuthorizationOptions options)
+    {
+        options.AddPolicy(Authenticated, p => p.RequireAuthenticatedUser());
+        options.AddPolicy(Api, p => p.RequireAuthenticatedUser().AddRequirements(new ScopeAuthorizationRequirement(ScopeRequirement.Api)));
+        options.AddPolicy(Admin, p => p.RequireAuthenticatedUser()
+            .AddRequirements(new ScopeAuthorizationRequirement(ScopeRequirement.Api), new ScopeAuthorizationRequirement(ScopeRequirement.Admin)));
+    }
+}
+
+internal static class HttpContextCredentialExtensions
+{
+    /// <summary>The credential of an endpoint that requires authentication.</summary>
+    public static Credential Credential(this HttpContext context) =>
+        context.Features.Get<Credential>() ?? throw new InvalidOperationException("Endpoint requires authentication.");
+}

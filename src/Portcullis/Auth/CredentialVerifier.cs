@@ -1,0 +1,217 @@
+using System.Data.Common;
+using System.Globalization;
+using System.Net;
+using Microsoft.EntityFrameworkCore;
+using Portcullis.Audit;
+using Portcullis.Data;
+using Portcullis.Security;
+using Portcullis.Tokens;
+
+namespace Portcullis.Auth;
+
+internal enum VerifyFailure : byte
+{
+    None,
+    Malformed,
+    Unknown,
+    Expired,
+    Revoked,
+    OwnerDisabled,
+
+    /// <summary>The decision needs the database and the database did not answer: fail closed (503).</summary>
+    Unavailable,
+}
+
+internal readonly record struct VerifyResult(Credential? Credential, VerifyFailure Failure)
+{
+    public static VerifyResult Fail(VerifyFailure failure) => new(null, failure);
+}
+
+/// <summary>
+/// Turns a presented secret (API token, service token or JWT) into a <see cref="Credential"/>.
+/// The common case — a cached API token — is answered from memory: parse and checksum, SHA-256,
+/// one dictionary lookup for the token, one for its owner, and two comparisons (SPEC §6).
+/// </summary>
+internal sealed class CredentialVerifier(
+    TokenFormat format,
+    TokenCache cache,
+    PrincipalCache principals,
+    UsageRecorder usage,
+    JwtService jwts,
+    AuditLog audit,
+    IServiceScopeFactory scopes,
+    TimeProvider time,
+    ILogger<CredentialVerifier> logger)
+{
+    /// <summary>Set when configured services use pre-shared tokens that are not in Portcullis format.</summary>
+    public bool AcceptsPresharedTokens { get; set; }
+
+    /// <summary>
+    /// The allocation-free part of verification. Returns true with a failure of <see cref="VerifyFailure.None"/>
+    /// when the token is valid and fully answered from the cache; false when the cache cannot decide.
+    /// </summary>
+    public bool TryVerifyCached(ReadOnlySpan<char> token, long nowTicks, out CachedToken? entry, out PrincipalState? owner, out VerifyFailure failure)
+    {
+        owner = null;
+        entry = null;
+        if (format.HasPrefix(token))
+        {
+            if (!format.TryRead(token, out _))
+            {
+                failure = VerifyFailure.Malformed;
+                return true;
+            }
+        }
+        else if (!AcceptsPresharedTokens || token.Length < 32)
+        {
+            failure = VerifyFailure.Malformed;
+            return true;
+        }
+        var digest = TokenFormat.Digest(token);
+        if (!cache.TryGet(digest, nowTicks, out var cached))
+        {
+            failure = VerifyFailure.None;
+            return false;
+        }
+        entry = cached;
+        return Evaluate(cached, nowTicks, out owner, out failure);
+    }
+
+    private bool Evaluate(CachedToken entry, long nowTicks, out PrincipalState? owner, out VerifyFailure failure)
+    {
+        owner = null;
+        if (!entry.IsKnown)
+        {
+            failure = VerifyFailure.Unknown;
+            return true;
+        }
+        if (nowTicks >= entry.ValidUntilTicks)
+        {
+            failure = entry.EndsByRevocation ? VerifyFailure.Revoked : VerifyFailure.Expired;
+            return true;
+        }
+        owner = principals.TryGet(entry.OwnerId, nowTicks);
+        if (owner is null)
+        {
+            failure = VerifyFailure.None;
+            return false;
+        }
+        failure = owner.IsDisabled ? VerifyFailure.OwnerDisabled : VerifyFailure.None;
+        return true;
+    }
+
+    public async ValueTask<VerifyResult> VerifyAsync(string token, IPAddress? address, CancellationToken cancellationToken)
+    {
+        if (JwtService.LooksLikeJwt(token) && !format.HasPrefix(token))
+            return await VerifyJwtAsync(token, cancellationToken);
+
+        var now = time.GetUtcNow().UtcTicks;
+        try
+        {
+            if (!TryVerifyCached(token, now, out var entry, out var owner, out var failure))
+            {
+                // Either the token or its owner was not in the cache.
+                entry ??= await LoadAsync(token, now, cancellationToken);
+                Evaluate(entry, now, out owner, out failure);
+                if (failure == VerifyFailure.None && owner is null)
+                {
+                    owner = await principals.GetAsync(entry.OwnerId, cancellationToken);
+                    failure = owner is null ? VerifyFailure.Unknown : owner.IsDisabled ? VerifyFailure.OwnerDisabled : VerifyFailure.None;
+                }
+            }
+            if (failure != VerifyFailure.None)
+            {
+                if (failure == VerifyFailure.Revoked)
+                    ReportUsedAfterRevoke(entry!, address);
+                return VerifyResult.Fail(failure);
+            }
+            usage.Record(entry!.TokenId, address, now);
+            var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
+            return new VerifyResult(new Credential(kind, entry.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
+        }
+        catch (Exception e) when (IsDatabaseFailure(e))
+        {
+            logger.LogWarning("Cannot verify a credential: the database did not answer ({Error})", e.Message);
+            return VerifyResult.Fail(VerifyFailure.Unavailable);
+        }
+    }
+
+    private async Task<CachedToken> LoadAsync(string token, long nowTicks, CancellationToken cancellationToken)
+    {
+        var digest = TokenFormat.Digest(token);
+        var hex = digest.ToHex();
+        var generation = cache.Generation;
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        var row = await db.ApiTokens.AsNoTracking()
+            .Where(t => t.TokenHash == hex)
+            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt })
+            .FirstOrDefaultAsync(cancellationToken);
+        CachedToken entry;
+        if (row is null)
+        {
+            entry = CachedToken.Unknown(nowTicks);
+        }
+        else
+        {
+            var expires = row.ExpiresAt?.Ticks ?? long.MaxValue;
+            var revoked = row.RevokedAt?.Ticks ?? long.MaxValue;
+            entry = new CachedToken
+            {
+                TokenId = row.Id,
+                TokenIdText = row.Id.ToString(CultureInfo.InvariantCulture),
+                OwnerId = row.OwnerId,
+                Scopes = ScopeSet.Parse(row.Scopes),
+                Hint = row.Hint,
+                ValidUntilTicks = Math.Min(expires, revoked),
+                EndsByRevocation = revoked <= expires,
+                LoadedAtTicks = nowTicks,
+            };
+        }
+        cache.Store(digest, entry, generation);
+        return entry;
+    }
+
+    private async ValueTask<VerifyResult> VerifyJwtAsync(string token, CancellationToken cancellationToken)
+    {
+        var claims = await jwts.ValidateAsync(token);
+        if (claims is null)
+            return VerifyResult.Fail(VerifyFailure.Unknown);
+        try
+        {
+            var owner = await principals.GetByNameAsync(claims.Subject, cancellationToken);
+            if (owner is null)
+                return VerifyResult.Fail(VerifyFailure.Unknown);
+            if (owner.IsDisabled)
+                return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+            // The password changed or the user was disabled after this token was issued.
+            if (claims.CredentialVersion is { } v && v != owner.CredentialVersion)
+                return VerifyResult.Fail(VerifyFailure.Revoked);
+            return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId), VerifyFailure.None);
+        }
+        catch (Exception e) when (IsDatabaseFailure(e))
+        {
+            logger.LogWarning("Cannot verify a JWT: the database did not answer ({Error})", e.Message);
+            return VerifyResult.Fail(VerifyFailure.Unavailable);
+        }
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<long, long> _lastRevokeReport = new();
+
+    /// <summary>Audits the use of a revoked token, at most once a minute per token: a leaked token being tried is news.</summary>
+    private void ReportUsedAfterRevoke(CachedToken entry, IPAddress? address)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        var last = _lastRevokeReport.GetValueOrDefault(entry.TokenId);
+        if (now - last < TimeSpan.TicksPerMinute || _lastRevokeReport.Count > 100_000)
+            return;
+        _lastRevokeReport[entry.TokenId] = now;
+        var e = audit.Create(null, AuditEvents.TokenUsedAfterRevoke, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint });
+        e.ClientIp = address?.ToString();
+        audit.Enqueue(e);
+    }
+
+    public static bool IsDatabaseFailure(Exception e) =>
+        e is DbException or TimeoutException or InvalidOperationException { InnerException: DbException or TimeoutException }
+        || e is DbUpdateException || e.InnerException is DbException;
+}

@@ -1,0 +1,120 @@
+using System.Security.Claims;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+using Portcullis.Hosting;
+using Portcullis.Security;
+
+namespace Portcullis.Auth;
+
+/// <summary>A validated access token's claims that Portcullis acts on.</summary>
+internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt);
+
+/// <summary>
+/// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
+/// one algorithm, known <c>kid</c> only, no key material taken from the token, our issuer and audience,
+/// and a clock skew of at most 30 seconds.
+/// </summary>
+internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options, PublicUrl publicUrl, TimeProvider time)
+{
+    public const string TokenType = "at+jwt";
+    public const string CredentialVersionClaim = "pcv";
+
+    private readonly JsonWebTokenHandler _handler = new() { SetDefaultTimesOnTokenCreation = false, MapInboundClaims = false };
+    private readonly JwtOptions _options = options.Value;
+
+    public sealed record Issued(string AccessToken, string Jti, int ExpiresIn, ScopeSet Scopes);
+
+    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, int? credentialVersion, string? clientId = null)
+    {
+        var now = time.GetUtcNow().UtcDateTime;
+        var jti = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(16));
+        var claims = new Dictionary<string, object>
+        {
+            [JwtRegisteredClaimNames.Sub] = subject,
+            [JwtRegisteredClaimNames.Jti] = jti,
+            ["scope"] = scopes.ToString(),
+        };
+        if (credentialVersion is { } v)
+            claims[CredentialVersionClaim] = v;
+        if (clientId is not null)
+            claims["client_id"] = clientId;
+        var descriptor = new SecurityTokenDescriptor
+        {
+            Issuer = publicUrl.Value,
+            Audience = _options.Audience,
+            IssuedAt = now,
+            NotBefore = now,
+            Expires = now + lifetime,
+            TokenType = TokenType,
+            Claims = claims,
+            SigningCredentials = keys.Current,
+        };
+        return new Issued(_handler.CreateToken(descriptor), jti, (int)lifetime.TotalSeconds, scopes);
+    }
+
+    public static bool LooksLikeJwt(ReadOnlySpan<char> token) => token.Count('.') == 2 && token.Length < 8192;
+
+    public async Task<JwtClaims?> ValidateAsync(string token)
+    {
+        var now = time.GetUtcNow().UtcDateTime;
+        var parameters = new TokenValidationParameters
+        {
+            ValidIssuer = publicUrl.Value,
+            ValidAudience = _options.Audience,
+            ValidAlgorithms = [SigningKeys.Algorithm],
+            ValidTypes = [TokenType],
+            RequireSignedTokens = true,
+            RequireExpirationTime = true,
+            ClockSkew = _options.ClockSkew,
+            TryAllIssuerSigningKeys = false,
+            IssuerSigningKeyResolver = (_, _, kid, _) => kid is not null && keys.Find(kid) is { } key ? [key] : [],
+            LifetimeValidator = (notBefore, expires, _, _) =>
+                expires is { } exp && now < exp.ToUniversalTime() + _options.ClockSkew &&
+                (notBefore is null || notBefore.Value.ToUniversalTime() <= now + _options.ClockSkew),
+        };
+        if (!HasOnlyAllowedHeaders(token))
+            return null;
+        var result = await _handler.ValidateTokenAsync(token, parameters);
+        if (!result.IsValid || result.SecurityToken is not JsonWebToken jwt)
+            return null;
+        if (string.IsNullOrEmpty(jwt.Id) || string.IsNullOrEmpty(jwt.Subject))
+            return null;
+        var issuedAt = jwt.IssuedAt;
+        if (issuedAt == DateTime.MinValue || issuedAt > now + _options.ClockSkew)
+            return null;
+        int? version = jwt.TryGetPayloadValue<int>(CredentialVersionClaim, out var v) ? v : null;
+        jwt.TryGetPayloadValue<string>("client_id", out var clientId);
+        jwt.TryGetPayloadValue<string>("scope", out var scope);
+        return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), version, clientId, issuedAt, jwt.ValidTo);
+    }
+
+    /// <summary>
+    /// Refuses headers that point at key material (<c>jku</c>, <c>x5u</c>, <c>jwk</c>, <c>x5c</c>) and
+    /// anything but ES256 before the library looks at the token.
+    /// </summary>
+    private static bool HasOnlyAllowedHeaders(string token)
+    {
+        JsonWebToken parsed;
+        try
+        {
+            parsed = new JsonWebToken(token);
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        if (parsed.Alg != SigningKeys.Algorithm || string.IsNullOrEmpty(parsed.Kid))
+            return false;
+        foreach (var forbidden in (ReadOnlySpan<string>)["jku", "x5u", "jwk", "x5c", "crit"])
+        {
+            if (parsed.TryGetHeaderValue<object>(forbidden, out _))
+                return false;
+        }
+        return true;
+    }
+}
+
+/// <summary>The public base URL of this server: the JWT issuer and the base of discovery links.</summary>
+internal sealed record PublicUrl(string Value);

@@ -1,0 +1,79 @@
+using System.CommandLine;
+using Microsoft.Extensions.Options;
+using Portcullis.Data;
+using Portcullis.Hosting;
+
+namespace Portcullis.Cli;
+
+/// <summary>The <c>portcullis</c> command line. Exit codes: 0 success, 1 failure, 2 usage error.</summary>
+internal static class CliApp
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var root = new RootCommand("Portcullis: API tokens and an authentication gateway for internal services.");
+        root.Subcommands.Add(ServeCommand());
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors)
+                Console.Error.WriteLine($"error: {error.Message}");
+            Console.Error.WriteLine("Run 'portcullis --help' for usage.");
+            return 2;
+        }
+        return await parse.InvokeAsync();
+    }
+
+    private static Command ServeCommand()
+    {
+        var urls = new Option<string?>("--urls") { Description = $"Addresses to listen on, ';'-separated (default {ServerApp.DefaultUrl})." };
+        var dataDir = new Option<string?>("--data-dir") { Description = "Data directory (default ./portcullis-data or $PORTCULLIS_DATA_DIR)." };
+        var config = new Option<string?>("--config") { Description = "Configuration file (default ./portcullis.json if present)." };
+        var serve = new Command("serve", "Run the Portcullis server.") { urls, dataDir, config };
+        // Unknown --Section:Key=value options are configuration overrides, as in any ASP.NET Core app.
+        serve.TreatUnmatchedTokensAsErrors = false;
+        serve.SetAction(async (result, cancellationToken) =>
+        {
+            var forwarded = result.Tokens.Select(t => t.Value).SkipWhile(t => t == "serve").ToArray();
+            return await ServeAsync(forwarded, cancellationToken);
+        });
+        return serve;
+    }
+
+    internal static async Task<int> ServeAsync(string[] args, CancellationToken cancellationToken)
+    {
+        WebApplication app;
+        try
+        {
+            app = ServerApp.Build(args);
+            await ServerApp.InitializeAsync(app, cancellationToken);
+        }
+        catch (Exception e) when (e is StartupException or OptionsValidationException or InvalidOperationException)
+        {
+            Console.Error.WriteLine("portcullis: cannot start.");
+            foreach (var line in Describe(e))
+                Console.Error.WriteLine($"  - {line}");
+            return 1;
+        }
+        try
+        {
+            await app.RunAsync();
+        }
+        catch (IOException e) when (e.Message.Contains("address", StringComparison.OrdinalIgnoreCase))
+        {
+            Console.Error.WriteLine($"portcullis: cannot start: {e.Message} Choose another address with --urls.");
+            return 1;
+        }
+        finally
+        {
+            app.Services.GetService<DataDirectory>()?.Dispose();
+        }
+        return 0;
+    }
+
+    private static IEnumerable<string> Describe(Exception e) => e switch
+    {
+        OptionsValidationException o => o.Failures,
+        { InnerException: OptionsValidationException o } => o.Failures,
+        _ => [e.Message],
+    };
+}

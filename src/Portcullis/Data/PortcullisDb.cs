@@ -1,0 +1,60 @@
+using System.Text;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Tokens;
+using Portcullis.Users;
+
+namespace Portcullis.Data;
+
+/// <summary>
+/// The one DbContext. The schema itself is owned by the versioned SQL scripts in Data/Migrations;
+/// this model only maps onto it (snake_case tables and columns, UTC times).
+/// </summary>
+internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbContext(options)
+{
+    public DbSet<User> Users => Set<User>();
+    public DbSet<ApiToken> ApiTokens => Set<ApiToken>();
+    public DbSet<TokenUsageDay> TokenUsage => Set<TokenUsageDay>();
+    public DbSet<AuditEvent> AuditEvents => Set<AuditEvent>();
+    public DbSet<SigningKey> SigningKeys => Set<SigningKey>();
+
+    protected override void ConfigureConventions(ModelConfigurationBuilder builder)
+    {
+        builder.Properties<DateTime>().HaveConversion<UtcConverter>();
+        builder.Properties<DateTime?>().HaveConversion<UtcConverter>();
+    }
+
+    protected override void OnModelCreating(ModelBuilder b)
+    {
+        b.Entity<User>().ToTable("users");
+        b.Entity<ApiToken>().ToTable("api_tokens");
+        b.Entity<TokenUsageDay>().ToTable("token_usage").HasKey(u => new { u.TokenId, u.Day });
+        b.Entity<AuditEvent>().ToTable("audit_events");
+        b.Entity<SigningKey>().ToTable("signing_keys").HasKey(k => k.Kid);
+
+        foreach (var entity in b.Model.GetEntityTypes())
+        {
+            foreach (var property in entity.GetProperties())
+                property.SetColumnName(SnakeCase(property.Name));
+        }
+    }
+
+    private static string SnakeCase(string name)
+    {
+        var sb = new StringBuilder(name.Length + 4);
+        for (var i = 0; i < name.Length; i++)
+        {
+            if (char.IsUpper(name[i]) && i > 0)
+                sb.Append('_');
+            sb.Append(char.ToLowerInvariant(name[i]));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>SQLite hands DateTimes back without a kind; every time in Portcullis is UTC.</summary>
+    private sealed class UtcConverter() : ValueConverter<DateTime, DateTime>(
+        v => v.Kind == DateTimeKind.Utc ? v : DateTime.SpecifyKind(v.ToUniversalTime(), DateTimeKind.Utc),
+        v => DateTime.SpecifyKind(v, DateTimeKind.Utc));
+}

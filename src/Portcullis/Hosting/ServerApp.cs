@@ -1,0 +1,264 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Security;
+using Portcullis.Tokens;
+using Portcullis.Users;
+
+namespace Portcullis.Hosting;
+
+/// <summary>
+/// <c>portcullis serve</c>: configuration, services and the HTTP pipeline. Reads like a table of
+/// contents; each feature's endpoints live in its own folder.
+/// </summary>
+internal static class ServerApp
+{
+    public const string DefaultUrl = "http://127.0.0.1:8080";
+
+    /// <summary>Builds the server. <paramref name="configureServices"/> lets tests swap the clock.</summary>
+    public static WebApplication Build(string[] args, Action<IServiceCollection>? configureServices = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        ConfigureConfiguration(builder.Configuration, args);
+        var configuration = builder.Configuration;
+
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
+        builder.WebHost.UseUrls(configuration["urls"] ?? DefaultUrl);
+        builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
+
+        var services = builder.Services;
+        services.AddSingleton<IValidateOptions<DatabaseOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<TokenOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<JwtOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<AuthOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<ServerOptions>, OptionsValidator>();
+        services.AddOptions<ServerOptions>().Bind(configuration).ValidateOnStart();
+        services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateOnStart();
+        services.AddOptions<TokenOptions>().Bind(configuration.GetSection(TokenOptions.Section)).ValidateOnStart();
+        services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
+        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
+
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<ServerOptions>>().Value.DataDir is var dir
+            ? DataDirectory.Open(dir, exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres)
+            : throw new InvalidOperationException());
+        services.AddDbContextPool<PortcullisDb>((sp, options) => ConfigureDatabase(sp, options));
+        services.AddScoped<Migrator>();
+
+        services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
+        services.AddSingleton<PasswordHasher>();
+        services.AddSingleton<TokenCache>();
+        services.AddSingleton<PrincipalCache>();
+        services.AddSingleton<InvalidationBus>();
+        services.AddSingleton<SigningKeys>();
+        services.AddSingleton<JwtService>();
+        services.AddSingleton<CredentialVerifier>();
+        services.AddSingleton<PrometheusMetrics>();
+        services.AddSingleton<UsageRecorder>();
+        services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
+        services.AddSingleton<AuditLog>();
+        services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
+        services.AddScoped<TokenEndpoint>();
+
+        services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
+            .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);
+        services.AddAuthorization(Policies.Add);
+        services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeAwareResultHandler>();
+
+        services.AddProblemDetails();
+        services.AddOpenApi();
+        services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+            o.SerializerOptions.DictionaryKeyPolicy = null;
+        });
+        services.AddHealthChecks();
+        configureServices?.Invoke(services);
+
+        var app = builder.Build();
+        ConfigurePipeline(app);
+        return app;
+    }
+
+    /// <summary>
+    /// Layers configuration as SPEC §3 says: JSON file &lt; <c>PORTCULLIS_*</c> environment variables &lt;
+    /// command line. The file is <c>--config FILE</c> (must exist) or <c>./portcullis.json</c> if present.
+    /// </summary>
+    private static void ConfigureConfiguration(ConfigurationManager configuration, string[] args)
+    {
+        var commandLine = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings).Build();
+        var explicitFile = commandLine["Config"];
+        var file = explicitFile ?? Path.Combine(Directory.GetCurrentDirectory(), "portcullis.json");
+        if (explicitFile is not null && !File.Exists(file))
+            throw new StartupException($"The configuration file '{file}' given with --config does not exist.");
+
+        configuration.Sources.Clear();
+        configuration.AddJsonFile(Path.GetFullPath(file), optional: true, reloadOnChange: false);
+        configuration.AddEnvironmentVariables("PORTCULLIS_");
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_DATA_DIR") is { Length: > 0 } dataDir)
+            configuration.AddInMemoryCollection([new("DataDir", dataDir)]);
+        configuration.AddCommandLine(args, SwitchMappings);
+    }
+
+    private static readonly Dictionary<string, string> SwitchMappings = new()
+    {
+        ["--urls"] = "urls",
+        ["--data-dir"] = "DataDir",
+        ["--config"] = "Config",
+    };
+
+    private static string ResolvePublicUrl(ServerOptions options, IConfiguration configuration)
+    {
+        if (options.PublicUrl is { Length: > 0 } configured)
+            return configured.TrimEnd('/');
+        var first = (configuration["urls"] ?? DefaultUrl).Split(';', StringSplitOptions.RemoveEmptyEntries)[0];
+        return first.TrimEnd('/');
+    }
+
+    private static void ConfigureDatabase(IServiceProvider sp, DbContextOptionsBuilder options)
+    {
+        var database = sp.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+        if (database.IsPostgres)
+        {
+            options.UseNpgsql(database.ConnectionString);
+            return;
+        }
+        var connectionString = database.ConnectionString
+            ?? $"Data Source={Path.Combine(sp.GetRequiredService<DataDirectory>().Path, "portcullis.db")};Pooling=True;Default Timeout=30";
+        options.UseSqlite(connectionString).AddInterceptors(new SqlitePragmas());
+    }
+
+    private static void ConfigurePipeline(WebApplication app)
+    {
+        app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
+        app.UseStatusCodePages();
+        app.Use(ApiHeaders);
+        app.UseMiddleware<RequestMetricsMiddleware>();
+        app.UseAuthentication();
+        app.UseAuthorization();
+
+        app.MapGet("/healthz", () => TypedResults.Text("ok")).WithTags("Health");
+        app.MapGet("/readyz", ReadyAsync).WithTags("Health");
+        app.MapGet("/metrics", (PrometheusMetrics metrics) => TypedResults.Text(metrics.Render(), "text/plain; version=0.0.4")).WithTags("Health");
+        app.MapOpenApi();
+
+        app.MapAuth();
+        var api = app.MapGroup("/api/v1").RequireAuthorization(Policies.Api);
+        api.MapTokens();
+        api.MapUsers();
+        api.MapAudit();
+        app.MapGroup("/api/v1").MapMe();
+    }
+
+    /// <summary>Runs before the server listens: data directory, migrations, first admin, signing keys.</summary>
+    public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
+    {
+        var services = app.Services;
+        _ = services.GetRequiredService<DataDirectory>();
+        await using (var scope = services.CreateAsyncScope())
+        {
+            try
+            {
+                await scope.ServiceProvider.GetRequiredService<Migrator>().MigrateAsync(cancellationToken: cancellationToken);
+            }
+            catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
+            {
+                var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+                throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {e.Message}. " +
+                    (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
+            }
+        }
+        await AdminBootstrap.RunAsync(services, cancellationToken);
+        await services.GetRequiredService<SigningKeys>().LoadAsync(cancellationToken);
+    }
+
+    private static async Task<IResult> ReadyAsync(PortcullisDb db, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (await db.Database.CanConnectAsync(cancellationToken) && await db.Users.AnyAsync(cancellationToken))
+                return TypedResults.Text("ready");
+        }
+        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        {
+        }
+        return TypedResults.Text("database unavailable", statusCode: StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private static async Task ApiHeaders(HttpContext context, Func<Task> next)
+    {
+        var headers = context.Response.Headers;
+        headers.XContentTypeOptions = "nosniff";
+        var path = context.Request.Path;
+        if (path.StartsWithSegments("/api") || path.StartsWithSegments("/auth"))
+        {
+            headers.CacheControl = "no-store";
+            // Management and auth bodies are small; a megabyte is generous and keeps memory bounded.
+            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+                limit.MaxRequestBodySize = 1024 * 1024;
+        }
+        await next();
+    }
+
+    /// <summary>Every unexpected failure becomes a problem document without internals; the database being down is a 503.</summary>
+    private static async Task HandleExceptionAsync(HttpContext context)
+    {
+        var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+        switch (error)
+        {
+            case BadHttpRequestException bad:
+                await ProblemResponses.WriteAsync(context, bad.StatusCode, "Bad request", SafeBadRequestMessage(bad));
+                break;
+            case PasswordHasherBusyException:
+                context.Response.Headers.RetryAfter = "5";
+                await ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Service busy", "Too many logins are being checked right now. Try again in a few seconds.");
+                break;
+            case { } e when CredentialVerifier.IsDatabaseFailure(e):
+                context.Response.Headers.RetryAfter = "5";
+                await ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Service unavailable", "The database does not answer. Try again shortly.");
+                break;
+            default:
+                await ProblemResponses.WriteAsync(context, StatusCodes.Status500InternalServerError, "Internal error",
+                    $"Something went wrong on the server. Quote trace id {context.TraceIdentifier} when reporting it.");
+                break;
+        }
+    }
+
+    private static string SafeBadRequestMessage(BadHttpRequestException e) => e.StatusCode switch
+    {
+        StatusCodes.Status413PayloadTooLarge => "The request body is too large.",
+        StatusCodes.Status415UnsupportedMediaType => "Send the body as application/json.",
+        _ => e.InnerException is JsonException or System.Text.DecoderFallbackException
+            ? "The body is not valid JSON (or a field has the wrong type)."
+            : "The request is malformed.",
+    };
+}
+
+/// <summary>Counts requests by route pattern (never the raw path, which could carry anything) and status.</summary>
+internal sealed class RequestMetricsMiddleware(RequestDelegate next, PrometheusMetrics metrics)
+{
+    public async Task InvokeAsync(HttpContext context)
+    {
+        try
+        {
+            await next(context);
+        }
+        finally
+        {
+            var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
+            metrics.CountRequest(route, context.Response.StatusCode);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+namespace Portcullis.Tokens;
+
+/// <summary>A personal or service API token. Only the SHA-256 of the secret is stored.</summary>
+internal sealed class ApiToken
+{
+    public long Id { get; set; }
+    public long OwnerId { get; set; }
+    public required string Name { get; set; }
+    public string? Description { get; set; }
+
+    /// <summary>Lowercase hex SHA-256 of the whole token text.</summary>
+    public required string TokenHash { get; set; }
+
+    public required string Hint { get; set; }
+    public required string Scopes { get; set; }
+    public DateTime CreatedAt { get; set; }
+    public string? CreatedBy { get; set; }
+    public DateTime? ExpiresAt { get; set; }
+
+    /// <summary>When the token stops (or stopped) working because it was revoked or rotated; may lie in the future during a rotation grace period.</summary>
+    public DateTime? RevokedAt { get; set; }
+
+    public long? ReplacedById { get; set; }
+    public DateTime? LastUsedAt { get; set; }
+    public string? LastUsedIp { get; set; }
+
+    public string Status(DateTime now) =>
+        RevokedAt is { } r && r <= now ? TokenStatus.Revoked
+        : ExpiresAt is { } e && e <= now ? TokenStatus.Expired
+        : TokenStatus.Active;
+}
+
+internal static class TokenStatus
+{
+    public const string Active = "active";
+    public const string Expired = "expired";
+    public const string Revoked = "revoked";
+}
+
+/// <summary>Requests per token per UTC day, accumulated by the usage write-behind.</summary>
+internal sealed class TokenUsageDay
+{
+    public long TokenId { get; set; }
+    public required string Day { get; set; }
+    public long Count { get; set; }
+}

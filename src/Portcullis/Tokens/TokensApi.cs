@@ -1,0 +1,342 @@
+using System.Globalization;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Security;
+using Portcullis.Users;
+
+namespace Portcullis.Tokens;
+
+/// <summary>Personal and service API tokens: <c>/api/v1/tokens</c> (SPEC §4).</summary>
+internal static class TokensApi
+{
+    public const int MaxNameLength = 100;
+    public const int MaxDescriptionLength = 1000;
+
+    public static RouteGroupBuilder MapTokens(this RouteGroupBuilder api)
+    {
+        var group = api.MapGroup("/tokens").WithTags("Tokens");
+        group.MapPost("/", CreateAsync);
+        group.MapGet("/", ListAsync);
+        group.MapGet("/{id:long}", GetAsync);
+        group.MapDelete("/{id:long}", RevokeAsync);
+        group.MapPost("/{id:long}/rotate", RotateAsync);
+        group.MapGet("/{id:long}/usage", UsageAsync);
+        return group;
+    }
+
+    private static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
+        CreateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit,
+        IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
+    {
+        if (request is null)
+            return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"ci\", \"expires_in_days\": 30}.");
+        var caller = http.Credential();
+        var now = time.GetUtcNow().UtcDateTime;
+
+        if (ValidateName(request.Name) is { } nameError)
+            return ProblemResponses.BadRequest(nameError);
+        if (ValidateDescription(request.Description) is { } descriptionError)
+            return ProblemResponses.BadRequest(descriptionError);
+        var (expiresAt, expiryError) = ResolveExpiry(request.ExpiresInDays, request.ExpiresAt, options.Value, now);
+        if (expiryError is not null)
+            return ProblemResponses.BadRequest(expiryError);
+
+        var (owner, ownerProblem) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
+        if (ownerProblem is not null)
+            return ownerProblem;
+
+        ScopeSet scopes;
+        if (request.Scopes is null)
+            scopes = ScopeSet.ApiAndServices;
+        else if (!ScopeSet.TryParse(request.Scopes, out scopes, out var scopeError))
+            return ProblemResponses.BadRequest(scopeError!);
+        if (scopes.IsEmpty)
+            return ProblemResponses.BadRequest("A token needs at least one scope, e.g. [\"api\"] or [\"services\"].");
+        // Nobody mints more than they have: the caller's credential, and the owner's own rights, bound the new token.
+        var ownerRights = PrincipalCache.ToState(owner!, 0).Rights;
+        if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(ownerRights))
+        {
+            var allowed = caller.Effective.Intersect(ownerRights);
+            return ProblemResponses.BadRequest(
+                $"The requested scopes '{scopes}' exceed what {(owner!.Id == caller.Owner.Id ? "you" : $"'{owner.Username}'")} may hold with this credential: '{allowed}'.");
+        }
+
+        var name = request.Name!.Trim();
+        if (await NameTakenAsync(db, owner!.Id, name, now, cancellationToken))
+            return ProblemResponses.Conflict($"'{owner.Username}' already has an active token named '{name}'. Choose another name, or revoke the old token first.");
+
+        var kind = owner.Kind == PrincipalKind.Service ? TokenKind.Service : TokenKind.Personal;
+        var plaintext = format.Generate(kind);
+        var token = new ApiToken
+        {
+            OwnerId = owner.Id,
+            Name = name,
+            Description = string.IsNullOrWhiteSpace(request.Description) ? null : request.Description.Trim(),
+            TokenHash = TokenFormat.Digest(plaintext).ToHex(),
+            Hint = format.Hint(plaintext),
+            Scopes = scopes.ToString(),
+            CreatedAt = now,
+            CreatedBy = caller.Owner.Name,
+            ExpiresAt = expiresAt,
+        };
+        db.ApiTokens.Add(token);
+        await db.SaveChangesAsync(cancellationToken);
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
+            new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt }));
+        await db.SaveChangesAsync(cancellationToken);
+
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        return TypedResults.Created($"/api/v1/tokens/{token.Id}", CreatedTokenResponse.From(token, plaintext, owner.Username));
+    }
+
+    private static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
+        HttpContext http, PortcullisDb db, TimeProvider time, string? owner, bool? all, CancellationToken cancellationToken)
+    {
+        var caller = http.Credential();
+        var isAdmin = caller.Allows(ScopeRequirement.Admin);
+        var query = db.ApiTokens.AsNoTracking().Join(db.Users, t => t.OwnerId, u => u.Id, (t, u) => new { Token = t, Owner = u.Username, u.NormalizedUsername });
+        if (all == true || owner is not null)
+        {
+            if (!isAdmin)
+                return ProblemResponses.Forbidden("Only admins may list other principals' tokens ('owner' or 'all').");
+            if (owner is not null)
+            {
+                var normalized = User.Normalize(owner);
+                query = query.Where(x => x.NormalizedUsername == normalized);
+            }
+        }
+        else
+        {
+            query = query.Where(x => x.Token.OwnerId == caller.Owner.Id);
+        }
+        var now = time.GetUtcNow().UtcDateTime;
+        var rows = await query.OrderByDescending(x => x.Token.Id).ToListAsync(cancellationToken);
+        return TypedResults.Ok(rows.Select(x => TokenResponse.From(x.Token, x.Owner, now)).ToArray());
+    }
+
+    private static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
+        long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken);
+        if (found is null)
+            return NotFound(id);
+        return TypedResults.Ok(TokenResponse.From(found.Value.Token, found.Value.Owner, time.GetUtcNow().UtcDateTime));
+    }
+
+    private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
+        long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken, tracked: true);
+        if (found is null)
+            return NotFound(id);
+        var (token, owner) = found.Value;
+        var now = time.GetUtcNow().UtcDateTime;
+        if (token.RevokedAt is null || token.RevokedAt > now)
+        {
+            token.RevokedAt = now;
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenRevoked, owner, token.OwnerId, token.Id.ToString(CultureInfo.InvariantCulture),
+                new { name = token.Name, hint = token.Hint }));
+            await db.SaveChangesAsync(cancellationToken);
+        }
+        await invalidation.TokenChangedAsync(token.TokenHash, cancellationToken);
+        return TypedResults.NoContent();
+    }
+
+    private static async Task<Results<Ok<CreatedTokenResponse>, ProblemHttpResult>> RotateAsync(
+        long id, RotateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit,
+        InvalidationBus invalidation, IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var grace = request?.GraceSeconds ?? 0;
+        if (grace < 0 || grace > options.Value.MaxRotationGrace.TotalSeconds)
+            return ProblemResponses.BadRequest($"grace_seconds must be between 0 and {(long)options.Value.MaxRotationGrace.TotalSeconds}.");
+        var caller = http.Credential();
+        var found = await FindVisibleAsync(id, caller, db, cancellationToken);
+        if (found is null)
+            return NotFound(id);
+        var (old, owner) = found.Value;
+        var now = time.GetUtcNow().UtcDateTime;
+        if (old.ReplacedById is { } successor)
+            return ProblemResponses.Conflict($"Token {id} was already rotated; its successor is token {successor}.");
+        if (old.RevokedAt is { } revokedAt && revokedAt <= now)
+            return ProblemResponses.Conflict($"Token {id} is revoked and cannot be rotated. Create a new token instead.");
+        // The successor may not carry more than the caller could mint today.
+        var ownerRow = await db.Users.AsNoTracking().FirstAsync(u => u.Id == old.OwnerId, cancellationToken);
+        var scopes = ScopeSet.Parse(old.Scopes);
+        if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(PrincipalCache.ToState(ownerRow, 0).Rights))
+            return ProblemResponses.BadRequest($"The token's scopes '{scopes}' exceed what this credential may mint now; create a new token with fewer scopes.");
+
+        // Same lifetime as the original, counted from now (never-expiring stays never-expiring).
+        DateTime? expiresAt = old.ExpiresAt is { } e ? now + (e - old.CreatedAt) : null;
+        var plaintext = format.Generate(ownerRow.Kind == PrincipalKind.Service ? TokenKind.Service : TokenKind.Personal);
+        var successorToken = new ApiToken
+        {
+            OwnerId = old.OwnerId,
+            Name = old.Name,
+            Description = old.Description,
+            TokenHash = TokenFormat.Digest(plaintext).ToHex(),
+            Hint = format.Hint(plaintext),
+            Scopes = old.Scopes,
+            CreatedAt = now,
+            CreatedBy = caller.Owner.Name,
+            ExpiresAt = expiresAt,
+        };
+        var oldEnds = now.AddSeconds(grace);
+        if (old.ExpiresAt is { } oldExpiry && oldExpiry < oldEnds)
+            oldEnds = oldExpiry;
+
+        await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
+        db.ApiTokens.Add(successorToken);
+        await db.SaveChangesAsync(cancellationToken);
+        // Compare-and-set on "not yet rotated": of two concurrent rotations exactly one wins.
+        var won = await db.ApiTokens
+            .Where(t => t.Id == old.Id && t.ReplacedById == null && (t.RevokedAt == null || t.RevokedAt > now))
+            .ExecuteUpdateAsync(s => s.SetProperty(t => t.ReplacedById, successorToken.Id).SetProperty(t => t.RevokedAt, oldEnds), cancellationToken);
+        if (won != 1)
+        {
+            await tx.RollbackAsync(cancellationToken);
+            return ProblemResponses.Conflict($"Token {id} was rotated or revoked by another request just now.");
+        }
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenRotated, owner, old.OwnerId, old.Id.ToString(CultureInfo.InvariantCulture),
+            new { successor_id = successorToken.Id, hint = old.Hint, successor_hint = successorToken.Hint, grace_seconds = grace }));
+        await db.SaveChangesAsync(cancellationToken);
+        await tx.CommitAsync(cancellationToken);
+        await invalidation.TokenChangedAsync(old.TokenHash, cancellationToken);
+
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        return TypedResults.Ok(CreatedTokenResponse.From(successorToken, plaintext, owner));
+    }
+
+    private static async Task<Results<Ok<TokenUsageResponse>, ProblemHttpResult>> UsageAsync(
+        long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken, int days = 30)
+    {
+        if (days is < 1 or > 366)
+            return ProblemResponses.BadRequest("days must be between 1 and 366.");
+        if (await FindVisibleAsync(id, http.Credential(), db, cancellationToken) is null)
+            return NotFound(id);
+        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        var first = today.AddDays(1 - days);
+        var firstText = first.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+        var counts = await db.TokenUsage.AsNoTracking()
+            .Where(u => u.TokenId == id && string.Compare(u.Day, firstText) >= 0)
+            .ToDictionaryAsync(u => u.Day, u => u.Count, cancellationToken);
+        var usage = Enumerable.Range(0, days)
+            .Select(i => first.AddDays(i).ToString("yyyy-MM-dd", CultureInfo.InvariantCulture))
+            .Select(d => new UsageDay(d, counts.GetValueOrDefault(d)))
+            .ToArray();
+        return TypedResults.Ok(new TokenUsageResponse(id, days, usage.Sum(u => u.Count), usage));
+    }
+
+    /// <summary>A token the caller may see: their own, or anyone's for an admin. Others' tokens are "not found".</summary>
+    private static async Task<(ApiToken Token, string Owner)?> FindVisibleAsync(
+        long id, Credential caller, PortcullisDb db, CancellationToken cancellationToken, bool tracked = false)
+    {
+        var tokens = tracked ? db.ApiTokens : db.ApiTokens.AsNoTracking();
+        var row = await tokens.Where(t => t.Id == id)
+            .Join(db.Users, t => t.OwnerId, u => u.Id, (t, u) => new { Token = t, Owner = u.Username })
+            .FirstOrDefaultAsync(cancellationToken);
+        if (row is null || (row.Token.OwnerId != caller.Owner.Id && !caller.Allows(ScopeRequirement.Admin)))
+            return null;
+        return (row.Token, row.Owner);
+    }
+
+    private static ProblemHttpResult NotFound(long id) => ProblemResponses.NotFound($"There is no token {id} that you can see.");
+
+    private static async Task<bool> NameTakenAsync(PortcullisDb db, long ownerId, string name, DateTime now, CancellationToken cancellationToken) =>
+        await db.ApiTokens.AnyAsync(t => t.OwnerId == ownerId && t.Name == name && t.ReplacedById == null
+            && (t.RevokedAt == null || t.RevokedAt > now) && (t.ExpiresAt == null || t.ExpiresAt > now), cancellationToken);
+
+    private static async Task<(User? Owner, ProblemHttpResult? Problem)> ResolveOwnerAsync(
+        string? requested, Credential caller, PortcullisDb db, CancellationToken cancellationToken)
+    {
+        if (requested is null || User.Normalize(requested) == User.Normalize(caller.Owner.Name))
+        {
+            var self = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == caller.Owner.Id, cancellationToken);
+            return self is null ? (null, ProblemResponses.Forbidden("Your account no longer exists.")) : (self, null);
+        }
+        if (!caller.Allows(ScopeRequirement.Admin))
+            return (null, ProblemResponses.Forbidden("Only admins may create tokens for another user or a service ('owner')."));
+        var normalized = User.Normalize(requested);
+        var owner = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);
+        if (owner is null)
+            return (null, ProblemResponses.BadRequest($"There is no user or service named '{Truncate(requested)}'."));
+        if (owner.IsDisabled)
+            return (null, ProblemResponses.BadRequest($"'{owner.Username}' is disabled; enable it before creating tokens for it."));
+        return (owner, null);
+    }
+
+    internal static string? ValidateName(string? name)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+            return "A token needs a name (1 to 100 characters), e.g. \"ci-deploy\".";
+        if (name.Trim().Length > MaxNameLength)
+            return $"A token name may have at most {MaxNameLength} characters.";
+        if (name.Any(char.IsControl))
+            return "A token name may not contain control characters.";
+        return null;
+    }
+
+    internal static string? ValidateDescription(string? description)
+    {
+        if (description is null)
+            return null;
+        if (description.Length > MaxDescriptionLength)
+            return $"A description may have at most {MaxDescriptionLength} characters.";
+        if (description.Any(c => char.IsControl(c) && c is not ('\n' or '\r' or '\t')))
+            return "A description may not contain control characters other than line breaks and tabs.";
+        return null;
+    }
+
+    /// <summary>
+    /// Works out the expiry from <c>expires_in_days</c> or <c>expires_at</c> (a date means the end of
+    /// that UTC day), applying the configured default and maximum.
+    /// </summary>
+    internal static (DateTime? ExpiresAt, string? Error) ResolveExpiry(long? days, string? at, TokenOptions options, DateTime now)
+    {
+        if (days is not null && !string.IsNullOrWhiteSpace(at))
+            return (null, "Give either expires_in_days or expires_at, not both.");
+        DateTime? expires = null;
+        if (days is { } d)
+        {
+            if (d < 1)
+                return (null, "expires_in_days must be at least 1. To make a token that never expires, leave it out.");
+            if (d > 36_500)
+                return (null, "expires_in_days may be at most 36500 (100 years).");
+            expires = now.AddDays(d);
+        }
+        else if (!string.IsNullOrWhiteSpace(at))
+        {
+            if (DateOnly.TryParseExact(at, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var date))
+                expires = date.AddDays(1).ToDateTime(TimeOnly.MinValue, DateTimeKind.Utc);
+            else if (DateTimeOffset.TryParse(at, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var instant))
+                expires = instant.UtcDateTime;
+            else
+                return (null, $"expires_at '{Truncate(at)}' is not a date: use 2027-01-31 or 2027-01-31T12:00:00Z.");
+            if (expires <= now)
+                return (null, "expires_at lies in the past; choose a future date.");
+            if (expires > now.AddDays(36_500))
+                return (null, "expires_at may be at most 100 years away.");
+        }
+        else if (options.DefaultLifetimeDays is { } defaultDays)
+        {
+            expires = now.AddDays(defaultDays);
+        }
+
+        if (options.MaxLifetimeDays is { } max)
+        {
+            if (expires is null)
+                return (null, $"Tokens on this server must expire within {max} days; set expires_in_days or expires_at.");
+            if (expires > now.AddDays(max))
+                return (null, $"Tokens on this server may live at most {max} days (Tokens:MaxLifetimeDays).");
+        }
+        return (expires, null);
+    }
+
+    private static string Truncate(string s) => s.Length <= 64 ? s : s[..64] + "…";
+}

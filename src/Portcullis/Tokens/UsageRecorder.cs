@@ -1,0 +1,116 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Data;
+using Portcullis.Hosting;
+
+namespace Portcullis.Tokens;
+
+/// <summary>
+/// Write-behind for "last used" and requests-per-day (SPEC §6): the request path only bumps counters
+/// in memory; a background loop writes them in one transaction per interval. Counts are added to
+/// what the database holds, so several instances never overwrite each other, and a failed write
+/// puts its counts back to be tried again.
+/// </summary>
+internal sealed class UsageRecorder(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, ILogger<UsageRecorder> logger)
+    : BackgroundService
+{
+    private readonly ConcurrentDictionary<(long TokenId, int Day), Slot> _slots = new();
+
+    private sealed class Slot
+    {
+        public long Count;
+        public long LastUsedTicks;
+        public IPAddress? LastIp;
+    }
+
+    public void Record(long tokenId, IPAddress? ip, long nowTicks)
+    {
+        var day = (int)(nowTicks / TimeSpan.TicksPerDay);
+        var slot = _slots.GetOrAdd((tokenId, day), static _ => new Slot());
+        Interlocked.Increment(ref slot.Count);
+        // Last writer wins for the time and address; both are "roughly now" anyway.
+        Volatile.Write(ref slot.LastUsedTicks, nowTicks);
+        slot.LastIp = ip;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.UsageFlushInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+                await FlushAsync(stoppingToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        await FlushAsync(CancellationToken.None);
+    }
+
+    /// <summary>Writes everything recorded so far. Public so tests and shutdown can force it.</summary>
+    public async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        var batch = new List<(long TokenId, int Day, long Count, long Last, IPAddress? Ip, Slot Slot)>();
+        foreach (var (key, slot) in _slots)
+        {
+            var count = Interlocked.Exchange(ref slot.Count, 0);
+            if (count == 0)
+            {
+                // Idle since the last flush: drop it, and put back anything that raced in.
+                if (_slots.TryRemove(new KeyValuePair<(long, int), Slot>(key, slot)))
+                {
+                    var late = Interlocked.Exchange(ref slot.Count, 0);
+                    if (late > 0)
+                        batch.Add((key.TokenId, key.Day, late, Volatile.Read(ref slot.LastUsedTicks), slot.LastIp, slot));
+                }
+                continue;
+            }
+            batch.Add((key.TokenId, key.Day, count, Volatile.Read(ref slot.LastUsedTicks), slot.LastIp, slot));
+        }
+        if (batch.Count == 0)
+            return;
+
+        try
+        {
+            await using var scope = scopes.CreateAsyncScope();
+            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
+            foreach (var item in batch)
+            {
+                var last = new DateTime(item.Last, DateTimeKind.Utc);
+                var ip = item.Ip?.ToString();
+                var day = DateOnly.FromDayNumber(item.Day).ToString("yyyy-MM-dd");
+                await db.ApiTokens
+                    .Where(t => t.Id == item.TokenId && (t.LastUsedAt == null || t.LastUsedAt < last))
+                    .ExecuteUpdateAsync(s => s.SetProperty(t => t.LastUsedAt, last).SetProperty(t => t.LastUsedIp, ip), cancellationToken);
+                await db.Database.ExecuteSqlAsync($"""
+                    INSERT INTO token_usage (token_id, day, count)
+                    SELECT {item.TokenId}, {day}, {item.Count} WHERE EXISTS (SELECT 1 FROM api_tokens WHERE id = {item.TokenId})
+                    ON CONFLICT (token_id, day) DO UPDATE SET count = token_usage.count + excluded.count
+                    """, cancellationToken);
+            }
+            await tx.CommitAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            logger.LogWarning("Could not write token usage ({Count} entries); will retry: {Error}", batch.Count, e.Message);
+            foreach (var item in batch)
+            {
+                var slot = _slots.GetOrAdd((item.TokenId, item.Day), static _ => new Slot());
+                Interlocked.Add(ref slot.Count, item.Count);
+                if (Volatile.Read(ref slot.LastUsedTicks) < item.Last)
+                {
+                    Volatile.Write(ref slot.LastUsedTicks, item.Last);
+                    slot.LastIp = item.Ip;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.EntityFrameworkCore;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Security;
+
+namespace Portcullis.Users;
+
+internal sealed record CreateUserRequest(string? Username, string? Password, bool? Admin);
+
+internal sealed record UpdateUserRequest(bool? Admin, bool? Disabled, string? Password);
+
+internal sealed record ChangePasswordRequest(string? CurrentPassword, string? NewPassword);
+
+internal sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt)
+{
+    public static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
+}
+
+internal sealed record MeResponse(string Username, bool Admin, MeAuth Auth);
+
+internal sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, string? ClientId);
+
+/// <summary>Users (admin) at <c>/api/v1/users</c>, and <c>/api/v1/me</c> for everyone (SPEC §4).</summary>
+internal static partial class UsersApi
+{
+    public static RouteGroupBuilder MapUsers(this RouteGroupBuilder api)
+    {
+        var users = api.MapGroup("/users").WithTags("Users").RequireAuthorization(Policies.Admin);
+        users.MapGet("/", ListAsync);
+        users.MapPost("/", CreateAsync);
+        users.MapGet("/{name}", GetAsync);
+        users.MapPatch("/{name}", UpdateAsync);
+        users.MapDelete("/{name}", DeleteAsync);
+        return users;
+    }
+
+    public static RouteGroupBuilder MapMe(this RouteGroupBuilder api)
+    {
+        var me = api.MapGroup("/me").WithTags("Me");
+        // Any valid credential may ask who it is, even one without the 'api' scope.
+        me.MapGet("/", GetMe).RequireAuthorization(Policies.Authenticated);
+        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api);
+        return me;
+    }
+
+    private static Ok<MeResponse> GetMe(HttpContext http)
+    {
+        var c = http.Credential();
+        return TypedResults.Ok(new MeResponse(c.Owner.Name, c.Owner.IsAdmin && !c.Owner.IsDisabled,
+            new MeAuth(c.Kind, c.TokenId, c.Effective.ToNames().ToArray(), c.ClientId)));
+    }
+
+    private static async Task<Ok<UserResponse[]>> ListAsync(PortcullisDb db, CancellationToken cancellationToken)
+    {
+        var users = await db.Users.AsNoTracking().OrderBy(u => u.NormalizedUsername).ToListAsync(cancellationToken);
+        return TypedResults.Ok(users.Select(UserResponse.From).ToArray());
+    }
+
+    private static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> GetAsync(string name, PortcullisDb db, CancellationToken cancellationToken)
+    {
+        var user = await FindAsync(db, name, cancellationToken, tracked: false);
+        return user is null ? NotFound(name) : TypedResults.Ok(UserResponse.From(user));
+    }
+
+    private static async Task<Results<Created<UserResponse>, ProblemHttpResult>> CreateAsync(
+        CreateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time,
+        CancellationToken cancellationToken)
+    {
+        if (request is null)
+            return ProblemResponses.BadRequest("Send a JSON body such as {\"username\": \"alice\", \"password\": \"...\", \"admin\": false}.");
+        if (ValidateUsername(request.Username) is { } usernameError)
+            return ProblemResponses.BadRequest(usernameError);
+        if (PasswordHasher.Validate(request.Password) is { } passwordError)
+            return ProblemResponses.BadRequest(passwordError);
+        var normalized = User.Normalize(request.Username!);
+        if (await db.Users.AnyAsync(u => u.NormalizedUsername == normalized, cancellationToken))
+            return ProblemResponses.Conflict($"The name '{request.Username}' is already taken by a user or service.");
+
+        var now = time.GetUtcNow().UtcDateTime;
+        var user = new User
+        {
+            Username = request.Username!,
+            NormalizedUsername = normalized,
+            Kind = PrincipalKind.User,
+            PasswordHash = await hasher.HashAsync(request.Password!, cancellationToken),
+            IsAdmin = request.Admin ?? false,
+            CreatedAt = now,
+            UpdatedAt = now,
+        };
+        db.Users.Add(user);
+        try
+        {
+            await db.SaveChangesAsync(cancellationToken);
+        }
+        catch (DbUpdateException)
+        {
+            return ProblemResponses.Conflict($"The name '{request.Username}' is already taken by a user or service.");
+        }
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.UserCreated, user.Username, user.Id, details: new { admin = user.IsAdmin }));
+        await db.SaveChangesAsync(cancellationToken);
+        return TypedResults.Created($"/api/v1/users/{user.Username}", UserResponse.From(user));
+    }
+
+    private static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> UpdateAsync(
+        string name, UpdateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
+        InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
+    {
+        if (request is null)
+            return ProblemResponses.BadRequest("Send a JSON body with any of 'admin', 'disabled', 'password'.");
+        var user = await FindAsync(db, name, cancellationToken, tracked: true);
+        if (user is null)
+            return NotFound(name);
+        if (request.Password is not null)
+        {
+            if (user.Kind != PrincipalKind.User)
+                return ProblemResponses.BadRequest($"'{user.Username}' is a service; services have tokens, not passwords.");
+            if (PasswordHasher.Validate(request.Password) is { } passwordError)
+                return ProblemResponses.BadRequest(passwordError);
+        }
+        var losesAdmin = user.IsAdmin && !user.IsDisabled && (request.Admin == false || request.Disabled == true);
+        if (losesAdmin && user.Kind == PrincipalKind.User && !await OtherActiveAdminExistsAsync(db, user.Id, cancellationToken))
+            return ProblemResponses.Conflict($"'{user.Username}' is the last active admin; make another user admin first.");
+
+        var changes = new List<string>();
+        if (request.Admin is { } admin && admin != user.IsAdmin)
+        {
+            user.IsAdmin = admin;
+            changes.Add(admin ? "admin granted" : "admin removed");
+        }
+        if (request.Disabled is { } disabled && disabled != user.IsDisabled)
+        {
+            user.IsDisabled = disabled;
+            changes.Add(disabled ? "disabled" : "enabled");
+            if (disabled)
+                user.CredentialVersion++; // access tokens issued before stay dead even if re-enabled
+        }
+        if (request.Password is not null)
+        {
+            user.PasswordHash = await hasher.HashAsync(request.Password, cancellationToken);
+            user.CredentialVersion++;
+            changes.Add("password reset");
+        }
+        if (changes.Count == 0)
+            return TypedResults.Ok(UserResponse.From(user));
+        user.UpdatedAt = time.GetUtcNow().UtcDateTime;
+        db.AuditEvents.Add(audit.Create(http, request.Password is not null && changes.Count == 1 ? AuditEvents.PasswordChanged : AuditEvents.UserUpdated,
+            user.Username, user.Id, details: new { changes }));
+        await db.SaveChangesAsync(cancellationToken);
+        await invalidation.PrincipalChangedAsync(user.Id, cancellationToken);
+        return TypedResults.Ok(UserResponse.From(user));
+    }
+
+    private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+        string name, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
+    {
+        var user = await FindAsync(db, name, cancellationToken, tracked: true);
+        if (user is null)
+            return NotFound(name);
+        if (user.Kind != PrincipalKind.User)
+            return ProblemResponses.BadRequest($"'{user.Username}' is a configured service; remove it from the configuration instead.");
+        if (user.IsAdmin && !user.IsDisabled && !await OtherActiveAdminExistsAsync(db, user.Id, cancellationToken))
+            return ProblemResponses.Conflict($"'{user.Username}' is the last active admin and cannot be deleted.");
+        var hashes = await db.ApiTokens.Where(t => t.OwnerId == user.Id).Select(t => t.TokenHash).ToListAsync(cancellationToken);
+        db.Users.Remove(user);
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.UserDeleted, user.Username, user.Id, details: new { tokens_deleted = hashes.Count }));
+        await db.SaveChangesAsync(cancellationToken);
+        await invalidation.PrincipalChangedAsync(user.Id, cancellationToken);
+        foreach (var hash in hashes)
+            await invalidation.TokenChangedAsync(hash, cancellationToken);
+        return TypedResults.NoContent();
+    }
+
+    private static async Task<Results<NoContent, ProblemHttpResult>> ChangePasswordAsync(
+        ChangePasswordRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
+        InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
+    {
+        if (request is null || request.CurrentPassword is null)
+            return ProblemResponses.BadRequest("Send {\"current_password\": \"...\", \"new_password\": \"...\"}.");
+        if (PasswordHasher.Validate(request.NewPassword) is { } passwordError)
+            return ProblemResponses.BadRequest(passwordError);
+        var caller = http.Credential();
+        var user = await db.Users.FirstOrDefaultAsync(u => u.Id == caller.Owner.Id, cancellationToken);
+        if (user is null || user.Kind != PrincipalKind.User)
+            return ProblemResponses.BadRequest("Only users have passwords.");
+        if (await hasher.VerifyAsync(user.PasswordHash, request.CurrentPassword, cancellationToken) == PasswordCheck.Failed)
+        {
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.PasswordChanged, user.Username, user.Id, details: new { success = false, reason = "wrong current password" }));
+            await db.SaveChangesAsync(cancellationToken);
+            return ProblemResponses.BadRequest("The current password is wrong.");
+        }
+        user.PasswordHash = await hasher.HashAsync(request.NewPassword!, cancellationToken);
+        user.CredentialVersion++;
+        user.UpdatedAt = time.GetUtcNow().UtcDateTime;
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.PasswordChanged, user.Username, user.Id, details: new { success = true }));
+        await db.SaveChangesAsync(cancellationToken);
+        await invalidation.PrincipalChangedAsync(user.Id, cancellationToken);
+        return TypedResults.NoContent();
+    }
+
+    internal static string? ValidateUsername(string? username) =>
+        username is null || !UsernameRegex().IsMatch(username)
+            ? "A username is 1 to 64 characters of letters, digits, '.', '_' and '-'."
+            : null;
+
+    private static Task<User?> FindAsync(PortcullisDb db, string name, CancellationToken cancellationToken, bool tracked)
+    {
+        var normalized = User.Normalize(name);
+        var users = tracked ? db.Users : db.Users.AsNoTracking();
+        return users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);
+    }
+
+    private static Task<bool> OtherActiveAdminExistsAsync(PortcullisDb db, long exceptId, CancellationToken cancellationToken) =>
+        db.Users.AnyAsync(u => u.Id != exceptId && u.Kind == PrincipalKind.User && u.IsAdmin && !u.IsDisabled, cancellationToken);
+
+    private static ProblemHttpResult NotFound(string name) =>
+        ProblemResponses.NotFound($"There is no user named '{(name.Length <= 64 ? name : name[..64] + "…")}'.");
+
+    [GeneratedRegex("^[A-Za-z0-9._-]{1,64}$")]
+    private static partial Regex UsernameRegex();
+}
