@@ -24,6 +24,13 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
     public PrincipalState? TryGet(long id, long nowTicks) =>
         _byId.TryGetValue(id, out var state) && nowTicks - state.LoadedAtTicks < _maxAgeTicks ? state : null;
 
+    /// <summary>Puts a known state in the cache (start-up warm-up, benchmarks).</summary>
+    public void Seed(PrincipalState state)
+    {
+        _byId[state.Id] = state;
+        _idByName[User.Normalize(state.Name)] = state.Id;
+    }
+
     public async ValueTask<PrincipalState?> GetAsync(long id, CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow().UtcTicks;

@@ -74,6 +74,6 @@ internal static class CliApp
     {
         OptionsValidationException o => o.Failures,
         { InnerException: OptionsValidationException o } => o.Failures,
-        _ => [e.Message],
+        _ => e.Message.Split('\n'),
     };
 }

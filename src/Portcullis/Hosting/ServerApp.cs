@@ -166,6 +166,7 @@ internal static class ServerApp
     public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
         var services = app.Services;
+        ValidateAllOptions(services);
         _ = services.GetRequiredService<DataDirectory>();
         await using (var scope = services.CreateAsyncScope())
         {
@@ -182,6 +183,36 @@ internal static class ServerApp
         }
         await AdminBootstrap.RunAsync(services, cancellationToken);
         await services.GetRequiredService<SigningKeys>().LoadAsync(cancellationToken);
+    }
+
+    /// <summary>Reports every configuration problem at once rather than the first one found.</summary>
+    private static void ValidateAllOptions(IServiceProvider services)
+    {
+        var failures = new List<string>();
+        Check<ServerOptions>();
+        Check<DatabaseOptions>();
+        Check<TokenOptions>();
+        Check<JwtOptions>();
+        Check<AuthOptions>();
+        if (failures.Count > 0)
+            throw new StartupException(string.Join('\n', failures));
+
+        void Check<T>() where T : class
+        {
+            try
+            {
+                _ = services.GetRequiredService<IOptions<T>>().Value;
+            }
+            catch (OptionsValidationException e)
+            {
+                failures.AddRange(e.Failures);
+            }
+            catch (InvalidOperationException e)
+            {
+                // Binding failures ("Failed to convert configuration value at 'Tokens:CacheSize' ...") name the key.
+                failures.Add(e.Message + " Fix the value of that key.");
+            }
+        }
     }
 
     private static async Task<IResult> ReadyAsync(PortcullisDb db, CancellationToken cancellationToken)

@@ -1,0 +1,64 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Portcullis.Hosting;
+
+namespace Portcullis.Tests.Infrastructure;
+
+/// <summary>An advanceable clock (the FakeTimeProvider package is not in the registry here).</summary>
+public sealed class ManualTimeProvider(DateTimeOffset start) : TimeProvider
+{
+    private long _ticks = start.UtcTicks;
+
+    public override DateTimeOffset GetUtcNow() => new(Interlocked.Read(ref _ticks), TimeSpan.Zero);
+
+    public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
+
+    public void Set(DateTimeOffset to) => Interlocked.Exchange(ref _ticks, to.UtcTicks);
+}
+
+/// <summary>
+/// The real server, HTTP on a loopback port, but in this process so that tests can move its clock.
+/// Used only where time must be controlled; everything else runs against the real process.
+/// </summary>
+public sealed class InProcessServer : IAsyncLifetime
+{
+    private WebApplication? _app;
+
+    public ManualTimeProvider Clock { get; } = new(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+    public string DataDir { get; } = Directory.CreateTempSubdirectory("portcullis-inproc-").FullName;
+    public Uri BaseAddress { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Environment.SetEnvironmentVariable("PORTCULLIS_ADMIN_PASSWORD", PortcullisServer.AdminPassword);
+        BaseAddress = new Uri($"http://127.0.0.1:{PortcullisServer.FreePort()}");
+        _app = ServerApp.Build(["--urls", BaseAddress.ToString().TrimEnd('/'), "--data-dir", DataDir],
+            services => services.AddSingleton<TimeProvider>(Clock));
+        await ServerApp.InitializeAsync(_app);
+        await _app.StartAsync();
+    }
+
+    public HttpClient Client(string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseAddress };
+        if (token is not null)
+            client.DefaultRequestHeaders.Authorization = HttpExtensions.Bearer(token);
+        return client;
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

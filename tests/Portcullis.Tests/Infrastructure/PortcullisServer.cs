@@ -1,0 +1,276 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Npgsql;
+
+namespace Portcullis.Tests.Infrastructure;
+
+public enum Provider
+{
+    Sqlite,
+    Postgres,
+}
+
+/// <summary>
+/// A real <c>portcullis serve</c> process on a free loopback port, with its own data directory (and,
+/// for PostgreSQL, its own database). Its output is kept; on dispose the output is searched for any
+/// secret the tests saw, so a leak into the logs fails the run.
+/// </summary>
+public class PortcullisServer : IAsyncLifetime
+{
+    public const string AdminPassword = "admin-password-for-tests-1";
+    private static readonly Regex TokenPattern = new(@"\bpc[psc]_[0-9A-Za-z]{36}\b");
+
+    private readonly Provider _provider;
+    private readonly Dictionary<string, string> _settings;
+    private Process? _process;
+    private readonly StringBuilder _output = new();
+    private readonly object _outputLock = new();
+    private string? _database;
+
+    public PortcullisServer() : this(Provider.Sqlite) { }
+
+    protected PortcullisServer(Provider provider, Dictionary<string, string>? settings = null)
+    {
+        _provider = provider;
+        _settings = settings ?? [];
+        DataDir = Directory.CreateTempSubdirectory("portcullis-test-").FullName;
+    }
+
+    public Provider Provider => _provider;
+    public string DataDir { get; }
+    public Uri BaseAddress { get; private set; } = null!;
+    public string? ConnectionString { get; private set; }
+
+    /// <summary>Secrets handed out during the tests; none may appear in the server's output.</summary>
+    public static readonly System.Collections.Concurrent.ConcurrentBag<string> Secrets = [AdminPassword];
+
+    public string Output
+    {
+        get { lock (_outputLock) return _output.ToString(); }
+    }
+
+    public async Task InitializeAsync()
+    {
+        if (_provider == Provider.Postgres)
+        {
+            var admin = PostgresConnectionString();
+            _database = "pc_test_" + Guid.NewGuid().ToString("N")[..12];
+            await using (var connection = new NpgsqlConnection(admin))
+            {
+                await connection.OpenAsync();
+                await using var cmd = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
+                await cmd.ExecuteNonQueryAsync();
+            }
+            ConnectionString = new NpgsqlConnectionStringBuilder(admin) { Database = _database }.ConnectionString;
+            _settings["Database:Provider"] = "postgres";
+            _settings["Database:ConnectionString"] = ConnectionString;
+        }
+        await StartAsync();
+    }
+
+    public static string PostgresConnectionString() =>
+        Environment.GetEnvironmentVariable("PORTCULLIS_TEST_POSTGRES")
+        ?? throw new InvalidOperationException(
+            "PORTCULLIS_TEST_POSTGRES is not set: the PostgreSQL tests need a server. Run ./test.sh, which starts a throwaway PostgreSQL.");
+
+    public async Task StartAsync(params string[] extraArgs)
+    {
+        var port = FreePort();
+        BaseAddress = new Uri($"http://127.0.0.1:{port}");
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = DataDir,
+        };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "portcullis.dll"));
+        psi.ArgumentList.Add("serve");
+        psi.ArgumentList.Add("--urls");
+        psi.ArgumentList.Add(BaseAddress.ToString().TrimEnd('/'));
+        psi.ArgumentList.Add("--data-dir");
+        psi.ArgumentList.Add(Path.Combine(DataDir, "data"));
+        foreach (var a in extraArgs)
+            psi.ArgumentList.Add(a);
+        psi.Environment["PORTCULLIS_ADMIN_PASSWORD"] = AdminPassword;
+        psi.Environment["PORTCULLIS_Tokens__UsageFlushInterval"] = "00:00:00.2";
+        foreach (var (key, value) in _settings)
+            psi.Environment["PORTCULLIS_" + key.Replace(":", "__")] = value;
+
+        var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _process = process;
+
+        using var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited)
+                throw new InvalidOperationException($"portcullis serve exited with {process.ExitCode}:\n{Output}");
+            try
+            {
+                if ((await client.GetAsync("/readyz")).IsSuccessStatusCode)
+                    return;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException)
+            {
+            }
+            await Task.Delay(50);
+        }
+        throw new TimeoutException($"portcullis serve did not become ready:\n{Output}");
+    }
+
+    public async Task StopAsync()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: true);
+            await p.WaitForExitAsync();
+        }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+            return;
+        lock (_outputLock)
+            _output.AppendLine(line);
+    }
+
+    public HttpClient Client(string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        if (token is not null)
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
+    /// <summary>Logs in through the password grant and returns the access token.</summary>
+    public async Task<string> LoginAsync(string username = "admin", string password = AdminPassword)
+    {
+        using var client = Client();
+        var response = await client.PostAsJsonAsync("/auth/token", new { username, password });
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, $"login as {username} failed: {(int)response.StatusCode} {body}");
+        var token = JsonDocument.Parse(body).RootElement.GetProperty("access_token").GetString()!;
+        Secrets.Add(token);
+        return token;
+    }
+
+    private string? _adminToken;
+
+    /// <summary>An API token of the admin, created once per server.</summary>
+    public async Task<string> AdminTokenAsync()
+    {
+        if (_adminToken is not null)
+            return _adminToken;
+        var jwt = await LoginAsync();
+        _adminToken = await CreateTokenAsync(jwt, new { name = "admin-tests", scopes = new[] { "api", "services", "admin" } });
+        return _adminToken;
+    }
+
+    public async Task<string> CreateTokenAsync(string credential, object request)
+    {
+        using var client = Client(credential);
+        var response = await client.PostAsJsonAsync("/api/v1/tokens", request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"token creation failed: {(int)response.StatusCode} {body}");
+        var token = JsonDocument.Parse(body).RootElement.GetProperty("token").GetString()!;
+        Secrets.Add(token);
+        return token;
+    }
+
+    /// <summary>Creates a user and returns an API token of theirs with the default scopes.</summary>
+    public async Task<(string Username, string Password, string Token)> CreateUserAsync(bool admin = false)
+    {
+        var username = "user-" + Guid.NewGuid().ToString("N")[..10];
+        var password = "pw-" + Guid.NewGuid().ToString("N");
+        Secrets.Add(password);
+        using var client = Client(await AdminTokenAsync());
+        var response = await client.PostAsJsonAsync("/api/v1/users", new { username, password, admin });
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var jwt = await LoginAsync(username, password);
+        var token = await CreateTokenAsync(jwt, new { name = "default" });
+        return (username, password, token);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await StopAsync();
+        var output = Output;
+        if (_database is not null)
+        {
+            try
+            {
+                await using var connection = new NpgsqlConnection(PostgresConnectionString());
+                await connection.OpenAsync();
+                await using var cmd = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
+                await cmd.ExecuteNonQueryAsync();
+            }
+            catch (NpgsqlException)
+            {
+            }
+        }
+        var logDir = Path.Combine(AppContext.BaseDirectory, "server-logs");
+        Directory.CreateDirectory(logDir);
+        await File.WriteAllTextAsync(Path.Combine(logDir, $"{GetType().Name}-{Guid.NewGuid():N}.log"), output);
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+
+        // Secrets never reach the logs: not the token format, nor any secret a test handled.
+        var leaked = TokenPattern.Match(output);
+        if (leaked.Success)
+            Assert.Fail($"The server log contains a token: {leaked.Value[..8]}…");
+        foreach (var secret in Secrets)
+            Assert.False(output.Contains(secret, StringComparison.Ordinal), $"The server log contains a secret starting '{secret[..Math.Min(6, secret.Length)]}'.");
+    }
+
+    /// <summary>Sends raw HTTP/1.1 (for requests HttpClient refuses to make) and returns the status code.</summary>
+    public async Task<(int Status, string Response)> RawAsync(string requestHead)
+    {
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync(BaseAddress.Host, BaseAddress.Port);
+        await using var stream = tcp.GetStream();
+        var bytes = Encoding.Latin1.GetBytes(requestHead.Replace("\n", "\r\n") + "\r\n");
+        await stream.WriteAsync(bytes);
+        using var reader = new StreamReader(stream, Encoding.Latin1);
+        var response = await reader.ReadToEndAsync();
+        var status = int.Parse(response.Split(' ', 3)[1]);
+        return (status, response);
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
+
+public sealed class SqliteServer : PortcullisServer
+{
+    public SqliteServer() : base(Provider.Sqlite) { }
+}
+
+public sealed class PostgresServer : PortcullisServer
+{
+    public PostgresServer() : base(Provider.Postgres) { }
+}
