@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.EntityFrameworkCore;
@@ -34,6 +35,8 @@ internal static class ServerApp
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
+        // The key ring lives in the 0700 data directory; the "no XML encryptor" warning would only alarm.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
         builder.WebHost.UseUrls(configuration["urls"] ?? DefaultUrl);
         builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
 
@@ -71,12 +74,17 @@ internal static class ServerApp
         services.AddSingleton<AuditLog>();
         services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
         services.AddScoped<TokenEndpoint>();
+        if (configuration.GetSection(DatabaseOptions.Section).Get<DatabaseOptions>() is { IsPostgres: true })
+            services.AddHostedService<PostgresNotifications>();
 
         services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);
         services.AddAuthorization(Policies.Add);
         services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeAwareResultHandler>();
 
+        services.AddDataProtection()
+            .SetApplicationName("portcullis")
+            .PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(Path.GetFullPath(configuration["DataDir"] ?? "portcullis-data"), "keys")));
         services.AddProblemDetails();
         services.AddOpenApi();
         services.ConfigureHttpJsonOptions(o =>

@@ -21,7 +21,7 @@ public enum Provider
 /// for PostgreSQL, its own database). Its output is kept; on dispose the output is searched for any
 /// secret the tests saw, so a leak into the logs fails the run.
 /// </summary>
-public class PortcullisServer : IAsyncLifetime
+public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
 {
     public const string AdminPassword = "admin-password-for-tests-1";
     private static readonly Regex TokenPattern = new(@"\bpc[psc]_[0-9A-Za-z]{36}\b");
@@ -42,6 +42,16 @@ public class PortcullisServer : IAsyncLifetime
         DataDir = Directory.CreateTempSubdirectory("portcullis-test-").FullName;
     }
 
+    /// <summary>A server on an existing database or data directory (a second instance, an upgrade).</summary>
+    public static PortcullisServer With(Provider provider, Dictionary<string, string> settings) => new(provider, settings, existing: true);
+
+    private readonly bool _existing;
+
+    private PortcullisServer(Provider provider, Dictionary<string, string> settings, bool existing) : this(provider, settings)
+    {
+        _existing = existing;
+    }
+
     public Provider Provider => _provider;
     public string DataDir { get; }
     public Uri BaseAddress { get; private set; } = null!;
@@ -57,7 +67,7 @@ public class PortcullisServer : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        if (_provider == Provider.Postgres)
+        if (_provider == Provider.Postgres && !_existing)
         {
             var admin = PostgresConnectionString();
             _database = "pc_test_" + Guid.NewGuid().ToString("N")[..12];
@@ -95,12 +105,12 @@ public class PortcullisServer : IAsyncLifetime
         psi.ArgumentList.Add("--urls");
         psi.ArgumentList.Add(BaseAddress.ToString().TrimEnd('/'));
         psi.ArgumentList.Add("--data-dir");
-        psi.ArgumentList.Add(Path.Combine(DataDir, "data"));
+        psi.ArgumentList.Add(_settings.GetValueOrDefault("DataDir") ?? Path.Combine(DataDir, "data"));
         foreach (var a in extraArgs)
             psi.ArgumentList.Add(a);
         psi.Environment["PORTCULLIS_ADMIN_PASSWORD"] = AdminPassword;
         psi.Environment["PORTCULLIS_Tokens__UsageFlushInterval"] = "00:00:00.2";
-        foreach (var (key, value) in _settings)
+        foreach (var (key, value) in _settings.Where(s => s.Key != "DataDir"))
             psi.Environment["PORTCULLIS_" + key.Replace(":", "__")] = value;
 
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
@@ -207,8 +217,15 @@ public class PortcullisServer : IAsyncLifetime
         return (username, password, token);
     }
 
+    async ValueTask IAsyncDisposable.DisposeAsync() => await DisposeAsync();
+
+    private bool _disposed;
+
     public async Task DisposeAsync()
     {
+        if (_disposed)
+            return;
+        _disposed = true;
         await StopAsync();
         var output = Output;
         if (_database is not null)

@@ -1,0 +1,89 @@
+using System.Net;
+using System.Net.Http.Json;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Security;
+using Portcullis.Tests.Infrastructure;
+using Portcullis.Tokens;
+using Portcullis.Users;
+
+namespace Portcullis.Tests;
+
+/// <summary>SPEC §3: a database made by an earlier version is upgraded at start, keeping its data.</summary>
+public sealed class MigrationTests
+{
+    [Fact]
+    public Task SqliteDatabaseAtVersionOneIsUpgradedWithItsData()
+    {
+        var dir = Directory.CreateTempSubdirectory("portcullis-upgrade-").FullName;
+        var options = new DbContextOptionsBuilder<PortcullisDb>()
+            .UseSqlite($"Data Source={Path.Combine(dir, "portcullis.db")};Pooling=False").Options;
+        return UpgradeAsync(options, Provider.Sqlite, new() { ["DataDir"] = dir });
+    }
+
+    [Fact]
+    public async Task PostgresDatabaseAtVersionOneIsUpgradedWithItsData()
+    {
+        var database = "pc_upgrade_" + Guid.NewGuid().ToString("N")[..10];
+        await using (var admin = new NpgsqlConnection(PortcullisServer.PostgresConnectionString()))
+        {
+            await admin.OpenAsync();
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {database}", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+        var cs = new NpgsqlConnectionStringBuilder(PortcullisServer.PostgresConnectionString()) { Database = database }.ConnectionString;
+        var options = new DbContextOptionsBuilder<PortcullisDb>().UseNpgsql(cs).Options;
+        await UpgradeAsync(options, Provider.Postgres, new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = cs });
+    }
+
+    private static async Task UpgradeAsync(DbContextOptions<PortcullisDb> options, Provider provider, Dictionary<string, string> settings)
+    {
+        var provider_ = provider == Provider.Postgres ? "postgres" : "sqlite";
+        Assert.True(Migrator.Scripts(provider_).Count >= 2, "the upgrade test needs at least two migrations");
+
+        // The database as version 1 of Portcullis left it, with a user and a token in it.
+        const string password = "upgrade-password-1";
+        var format = new TokenFormat("pc");
+        var token = format.Generate(TokenKind.Personal);
+        PortcullisServer.Secrets.Add(token);
+        await using (var db = new PortcullisDb(options))
+        {
+            Assert.Equal(1, await new Migrator(db, NullLogger<Migrator>.Instance).MigrateAsync(targetVersion: 1));
+            using var hasher = new PasswordHasher(Options.Create(new AuthOptions()));
+            var now = DateTime.UtcNow;
+            var user = new User
+            {
+                Username = "admin", NormalizedUsername = "admin", Kind = PrincipalKind.User, IsAdmin = true,
+                PasswordHash = await hasher.HashAsync(password, CancellationToken.None), CreatedAt = now, UpdatedAt = now,
+            };
+            db.Users.Add(user);
+            await db.SaveChangesAsync();
+            db.ApiTokens.Add(new ApiToken
+            {
+                OwnerId = user.Id, Name = "old", TokenHash = TokenFormat.Digest(token).ToHex(), Hint = format.Hint(token),
+                Scopes = "api services", CreatedAt = now,
+            });
+            await db.SaveChangesAsync();
+        }
+
+        await using var server = PortcullisServer.With(provider, settings);
+        await server.InitializeAsync();
+        Assert.Contains("Applying database migration 2", server.Output);
+        Assert.DoesNotContain("Applying database migration 1 ", server.Output);
+        Assert.DoesNotContain("Initial admin password", server.Output);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        var jwt = await server.LoginAsync("admin", password);
+        var tokens = await (await server.Client(jwt).GetAsync("/api/v1/tokens")).JsonAsync();
+        Assert.Contains(tokens.EnumerateArray(), t => t.GetProperty("name").GetString() == "old");
+        await using (var db = new PortcullisDb(options))
+        {
+            var versions = await db.Database.SqlQueryRaw<int>("SELECT version AS \"Value\" FROM schema_migrations ORDER BY version").ToListAsync();
+            Assert.Equal(Enumerable.Range(1, Migrator.Scripts(provider_).Count), versions);
+        }
+        await server.DisposeAsync();
+    }
+}
