@@ -17,7 +17,8 @@ internal sealed class CredentialAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options,
     ILoggerFactory logger,
     UrlEncoder encoder,
-    CredentialVerifier verifier)
+    CredentialVerifier verifier,
+    Hosting.PrometheusMetrics metrics)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     public const string SchemeName = "Portcullis";
@@ -47,6 +48,7 @@ internal sealed class CredentialAuthenticationHandler(
             return Fail(AuthFailure.InvalidToken("The credential is malformed."));
 
         var result = await verifier.VerifyAsync(token, Context.Connection.RemoteIpAddress, Context.RequestAborted);
+        metrics.CountVerification(result.Failure);
         if (result.Credential is not { } credential)
         {
             return Fail(result.Failure switch

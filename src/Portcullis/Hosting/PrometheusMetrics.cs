@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
+using Portcullis.Auth;
 using Portcullis.Tokens;
 
 namespace Portcullis.Hosting;
@@ -16,7 +17,10 @@ internal sealed class PrometheusMetrics(TokenCache cache)
 
     public void CountRequest(string route, int status) => _requests.AddOrUpdate((route, status), 1, static (_, n) => n + 1);
 
-    public void CountVerification(string outcome) => _verifications.AddOrUpdate(outcome, 1, static (_, n) => n + 1);
+    public void CountVerification(VerifyFailure outcome) => _verifications.AddOrUpdate(OutcomeNames[(int)outcome], 1, static (_, n) => n + 1);
+
+    private static readonly string[] OutcomeNames = Enum.GetNames<VerifyFailure>()
+        .Select(n => n == nameof(VerifyFailure.None) ? "valid" : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(n)).ToArray();
 
     public string Render()
     {
