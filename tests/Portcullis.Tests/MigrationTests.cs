@@ -52,7 +52,7 @@ public sealed class MigrationTests
         PortcullisServer.Secrets.Add(token);
         await using (var db = new PortcullisDb(options))
         {
-            Assert.Equal(1, await new Migrator(db, NullLogger<Migrator>.Instance).MigrateAsync(targetVersion: 1));
+            Assert.Equal(1, await new Migrator(db.Database.GetDbConnection(), provider == Provider.Postgres, NullLogger<Migrator>.Instance).MigrateAsync(targetVersion: 1));
             using var hasher = new PasswordHasher(Options.Create(new AuthOptions()));
             var now = DateTime.UtcNow;
             var user = new User

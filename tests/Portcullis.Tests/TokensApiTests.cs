@@ -293,6 +293,21 @@ public abstract class TokensApiTests(PortcullisServer server)
     }
 
     [Fact]
+    public async Task DeletedUsersCredentialsDieAndDoNotComeBackWithANewUserOfTheSameName()
+    {
+        var (username, password, token) = await server.CreateUserAsync();
+        var jwt = await server.LoginAsync(username, password);
+        using var admin = server.Client(await server.AdminTokenAsync());
+        Assert.Equal(HttpStatusCode.NoContent, (await admin.DeleteAsync($"/api/v1/users/{username}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+
+        Assert.Equal(HttpStatusCode.Created, (await admin.PostAsJsonAsync("/api/v1/users", new { username, password })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
     public async Task ChangingThePasswordRevokesJwtsButNotApiTokens()
     {
         var (username, password, token) = await server.CreateUserAsync();

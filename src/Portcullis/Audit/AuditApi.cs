@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Portcullis.Auth;
@@ -6,9 +7,10 @@ using Portcullis.Security;
 
 namespace Portcullis.Audit;
 
-internal sealed record AuditEventResponse(long Id, DateTime OccurredAt, string Event, string? Actor, string? Subject, string? TokenId, string? ClientIp, string? Details)
+internal sealed record AuditEventResponse(long Id, DateTime OccurredAt, string Event, string? Actor, string? Subject, string? TokenId, string? ClientIp, JsonElement? Details)
 {
-    public static AuditEventResponse From(AuditEvent e) => new(e.Id, e.OccurredAt, e.Event, e.Actor, e.Subject, e.TokenId, e.ClientIp, e.Details);
+    public static AuditEventResponse From(AuditEvent e) =>
+        new(e.Id, e.OccurredAt, e.Event, e.Actor, e.Subject, e.TokenId, e.ClientIp, e.Details is null ? null : JsonDocument.Parse(e.Details).RootElement);
 }
 
 internal sealed record AuditPage(AuditEventResponse[] Events, long? NextBefore);

@@ -132,7 +132,7 @@ internal sealed class TokenEndpoint(
                 return Error("invalid_scope", $"The requested scope '{requested}' exceeds what '{user.Username}' holds: '{rights}'.");
             scopes = requested;
         }
-        var issued = jwts.Issue(user.Username, scopes, lifetime, user.CredentialVersion);
+        var issued = jwts.Issue(user.Username, scopes, lifetime, user.Id, user.CredentialVersion);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
             new { path = "api", lifetime_seconds = issued.ExpiresIn }));
         await db.SaveChangesAsync(http.RequestAborted);

@@ -184,6 +184,9 @@ internal sealed class CredentialVerifier(
                 return VerifyResult.Fail(VerifyFailure.Unknown);
             if (owner.IsDisabled)
                 return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+            // Issued to an earlier principal of the same name, since deleted.
+            if (claims.PrincipalId != owner.Id)
+                return VerifyResult.Fail(VerifyFailure.Revoked);
             // The password changed or the user was disabled after this token was issued.
             if (claims.CredentialVersion is { } v && v != owner.CredentialVersion)
                 return VerifyResult.Fail(VerifyFailure.Revoked);

@@ -9,7 +9,7 @@ using Portcullis.Security;
 namespace Portcullis.Auth;
 
 /// <summary>A validated access token's claims that Portcullis acts on.</summary>
-internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt);
+internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, long? PrincipalId, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt);
 
 /// <summary>
 /// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
@@ -21,12 +21,15 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
     public const string TokenType = "at+jwt";
     public const string CredentialVersionClaim = "pcv";
 
+    /// <summary>The owner's database id, never reused: a JWT dies with its user even if the name is taken again.</summary>
+    public const string PrincipalIdClaim = "pcu";
+
     private readonly JsonWebTokenHandler _handler = new() { SetDefaultTimesOnTokenCreation = false, MapInboundClaims = false };
     private readonly JwtOptions _options = options.Value;
 
     public sealed record Issued(string AccessToken, string Jti, int ExpiresIn, ScopeSet Scopes);
 
-    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, int? credentialVersion, string? clientId = null)
+    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, long? principalId, int? credentialVersion, string? clientId = null)
     {
         var now = time.GetUtcNow().UtcDateTime;
         var jti = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(16));
@@ -36,6 +39,8 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
             [JwtRegisteredClaimNames.Jti] = jti,
             ["scope"] = scopes.ToString(),
         };
+        if (principalId is { } id)
+            claims[PrincipalIdClaim] = id;
         if (credentialVersion is { } v)
             claims[CredentialVersionClaim] = v;
         if (clientId is not null)
@@ -85,9 +90,10 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         if (issuedAt == DateTime.MinValue || issuedAt > now + _options.ClockSkew)
             return null;
         int? version = jwt.TryGetPayloadValue<int>(CredentialVersionClaim, out var v) ? v : null;
+        long? principalId = jwt.TryGetPayloadValue<long>(PrincipalIdClaim, out var id) ? id : null;
         jwt.TryGetPayloadValue<string>("client_id", out var clientId);
         jwt.TryGetPayloadValue<string>("scope", out var scope);
-        return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), version, clientId, issuedAt, jwt.ValidTo);
+        return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), principalId, version, clientId, issuedAt, jwt.ValidTo);
     }
 
     /// <summary>

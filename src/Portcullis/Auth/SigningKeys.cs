@@ -33,7 +33,9 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         var rows = await db.SigningKeys.AsNoTracking().ToListAsync(cancellationToken);
         if (rows.Count == 0)
         {
-            rows.Add(await CreateAsync(db, cancellationToken));
+            await CreateAsync(db, cancellationToken);
+            // Re-read: another instance may have created one at the same moment.
+            rows = await db.SigningKeys.AsNoTracking().ToListAsync(cancellationToken);
         }
         var byKid = new Dictionary<string, ECDsaSecurityKey>(StringComparer.Ordinal);
         foreach (var row in rows)
@@ -42,7 +44,9 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
             ecdsa.ImportPkcs8PrivateKey(Convert.FromBase64String(row.PrivateKey), out _);
             byKid[row.Kid] = new ECDsaSecurityKey(ecdsa) { KeyId = row.Kid };
         }
-        var current = rows.Where(r => r.RetiredAt is null).OrderByDescending(r => r.CreatedAt).FirstOrDefault()
+        // Newest unretired key signs. Ties (two instances creating the first key at once) break by kid,
+        // so every instance makes the same choice and all of them verify both keys.
+        var current = rows.Where(r => r.RetiredAt is null).OrderByDescending(r => r.CreatedAt).ThenBy(r => r.Kid, StringComparer.Ordinal).FirstOrDefault()
             ?? rows.OrderByDescending(r => r.CreatedAt).First();
         _keys = new KeySet(byKid, new SigningCredentials(byKid[current.Kid], Algorithm));
     }

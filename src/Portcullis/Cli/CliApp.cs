@@ -45,29 +45,34 @@ internal static class CliApp
         try
         {
             app = ServerApp.Build(args);
-            await ServerApp.InitializeAsync(app, cancellationToken);
         }
         catch (Exception e) when (e is StartupException or OptionsValidationException or InvalidOperationException)
         {
-            Console.Error.WriteLine("portcullis: cannot start.");
-            foreach (var line in Describe(e))
-                Console.Error.WriteLine($"  - {line}");
-            return 1;
+            return CannotStart(e);
         }
         try
         {
-            await app.RunAsync();
+            await ServerApp.StartAsync(app, cancellationToken);
         }
-        catch (IOException e) when (e.Message.Contains("address", StringComparison.OrdinalIgnoreCase))
+        catch (Exception e) when (e is StartupException or OptionsValidationException or InvalidOperationException
+                                  || e is IOException && e.Message.Contains("address", StringComparison.OrdinalIgnoreCase))
         {
-            Console.Error.WriteLine($"portcullis: cannot start: {e.Message} Choose another address with --urls.");
-            return 1;
+            await app.DisposeAsync();
+            return CannotStart(e);
         }
-        finally
-        {
-            app.Services.GetService<DataDirectory>()?.Dispose();
-        }
+        await app.WaitForShutdownAsync(cancellationToken);
+        await app.DisposeAsync();
         return 0;
+    }
+
+    private static int CannotStart(Exception e)
+    {
+        Console.Error.WriteLine("portcullis: cannot start.");
+        foreach (var line in Describe(e))
+            Console.Error.WriteLine($"  - {line}");
+        if (e is IOException)
+            Console.Error.WriteLine("  Choose another address with --urls.");
+        return 1;
     }
 
     private static IEnumerable<string> Describe(Exception e) => e switch

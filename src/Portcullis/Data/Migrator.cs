@@ -1,7 +1,6 @@
 using System.Data.Common;
 using System.Reflection;
 using System.Text.RegularExpressions;
-using Microsoft.EntityFrameworkCore;
 
 namespace Portcullis.Data;
 
@@ -10,7 +9,7 @@ namespace Portcullis.Data;
 /// the database has not seen, each in its own transaction, recording them in <c>schema_migrations</c>.
 /// On PostgreSQL an advisory lock keeps instances that start together from migrating twice.
 /// </summary>
-internal sealed partial class Migrator(PortcullisDb db, ILogger<Migrator> logger)
+internal sealed partial class Migrator(DbConnection connection, bool postgres, ILogger logger)
 {
     // Any fixed number; it only has to be the same for every Portcullis instance.
     private const long AdvisoryLockKey = 0x70637573_6d696772;
@@ -31,10 +30,10 @@ internal sealed partial class Migrator(PortcullisDb db, ILogger<Migrator> logger
     /// <summary>Brings the schema up to <paramref name="targetVersion"/> (default: the newest); returns how many scripts ran.</summary>
     public async Task<int> MigrateAsync(int? targetVersion = null, CancellationToken cancellationToken = default)
     {
-        var postgres = db.Database.IsNpgsql();
         var provider = postgres ? "postgres" : "sqlite";
-        var connection = db.Database.GetDbConnection();
-        await db.Database.OpenConnectionAsync(cancellationToken);
+        var opened = connection.State != System.Data.ConnectionState.Open;
+        if (opened)
+            await connection.OpenAsync(cancellationToken);
         try
         {
             if (postgres)
@@ -90,7 +89,8 @@ internal sealed partial class Migrator(PortcullisDb db, ILogger<Migrator> logger
         }
         finally
         {
-            await db.Database.CloseConnectionAsync();
+            if (opened)
+                await connection.CloseAsync();
         }
     }
 

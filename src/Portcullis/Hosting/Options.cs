@@ -111,8 +111,8 @@ internal sealed class OptionsValidator :
             errors.Add($"Tokens:MaxLifetimeDays is {o.MaxLifetimeDays}. Set it to a number of days from 1 to 36500, or remove it for no limit.");
         if (o.DefaultLifetimeDays is < 1 or > 36_500)
             errors.Add($"Tokens:DefaultLifetimeDays is {o.DefaultLifetimeDays}. Set it to a number of days from 1 to 36500, or remove it for tokens that never expire.");
-        if (o.MaxLifetimeDays is { } max && (o.DefaultLifetimeDays is null || o.DefaultLifetimeDays > max))
-            errors.Add($"Tokens:DefaultLifetimeDays must be set and at most Tokens:MaxLifetimeDays ({max}) when a maximum is set; e.g. set Tokens:DefaultLifetimeDays to {Math.Min(30, max)}.");
+        if (o.MaxLifetimeDays is { } max && o.DefaultLifetimeDays > max)
+            errors.Add($"Tokens:DefaultLifetimeDays ({o.DefaultLifetimeDays}) is longer than Tokens:MaxLifetimeDays ({max}). Lower it to at most {max}.");
         if (o.CacheSize is < 100 or > 50_000_000)
             errors.Add($"Tokens:CacheSize is {o.CacheSize}. Set it between 100 and 50000000 entries.");
         if (o.CacheMaxAge < TimeSpan.FromSeconds(1))

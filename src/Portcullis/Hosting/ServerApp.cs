@@ -58,7 +58,7 @@ internal static class ServerApp
             ? DataDirectory.Open(dir, exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres)
             : throw new InvalidOperationException());
         services.AddDbContextPool<PortcullisDb>((sp, options) => ConfigureDatabase(sp, options));
-        services.AddScoped<Migrator>();
+        services.AddSingleton<StartupGate>();
 
         services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
         services.AddSingleton<PasswordHasher>();
@@ -143,15 +143,26 @@ internal static class ServerApp
             options.UseNpgsql(database.ConnectionString);
             return;
         }
-        var connectionString = database.ConnectionString
-            ?? $"Data Source={Path.Combine(sp.GetRequiredService<DataDirectory>().Path, "portcullis.db")};Pooling=True;Default Timeout=30";
-        options.UseSqlite(connectionString).AddInterceptors(new SqlitePragmas());
+        options.UseSqlite(SqliteConnectionString(sp)).AddInterceptors(new SqlitePragmas());
+    }
+
+    private static string SqliteConnectionString(IServiceProvider sp) =>
+        sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.ConnectionString
+        ?? $"Data Source={Path.Combine(sp.GetRequiredService<DataDirectory>().Path, "portcullis.db")};Pooling=True;Default Timeout=30";
+
+    private static System.Data.Common.DbConnection OpenRawConnection(IServiceProvider sp)
+    {
+        var database = sp.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+        return database.IsPostgres
+            ? new Npgsql.NpgsqlConnection(database.ConnectionString)
+            : new Microsoft.Data.Sqlite.SqliteConnection(SqliteConnectionString(sp));
     }
 
     private static void ConfigurePipeline(WebApplication app)
     {
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
         app.UseStatusCodePages();
+        app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
         app.UseAuthentication();
@@ -170,27 +181,50 @@ internal static class ServerApp
         app.MapGroup("/api/v1").MapMe();
     }
 
-    /// <summary>Runs before the server listens: data directory, migrations, first admin, signing keys.</summary>
-    public static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Starts listening while <see cref="InitializeAsync"/> runs, then opens the start-up gate. Both
+    /// are needed before anything but the health probes is answered.
+    /// </summary>
+    public static async Task StartAsync(WebApplication app, CancellationToken cancellationToken = default)
+    {
+        ValidateAllOptions(app.Services);
+        // SQLite calls complete synchronously, so initialisation gets its own thread to overlap with Kestrel.
+        await Task.WhenAll(Task.Run(() => InitializeAsync(app, cancellationToken), cancellationToken), app.StartAsync(cancellationToken));
+        app.Services.GetRequiredService<StartupGate>().Open();
+    }
+
+    /// <summary>Data directory, migrations, first admin, signing keys.</summary>
+    private static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
         var services = app.Services;
-        ValidateAllOptions(services);
         _ = services.GetRequiredService<DataDirectory>();
-        await using (var scope = services.CreateAsyncScope())
+        // Building the EF model is slow when cold; do it while the schema is brought up to date.
+        var warmUp = Task.Run(() =>
+        {
+            using var scope = services.CreateScope();
+            _ = scope.ServiceProvider.GetRequiredService<PortcullisDb>().Model;
+        }, cancellationToken);
         {
             try
             {
-                await scope.ServiceProvider.GetRequiredService<Migrator>().MigrateAsync(cancellationToken: cancellationToken);
+                await using var connection = OpenRawConnection(services);
+                var postgres = services.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres;
+                await new Migrator(connection, postgres, services.GetRequiredService<ILogger<Migrator>>()).MigrateAsync(cancellationToken: cancellationToken);
             }
             catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
             {
                 var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
-                throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {e.Message}. " +
+                var reason = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+                throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {reason}. " +
                     (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
             }
         }
-        await AdminBootstrap.RunAsync(services, cancellationToken);
-        await services.GetRequiredService<SigningKeys>().LoadAsync(cancellationToken);
+        // Independent steps run side by side: most of start-up is JIT and first-query compilation,
+        // and the machine has more than one core.
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        await Task.WhenAll(
+            Task.Run(() => AdminBootstrap.RunAsync(services, cancellationToken), cancellationToken),
+            Task.Run(() => services.GetRequiredService<SigningKeys>().LoadAsync(cancellationToken), cancellationToken));
     }
 
     /// <summary>Reports every configuration problem at once rather than the first one found.</summary>
@@ -223,8 +257,10 @@ internal static class ServerApp
         }
     }
 
-    private static async Task<IResult> ReadyAsync(PortcullisDb db, CancellationToken cancellationToken)
+    private static async Task<IResult> ReadyAsync(PortcullisDb db, StartupGate gate, CancellationToken cancellationToken)
     {
+        if (!gate.IsOpen)
+            return TypedResults.Text("starting", statusCode: StatusCodes.Status503ServiceUnavailable);
         try
         {
             if (await db.Database.CanConnectAsync(cancellationToken) && await db.Users.AnyAsync(cancellationToken))
@@ -258,7 +294,12 @@ internal static class ServerApp
         switch (error)
         {
             case BadHttpRequestException bad:
-                await ProblemResponses.WriteAsync(context, bad.StatusCode, "Bad request", SafeBadRequestMessage(bad));
+                await ProblemResponses.WriteAsync(context, bad.StatusCode, bad.StatusCode switch
+                {
+                    StatusCodes.Status413PayloadTooLarge => "Payload too large",
+                    StatusCodes.Status415UnsupportedMediaType => "Unsupported media type",
+                    _ => "Bad request",
+                }, SafeBadRequestMessage(bad));
                 break;
             case PasswordHasherBusyException:
                 context.Response.Headers.RetryAfter = "5";
@@ -299,5 +340,26 @@ internal sealed class RequestMetricsMiddleware(RequestDelegate next, PrometheusM
             var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
             metrics.CountRequest(route, context.Response.StatusCode);
         }
+    }
+}
+
+/// <summary>
+/// Kestrel starts listening while migrations, the first admin and the signing keys are still being
+/// set up; until then every request but the health probes is told to retry.
+/// </summary>
+internal sealed class StartupGate
+{
+    private volatile bool _open;
+
+    public bool IsOpen => _open;
+
+    public void Open() => _open = true;
+
+    public Task Middleware(HttpContext context, Func<Task> next)
+    {
+        if (_open || context.Request.Path.StartsWithSegments("/healthz") || context.Request.Path.StartsWithSegments("/readyz"))
+            return next();
+        context.Response.Headers.RetryAfter = "1";
+        return ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Starting", "Portcullis is starting. Try again in a moment.");
     }
 }

@@ -302,6 +302,7 @@ internal static class TokensApi
         if (days is not null && !string.IsNullOrWhiteSpace(at))
             return (null, "Give either expires_in_days or expires_at, not both.");
         DateTime? expires = null;
+        var dateOnly = false;
         if (days is { } d)
         {
             if (d < 1)
@@ -313,7 +314,10 @@ internal static class TokensApi
         else if (!string.IsNullOrWhiteSpace(at))
         {
             if (DateOnly.TryParseExact(at, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var date))
+            {
                 expires = date.AddDays(1).ToDateTime(TimeOnly.MinValue, DateTimeKind.Utc);
+                dateOnly = true;
+            }
             else if (DateTimeOffset.TryParse(at, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var instant))
                 expires = instant.UtcDateTime;
             else
@@ -332,7 +336,9 @@ internal static class TokensApi
         {
             if (expires is null)
                 return (null, $"Tokens on this server must expire within {max} days; set expires_in_days or expires_at.");
-            if (expires > now.AddDays(max))
+            // A date names a whole day: the day on which the maximum falls is still allowed.
+            var limit = dateOnly ? now.AddDays(max).Date.AddDays(1) : now.AddDays(max);
+            if (expires > limit)
                 return (null, $"Tokens on this server may live at most {max} days (Tokens:MaxLifetimeDays).");
         }
         return (expires, null);

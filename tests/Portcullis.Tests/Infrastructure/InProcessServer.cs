@@ -34,8 +34,7 @@ public sealed class InProcessServer : IAsyncLifetime
         BaseAddress = new Uri($"http://127.0.0.1:{PortcullisServer.FreePort()}");
         _app = ServerApp.Build(["--urls", BaseAddress.ToString().TrimEnd('/'), "--data-dir", DataDir],
             services => services.AddSingleton<TimeProvider>(Clock));
-        await ServerApp.InitializeAsync(_app);
-        await _app.StartAsync();
+        await ServerApp.StartAsync(_app);
     }
 
     public HttpClient Client(string? token = null)
