@@ -164,8 +164,21 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 say "running tests"
 # In the background (so that a signal reaches the traps at once, not after the tests) and in a
 # process group of its own (setsid, from util-linux; it does not fork here, so $! is the group id).
-setsid dotnet test Portcullis.slnx -c Release --logger "console;verbosity=normal" "$@" &
+results=$pg_tmp/results
+setsid dotnet test Portcullis.slnx -c Release --logger "console;verbosity=normal" \
+    --logger "trx;LogFileName=results.trx" --results-directory "$results" "$@" &
 tests_pgid=$!
 rc=0
 wait "$tests_pgid" || rc=$?
+# One plain closing line that any CI can read.
+passed=0 failed=0
+for trx in "$results"/*.trx "$results"/*/*.trx; do
+    [ -f "$trx" ] || continue
+    counters=$(grep -o '<Counters [^>]*>' "$trx" | head -n 1)
+    p=$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters")
+    f=$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+done
+echo "tests: $passed passed, $failed failed"
 exit "$rc"

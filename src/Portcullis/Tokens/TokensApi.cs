@@ -84,11 +84,16 @@ internal static class TokensApi
             CreatedBy = caller.Owner.Name,
             ExpiresAt = expiresAt,
         };
-        db.ApiTokens.Add(token);
-        await db.SaveChangesAsync(cancellationToken);
-        db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
-            new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt }));
-        await db.SaveChangesAsync(cancellationToken);
+        // The token and its audit event commit together (the event needs the token's id).
+        await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
+        {
+            db.ApiTokens.Add(token);
+            await db.SaveChangesAsync(cancellationToken);
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
+                new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt }));
+            await db.SaveChangesAsync(cancellationToken);
+            await tx.CommitAsync(cancellationToken);
+        }
 
         http.Response.Headers.CacheControl = "no-store";
         http.Response.Headers.Pragma = "no-cache";

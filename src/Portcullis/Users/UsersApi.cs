@@ -90,6 +90,7 @@ internal static partial class UsersApi
             CreatedAt = now,
             UpdatedAt = now,
         };
+        await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
         db.Users.Add(user);
         try
         {
@@ -101,6 +102,7 @@ internal static partial class UsersApi
         }
         db.AuditEvents.Add(audit.Create(http, AuditEvents.UserCreated, user.Username, user.Id, details: new { admin = user.IsAdmin }));
         await db.SaveChangesAsync(cancellationToken);
+        await tx.CommitAsync(cancellationToken);
         return TypedResults.Created($"/api/v1/users/{user.Username}", UserResponse.From(user));
     }
 

@@ -1,0 +1,93 @@
+using Microsoft.Extensions.Options;
+using Portcullis.Hosting;
+using Portcullis.Security;
+using Portcullis.Tokens;
+
+namespace Portcullis.Tests;
+
+/// <summary>The small pieces the verification path is built from.</summary>
+public sealed class UnitTests
+{
+    [Fact]
+    public void Crc32MatchesZlib()
+    {
+        // zlib.crc32(b"123456789") == 0xCBF43926
+        Assert.Equal(0xCBF43926u, Crc32.HashToUInt32("123456789"u8));
+        Assert.Equal(0u, Crc32.HashToUInt32([]));
+    }
+
+    [Fact]
+    public void GeneratedTokensCarryAValidChecksumAndAreDistinct()
+    {
+        var format = new TokenFormat("pc");
+        var tokens = Enumerable.Range(0, 1000).Select(_ => format.Generate(TokenKind.Service)).ToHashSet();
+        Assert.Equal(1000, tokens.Count);
+        foreach (var token in tokens)
+        {
+            Assert.True(format.TryRead(token, out var kind));
+            Assert.Equal(TokenKind.Service, kind);
+            Assert.Equal(TokensApiTests.Checksum(token[..34]), token[34..]);
+        }
+    }
+
+    [Theory]
+    [InlineData("pcp_0000000000000000000000000000000000")]
+    [InlineData("pcx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]
+    [InlineData("pcp-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]
+    [InlineData("pcp_AAAA")]
+    [InlineData("")]
+    public void LookAlikesAreNotTokens(string text) => Assert.False(new TokenFormat("pc").TryRead(text, out _));
+
+    [Fact]
+    public void ThePrefixIsConfigurable()
+    {
+        var format = new TokenFormat("acme");
+        var token = format.Generate(TokenKind.Personal);
+        Assert.StartsWith("acmep_", token);
+        Assert.True(format.TryRead(token, out _));
+        Assert.False(new TokenFormat("pc").TryRead(token, out _));
+        Assert.Matches(format.RegexPattern, token);
+    }
+
+    [Fact]
+    public void ScopesIntersectAsRightsDo()
+    {
+        ScopeSet Parse(params string[] names) => ScopeSet.TryParse(names, out var s, out _) ? s : throw new ArgumentException();
+        var user = ScopeSet.UserRights;
+        Assert.Equal("api services", Parse("admin").Intersect(user).ToString());
+        Assert.Equal("services:model", Parse("api", "services:model").Intersect(Parse("services")).ToString());
+        Assert.True(Parse("services").Allows(ScopeRequirement.ForService("anything")));
+        Assert.False(Parse("services:a").Allows(ScopeRequirement.ForService("b")));
+        Assert.False(Parse("services:a").Allows(ScopeRequirement.Api));
+        Assert.True(Parse("admin").Allows(ScopeRequirement.Api));
+        Assert.True(Parse("api").IsSubsetOf(user));
+        Assert.False(Parse("admin").IsSubsetOf(user));
+        Assert.False(ScopeSet.TryParse(["services:Bad_Name"], out _, out _));
+    }
+
+    [Fact]
+    public void TheTokenCacheStaysWithinItsSizeAndForgetsNegativesAfterTheirAge()
+    {
+        var cache = new TokenCache(Options.Create(new TokenOptions { CacheSize = 100, NegativeCacheAge = TimeSpan.FromSeconds(30) }));
+        var format = new TokenFormat("pc");
+        for (var i = 0; i < 1000; i++)
+            cache.Store(TokenFormat.Digest(format.Generate(TokenKind.Personal)), CachedToken.Unknown(0), cache.Generation);
+        Assert.InRange(cache.Count, 1, 100);
+
+        var digest = TokenFormat.Digest("pcp_whatever");
+        cache.Store(digest, CachedToken.Unknown(0), cache.Generation);
+        Assert.True(cache.TryGet(digest, TimeSpan.FromSeconds(29).Ticks, out _));
+        Assert.False(cache.TryGet(digest, TimeSpan.FromSeconds(30).Ticks, out _));
+    }
+
+    [Fact]
+    public void AStoreThatRacesAnInvalidationIsDropped()
+    {
+        var cache = new TokenCache(Options.Create(new TokenOptions()));
+        var digest = TokenFormat.Digest("pcp_raced");
+        var generation = cache.Generation;    // a reader starts loading from the database...
+        cache.Invalidate(digest);             // ...a revocation lands meanwhile...
+        cache.Store(digest, new CachedToken { TokenId = 1 }, generation); // ...and the stale row must not be cached
+        Assert.False(cache.TryGet(digest, 0, out _));
+    }
+}
