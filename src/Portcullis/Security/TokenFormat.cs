@@ -1,5 +1,9 @@
+using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
+
+// Every stackalloc in the verification path is fully written before it is read; zeroing it first is waste.
+[module: System.Runtime.CompilerServices.SkipLocalsInit]
 
 namespace Portcullis.Security;
 
@@ -21,6 +25,7 @@ internal sealed class TokenFormat
     public const int RandomLength = 30;
     public const int ChecksumLength = 6;
     public const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    private static readonly SearchValues<char> Base62 = SearchValues.Create(Alphabet);
 
     public TokenFormat(string prefix)
     {
@@ -61,15 +66,18 @@ internal sealed class TokenFormat
         var kindChar = text[Prefix.Length];
         if (kindChar is not ('p' or 's' or 'c'))
             return false;
-        var rest = text[(Prefix.Length + 2)..];
-        foreach (var c in rest)
-        {
-            if (!char.IsAsciiLetterOrDigit(c))
-                return false;
-        }
-        Span<char> expected = stackalloc char[ChecksumLength];
-        WriteChecksum(text[..^ChecksumLength], expected);
-        if (!expected.SequenceEqual(text[^ChecksumLength..]))
+        if (text[(Prefix.Length + 2)..].ContainsAnyExcept(Base62))
+            return false;
+        // Everything is ASCII now: narrow it for the checksum (a prefix is at most 8 letters, so 64 bytes suffice).
+        var covered = text[..^ChecksumLength];
+        Span<byte> ascii = stackalloc byte[64];
+        ascii = ascii[..covered.Length];
+        Ascii.FromUtf16(covered, ascii, out _);
+        // Decode the six base62 digits and compare numbers: cheaper than formatting the expected text.
+        ulong written = 0;
+        foreach (var c in text[^ChecksumLength..])
+            written = written * 62 + (ulong)Base62Value(c);
+        if (written != Crc32.HashToUInt32(ascii))
             return false;
         kind = (TokenKind)(byte)kindChar;
         return true;
@@ -82,12 +90,19 @@ internal sealed class TokenFormat
     /// <summary>Display hint that identifies a token without revealing it: prefix + first 4 random characters.</summary>
     public string Hint(string token) => string.Concat(token.AsSpan(0, Prefix.Length + 2 + 4), "…");
 
+    private static int Base62Value(char c) => c <= '9' ? c - '0' : c <= 'Z' ? c - 'A' + 10 : c - 'a' + 36;
+
+    private static uint Crc32Of(ReadOnlySpan<char> ascii)
+    {
+        Span<byte> bytes = stackalloc byte[ascii.Length];
+        for (var i = 0; i < ascii.Length; i++)
+            bytes[i] = (byte)ascii[i];
+        return Crc32.HashToUInt32(bytes);
+    }
+
     public static void WriteChecksum(ReadOnlySpan<char> text, Span<char> destination)
     {
-        Span<byte> ascii = stackalloc byte[text.Length];
-        for (var i = 0; i < text.Length; i++)
-            ascii[i] = (byte)text[i];
-        var crc = Crc32.HashToUInt32(ascii);
+        var crc = Crc32Of(text);
         for (var i = destination.Length - 1; i >= 0; i--)
         {
             destination[i] = Alphabet[(int)(crc % 62)];
@@ -102,7 +117,7 @@ internal sealed class TokenFormat
         Span<byte> buffer = max <= 512 ? stackalloc byte[max] : new byte[max];
         var length = Encoding.UTF8.GetBytes(token, buffer);
         Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(buffer[..length], hash);
+        ShortSha256.Hash(buffer[..length], hash);
         return new TokenDigest(hash);
     }
 }
