@@ -1,5 +1,5 @@
 using System.Security.Cryptography;
-using Microsoft.EntityFrameworkCore;
+using System.Data.Common;
 using Microsoft.IdentityModel.Tokens;
 using Portcullis.Audit;
 using Portcullis.Data;
@@ -11,7 +11,7 @@ namespace Portcullis.Auth;
 /// every instance signs with the same key. The newest unretired key signs; all keys verify until
 /// retired keys outlive the longest token lifetime.
 /// </summary>
-internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time, AuditLog audit, ILogger<SigningKeys> logger)
+internal sealed class SigningKeys(TimeProvider time, AuditLog audit, ILogger<SigningKeys> logger)
 {
     public const string Algorithm = SecurityAlgorithms.EcdsaSha256;
 
@@ -26,16 +26,14 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
     public IEnumerable<ECDsaSecurityKey> All => _keys.ByKid.Values;
 
     /// <summary>Loads the keys, creating the first one when the database has none.</summary>
-    public async Task LoadAsync(CancellationToken cancellationToken)
+    public async Task LoadAsync(DbConnection connection, CancellationToken cancellationToken)
     {
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        var rows = await db.SigningKeys.AsNoTracking().ToListAsync(cancellationToken);
+        var rows = await ReadAsync(connection, cancellationToken);
         if (rows.Count == 0)
         {
-            await CreateAsync(db, cancellationToken);
+            await CreateAsync(connection, cancellationToken);
             // Re-read: another instance may have created one at the same moment.
-            rows = await db.SigningKeys.AsNoTracking().ToListAsync(cancellationToken);
+            rows = await ReadAsync(connection, cancellationToken);
         }
         var byKid = new Dictionary<string, ECDsaSecurityKey>(StringComparer.Ordinal);
         foreach (var row in rows)
@@ -51,30 +49,47 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         _keys = new KeySet(byKid, new SigningCredentials(byKid[current.Kid], Algorithm));
     }
 
-    private async Task<SigningKey> CreateAsync(PortcullisDb db, CancellationToken cancellationToken)
+    private static async Task<List<SigningKey>> ReadAsync(DbConnection connection, CancellationToken cancellationToken)
+    {
+        var rows = new List<SigningKey>();
+        await using var cmd = Sql.Command(connection, "SELECT kid, algorithm, private_key, created_at, retired_at FROM signing_keys");
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            rows.Add(new SigningKey
+            {
+                Kid = reader.GetString(0),
+                Algorithm = reader.GetString(1),
+                PrivateKey = reader.GetString(2),
+                CreatedAt = Sql.Utc(reader, 3),
+                RetiredAt = reader.IsDBNull(4) ? null : Sql.Utc(reader, 4),
+            });
+        }
+        return rows;
+    }
+
+    private async Task CreateAsync(DbConnection connection, CancellationToken cancellationToken)
     {
         using var ecdsa = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var row = new SigningKey
+        var kid = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(12));
+        var e = audit.Create(null, AuditEvents.SigningKeyCreated, details: new { kid });
+        await using var tx = await connection.BeginTransactionAsync(cancellationToken);
+        await using (var insert = Sql.Command(connection,
+            "INSERT INTO signing_keys (kid, algorithm, private_key, created_at) VALUES (@kid, @alg, @key, @at)",
+            ("@kid", kid), ("@alg", Algorithm), ("@key", Convert.ToBase64String(ecdsa.ExportPkcs8PrivateKey())), ("@at", time.GetUtcNow().UtcDateTime)))
         {
-            Kid = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(12)),
-            Algorithm = Algorithm,
-            PrivateKey = Convert.ToBase64String(ecdsa.ExportPkcs8PrivateKey()),
-            CreatedAt = time.GetUtcNow().UtcDateTime,
-        };
-        db.SigningKeys.Add(row);
-        db.AuditEvents.Add(audit.Create(null, AuditEvents.SigningKeyCreated, details: new { kid = row.Kid }));
-        try
-        {
-            await db.SaveChangesAsync(cancellationToken);
-            logger.LogInformation("Created JWT signing key {Kid}", row.Kid);
-            return row;
+            insert.Transaction = tx;
+            await insert.ExecuteNonQueryAsync(cancellationToken);
         }
-        catch (DbUpdateException)
+        await using (var record = Sql.Command(connection,
+            "INSERT INTO audit_events (occurred_at, event, details) VALUES (@at, @event, @details)",
+            ("@at", e.OccurredAt), ("@event", e.Event), ("@details", e.Details)))
         {
-            // Another instance created the first key at the same moment; use theirs.
-            db.ChangeTracker.Clear();
-            return await db.SigningKeys.AsNoTracking().OrderBy(k => k.CreatedAt).FirstAsync(cancellationToken);
+            record.Transaction = tx;
+            await record.ExecuteNonQueryAsync(cancellationToken);
         }
+        await tx.CommitAsync(cancellationToken);
+        logger.LogInformation("Created JWT signing key {Kid}", kid);
     }
 
     /// <summary>Public keys as a JWKS document (RFC 7517); never a private member.</summary>

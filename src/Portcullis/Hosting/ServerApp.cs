@@ -191,6 +191,7 @@ internal static class ServerApp
         // SQLite calls complete synchronously, so initialisation gets its own thread to overlap with Kestrel.
         await Task.WhenAll(Task.Run(() => InitializeAsync(app, cancellationToken), cancellationToken), app.StartAsync(cancellationToken));
         app.Services.GetRequiredService<StartupGate>().Open();
+        _ = Task.Run(() => WarmUpAsync(app.Services), CancellationToken.None);
     }
 
     /// <summary>Data directory, migrations, first admin, signing keys.</summary>
@@ -199,32 +200,48 @@ internal static class ServerApp
         var services = app.Services;
         _ = services.GetRequiredService<DataDirectory>();
         // Building the EF model is slow when cold; do it while the schema is brought up to date.
+        // The start-up steps themselves use plain SQL, so they do not wait for EF's first queries.
         var warmUp = Task.Run(() =>
         {
             using var scope = services.CreateScope();
             _ = scope.ServiceProvider.GetRequiredService<PortcullisDb>().Model;
         }, cancellationToken);
+        var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+        try
         {
-            try
-            {
-                await using var connection = OpenRawConnection(services);
-                var postgres = services.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres;
-                await new Migrator(connection, postgres, services.GetRequiredService<ILogger<Migrator>>()).MigrateAsync(cancellationToken: cancellationToken);
-            }
-            catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
-            {
-                var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
-                var reason = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
-                throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {reason}. " +
-                    (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
-            }
+            await using var connection = OpenRawConnection(services);
+            await connection.OpenAsync(cancellationToken);
+            await new Migrator(connection, database.IsPostgres, services.GetRequiredService<ILogger<Migrator>>()).MigrateAsync(cancellationToken: cancellationToken);
+            if (!database.IsPostgres)
+                await Sql.ExecuteAsync(connection, "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA synchronous=FULL", cancellationToken);
+            await AdminBootstrap.RunAsync(connection, services.GetRequiredService<PasswordHasher>(), services.GetRequiredService<AuditLog>(),
+                services.GetRequiredService<TimeProvider>(), cancellationToken);
+            await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
         }
-        // Independent steps run side by side: most of start-up is JIT and first-query compilation,
-        // and the machine has more than one core.
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        await Task.WhenAll(
-            Task.Run(() => AdminBootstrap.RunAsync(services, cancellationToken), cancellationToken),
-            Task.Run(() => services.GetRequiredService<SigningKeys>().LoadAsync(cancellationToken), cancellationToken));
+        catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
+        {
+            var reason = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
+            throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {reason}. " +
+                (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
+        }
+        await warmUp;
+    }
+
+    /// <summary>
+    /// Compiles the queries of the verification path once, in the background after start, so the
+    /// first real request does not pay for it.
+    /// </summary>
+    private static async Task WarmUpAsync(IServiceProvider services)
+    {
+        try
+        {
+            var format = services.GetRequiredService<TokenFormat>();
+            await services.GetRequiredService<CredentialVerifier>().VerifyAsync(format.Generate(TokenKind.Personal), null, CancellationToken.None);
+            await services.GetRequiredService<PrincipalCache>().GetAsync(0, CancellationToken.None);
+        }
+        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        {
+        }
     }
 
     /// <summary>Reports every configuration problem at once rather than the first one found.</summary>
@@ -263,7 +280,10 @@ internal static class ServerApp
             return TypedResults.Text("starting", statusCode: StatusCodes.Status503ServiceUnavailable);
         try
         {
-            if (await db.Database.CanConnectAsync(cancellationToken) && await db.Users.AnyAsync(cancellationToken))
+            // Plain SQL: readiness asks "does the database answer", and must not wait for EF warm-up.
+            var connection = db.Database.GetDbConnection();
+            await db.Database.OpenConnectionAsync(cancellationToken);
+            if (await Sql.ScalarAsync(connection, "SELECT 1", cancellationToken) is not null)
                 return TypedResults.Text("ready");
         }
         catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
