@@ -109,8 +109,8 @@ public abstract class TokensApiTests(PortcullisServer server)
         Assert.Equal<string>(["services"], body.GetProperty("scopes").EnumerateArray().Select(s => s.GetString()!).ToArray());
         Assert.Equal(TimeSpan.FromDays(10), body.GetProperty("expires_at").GetDateTime() - body.GetProperty("created_at").GetDateTime());
 
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(old).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(successor).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(old));
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(successor));
         // Rotating the old one again is a conflict that names the successor.
         var again = await admin.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { });
         Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
@@ -124,9 +124,9 @@ public abstract class TokensApiTests(PortcullisServer server)
         var response = await admin.PostAsJsonAsync($"/api/v1/tokens/{await IdOf(old)}/rotate", new { grace_seconds = 2 });
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         PortcullisServer.Secrets.Add((await response.JsonAsync()).GetProperty("token").GetString()!);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(old).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(old));
         await Task.Delay(2500);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(old).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(old));
     }
 
     [Fact]
@@ -233,7 +233,7 @@ public abstract class TokensApiTests(PortcullisServer server)
         Assert.Equal(HttpStatusCode.Forbidden, (await bobClient.GetAsync("/api/v1/tokens?all=true")).StatusCode);
         var list = await (await bobClient.GetAsync("/api/v1/tokens")).JsonAsync();
         Assert.DoesNotContain(list.EnumerateArray(), t => t.GetProperty("id").GetInt64() == aliceId);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(alice).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(alice));
         // The admin sees everyone's.
         var all = await (await server.Client(await server.AdminTokenAsync()).GetAsync("/api/v1/tokens?all=true")).JsonAsync();
         Assert.Contains(all.EnumerateArray(), t => t.GetProperty("id").GetInt64() == aliceId);
@@ -262,20 +262,20 @@ public abstract class TokensApiTests(PortcullisServer server)
     {
         var (username, password, token) = await server.CreateUserAsync();
         var jwt = await server.LoginAsync(username, password);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(token));
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(jwt));
         using var admin = server.Client(await server.AdminTokenAsync());
 
         Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(token));
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(jwt));
         using (var login = await server.Client().PostAsJsonAsync("/auth/token", new { username, password }))
             Assert.Equal("invalid_grant", (await login.JsonAsync()).GetProperty("error").GetString());
 
         // Enabled again: the API token works again, the JWT issued before stays dead.
         Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = false })).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(token));
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(jwt));
     }
 
     [Fact]
@@ -299,12 +299,12 @@ public abstract class TokensApiTests(PortcullisServer server)
         var jwt = await server.LoginAsync(username, password);
         using var admin = server.Client(await server.AdminTokenAsync());
         Assert.Equal(HttpStatusCode.NoContent, (await admin.DeleteAsync($"/api/v1/users/{username}")).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(token));
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(jwt));
 
         Assert.Equal(HttpStatusCode.Created, (await admin.PostAsJsonAsync("/api/v1/users", new { username, password })).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(jwt));
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(token));
     }
 
     [Fact]
@@ -318,10 +318,10 @@ public abstract class TokensApiTests(PortcullisServer server)
         Assert.Equal(HttpStatusCode.BadRequest, wrong.StatusCode);
         using var right = await server.Client(jwt).PostAsJsonAsync("/api/v1/me/password", new { current_password = password, new_password = newPassword });
         Assert.Equal(HttpStatusCode.NoContent, right.StatusCode);
-        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(jwt));
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(token));
         var fresh = await server.LoginAsync(username, newPassword);
-        Assert.Equal(HttpStatusCode.OK, (await server.Client(fresh).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(fresh));
     }
 
     [Fact]
@@ -340,6 +340,13 @@ public abstract class TokensApiTests(PortcullisServer server)
         var all = await (await server.Client(await server.AdminTokenAsync()).GetAsync("/api/v1/audit?limit=1000")).JsonAsync();
         Assert.Contains(all.GetProperty("events").EnumerateArray(), e => e.GetProperty("event").GetString() == "login.succeeded");
         Assert.Contains(all.GetProperty("events").EnumerateArray(), e => e.GetProperty("event").GetString() == "user.created");
+    }
+
+    /// <summary>What <c>GET /api/v1/me</c> answers to this credential: the simplest "does it work?".</summary>
+    private async Task<HttpStatusCode> MeStatusAsync(string credential)
+    {
+        using var response = await server.Client(credential).GetAsync("/api/v1/me");
+        return response.StatusCode;
     }
 
     private async Task<long> IdOf(string token)
