@@ -57,10 +57,13 @@ public class CachedTokenVerificationBenchmarks
         _tokenCache = new TokenCache(tokenOptions);
         var principals = new PrincipalCache(scopes, time, tokenOptions);
         var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance);
-        var signingKeys = new SigningKeys(scopes, time, audit, NullLogger<SigningKeys>.Instance);
-        var jwts = new JwtService(signingKeys, Options.Create(new JwtOptions()), new PublicUrl("http://localhost"), time);
+        var jwtOptions = Options.Create(new JwtOptions());
+        var signingKeys = new SigningKeys(scopes, time, audit, jwtOptions, NullLogger<SigningKeys>.Instance);
+        var jwts = new JwtService(signingKeys, jwtOptions, new PublicUrl("http://localhost"), time);
+        var revokedJwts = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
+        var clients = new Portcullis.Clients.ClientCache(scopes, time, tokenOptions);
         var usage = new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance);
-        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, audit, scopes, time, NullLogger<CredentialVerifier>.Instance);
+        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, scopes, time, NullLogger<CredentialVerifier>.Instance);
 
         // Fixed "now": entries are loaded at this instant and checked against it, so they never age
         // out of the cache (CacheMaxAge) however long the run takes.

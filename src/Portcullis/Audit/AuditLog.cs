@@ -10,6 +10,7 @@ internal static class AuditEvents
 {
     public const string LoginSucceeded = "login.succeeded";
     public const string LoginFailed = "login.failed";
+    public const string LoginThrottled = "login.throttled";
     public const string TokenCreated = "token.created";
     public const string TokenRotated = "token.rotated";
     public const string TokenRevoked = "token.revoked";
@@ -20,6 +21,11 @@ internal static class AuditEvents
     public const string PasswordChanged = "user.password_changed";
     public const string AdminBootstrapped = "user.admin_bootstrapped";
     public const string SigningKeyCreated = "key.created";
+    public const string SigningKeyRotated = "key.rotated";
+    public const string ClientCreated = "client.created";
+    public const string ClientDeleted = "client.deleted";
+    public const string ClientSecretRotated = "client.secret_rotated";
+    public const string ClientSecretRevoked = "client.secret_revoked";
 }
 
 /// <summary>

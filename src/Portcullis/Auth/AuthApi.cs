@@ -31,6 +31,7 @@ internal static class AuthApi
             endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime)).DisableAntiforgery();
         auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
         auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
+        auth.MapIntrospectionAndRevocation();
 
         var wellKnown = app.MapGroup("/.well-known").WithTags("Discovery");
         wellKnown.MapGet("/jwks.json", (SigningKeys keys, HttpContext http) =>
@@ -38,19 +39,34 @@ internal static class AuthApi
             http.Response.Headers.CacheControl = "public, max-age=300";
             return TypedResults.Json(keys.Jwks());
         });
-        wellKnown.MapGet("/openid-configuration", (PublicUrl url) => TypedResults.Json(new Dictionary<string, object>
+        wellKnown.MapGet("/openid-configuration", (PublicUrl url, IOptions<AuthOptions> auth) => TypedResults.Json(Discovery(url.Value, auth.Value)));
+        return app;
+    }
+
+    /// <summary>
+    /// RFC 8414 authorization server metadata (served at the OpenID Connect discovery path, where
+    /// most tooling looks). Client authentication at the token, introspection and revocation
+    /// endpoints is <c>client_secret_basic</c> or <c>client_secret_post</c>.
+    /// </summary>
+    internal static Dictionary<string, object> Discovery(string issuer, AuthOptions auth)
+    {
+        string[] clientAuth = ["client_secret_basic", "client_secret_post"];
+        return new Dictionary<string, object>
         {
-            ["issuer"] = url.Value,
-            ["token_endpoint"] = url.Value + "/auth/token",
-            ["jwks_uri"] = url.Value + "/.well-known/jwks.json",
-            ["grant_types_supported"] = new[] { "password" },
-            ["token_endpoint_auth_methods_supported"] = new[] { "none" },
+            ["issuer"] = issuer,
+            ["token_endpoint"] = issuer + "/auth/token",
+            ["jwks_uri"] = issuer + "/.well-known/jwks.json",
+            ["introspection_endpoint"] = issuer + "/auth/introspect",
+            ["revocation_endpoint"] = issuer + "/auth/revoke",
+            ["grant_types_supported"] = auth.PasswordGrant ? new[] { "password", ClientCredentialsGrant.GrantType } : [ClientCredentialsGrant.GrantType],
+            ["token_endpoint_auth_methods_supported"] = clientAuth,
+            ["introspection_endpoint_auth_methods_supported"] = clientAuth,
+            // The holder of a token may revoke it without authenticating (SPEC §4), hence "none".
+            ["revocation_endpoint_auth_methods_supported"] = new[] { "none", "client_secret_basic", "client_secret_post" },
             ["scopes_supported"] = new[] { Scopes.Api, Scopes.Services, Scopes.Admin },
             ["response_types_supported"] = new[] { "token" },
             ["id_token_signing_alg_values_supported"] = new[] { SigningKeys.Algorithm },
-            ["token_endpoint_auth_signing_alg_values_supported"] = new[] { SigningKeys.Algorithm },
-        }));
-        return app;
+        };
     }
 
     private static IResult MethodNotAllowed(HttpContext http)
@@ -66,6 +82,7 @@ internal sealed class TokenEndpoint(
     PasswordHasher hasher,
     JwtService jwts,
     AuditLog audit,
+    LoginThrottle throttle,
     IOptions<AuthOptions> authOptions,
     ILogger<TokenEndpoint> logger)
 {
@@ -83,7 +100,8 @@ internal sealed class TokenEndpoint(
         return grant switch
         {
             "password" => await PasswordGrantAsync(http, parameters!, lifetime),
-            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password'."),
+            ClientCredentialsGrant.GrantType => await http.RequestServices.GetRequiredService<ClientCredentialsGrant>().HandleAsync(http, parameters!),
+            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password' or 'client_credentials'."),
         };
     }
 
@@ -108,6 +126,11 @@ internal sealed class TokenEndpoint(
             requested = parsed;
         }
 
+        // Throttled before the user is even looked up: the 429 is the same, and as quick, for every username.
+        await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
+        if (attempt.IsThrottled)
+            return Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
+
         var normalized = User.Normalize(username);
         var user = username.Length <= 64
             ? await db.Users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized && u.Kind == PrincipalKind.User, http.RequestAborted)
@@ -116,11 +139,13 @@ internal sealed class TokenEndpoint(
         var check = await hasher.VerifyAsync(user?.PasswordHash, password.Length <= PasswordHasher.MaxLength ? password : "", http.RequestAborted);
         if (check == PasswordCheck.Failed || user is null || user.IsDisabled)
         {
+            await attempt.RecordFailureAsync();
             db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginFailed, Truncate(username), user?.Id,
                 details: new { path = "api", reason = user is null ? "unknown user" : user.IsDisabled && check != PasswordCheck.Failed ? "disabled" : "wrong password" }));
             await db.SaveChangesAsync(http.RequestAborted);
             return Error("invalid_grant", "The username or password is wrong, or the account is disabled.");
         }
+        await attempt.RecordSuccessAsync();
         if (check == PasswordCheck.SuccessRehashNeeded)
             user.PasswordHash = await hasher.HashAsync(password, http.RequestAborted);
 

@@ -29,7 +29,7 @@ internal static class CredentialKinds
 }
 
 /// <summary>An authenticated credential on a request: who it belongs to and what it was granted.</summary>
-internal sealed class Credential(string kind, string? tokenId, PrincipalState owner, ScopeSet granted, string? clientId = null)
+internal sealed class Credential(string kind, string? tokenId, PrincipalState owner, ScopeSet granted, string? clientId = null, JwtClaims? jwt = null)
 {
     /// <summary>One of <see cref="CredentialKinds"/>.</summary>
     public string Kind { get; } = kind;
@@ -43,6 +43,9 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
     public ScopeSet Granted { get; } = granted;
 
     public string? ClientId { get; } = clientId;
+
+    /// <summary>The validated claims when the credential is a JWT (introspection reports them).</summary>
+    public JwtClaims? Jwt { get; } = jwt;
 
     /// <summary>Granted scopes intersected with the owner's current rights.</summary>
     public ScopeSet Effective => Granted.Intersect(Owner.Rights);

@@ -23,7 +23,8 @@ internal sealed class CredentialAuthenticationHandler(
 {
     public const string SchemeName = "Portcullis";
     public const string Realm = "portcullis";
-    private const string FailureKey = "portcullis.auth_failure";
+    /// <summary>Where a failed credential's <see cref="AuthFailure"/> is kept for the request (anonymous endpoints read it too).</summary>
+    internal const string FailureKey = "portcullis.auth_failure";
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {

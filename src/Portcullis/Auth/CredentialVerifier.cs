@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using Microsoft.EntityFrameworkCore;
 using Portcullis.Audit;
+using Portcullis.Clients;
 using Portcullis.Data;
 using Portcullis.Security;
 using Portcullis.Tokens;
@@ -38,6 +39,8 @@ internal sealed class CredentialVerifier(
     PrincipalCache principals,
     UsageRecorder usage,
     JwtService jwts,
+    RevokedJwts revokedJwts,
+    ClientCache clients,
     AuditLog audit,
     IServiceScopeFactory scopes,
     TimeProvider time,
@@ -100,7 +103,17 @@ internal sealed class CredentialVerifier(
         return true;
     }
 
-    public async ValueTask<VerifyResult> VerifyAsync(string token, IPAddress? address, CancellationToken cancellationToken)
+    public ValueTask<VerifyResult> VerifyAsync(string token, IPAddress? address, CancellationToken cancellationToken) =>
+        VerifyAsync(token, address, recordUse: true, cancellationToken);
+
+    /// <summary>
+    /// Verifies a credential on someone else's behalf (introspection): the same decision, but it is
+    /// not counted as a use of the token, nor reported as a use after revocation.
+    /// </summary>
+    public ValueTask<VerifyResult> InspectAsync(string token, CancellationToken cancellationToken) =>
+        VerifyAsync(token, null, recordUse: false, cancellationToken);
+
+    private async ValueTask<VerifyResult> VerifyAsync(string token, IPAddress? address, bool recordUse, CancellationToken cancellationToken)
     {
         if (JwtService.LooksLikeJwt(token) && !format.HasPrefix(token))
             return await VerifyJwtAsync(token, cancellationToken);
@@ -121,13 +134,14 @@ internal sealed class CredentialVerifier(
             }
             if (failure != VerifyFailure.None)
             {
-                if (failure == VerifyFailure.Revoked)
+                if (failure == VerifyFailure.Revoked && recordUse)
                     ReportUsedAfterRevoke(entry!, address);
                 return VerifyResult.Fail(failure);
             }
-            usage.Record(entry!.TokenId, address, now);
+            if (recordUse)
+                usage.Record(entry!.TokenId, address, now);
             var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
-            return new VerifyResult(new Credential(kind, entry.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
+            return new VerifyResult(new Credential(kind, entry!.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
         }
         catch (Exception e) when (IsDatabaseFailure(e))
         {
@@ -174,11 +188,16 @@ internal sealed class CredentialVerifier(
 
     private async ValueTask<VerifyResult> VerifyJwtAsync(string token, CancellationToken cancellationToken)
     {
-        var claims = await jwts.ValidateAsync(token);
+        var claims = await jwts.ValidateAsync(token, cancellationToken);
         if (claims is null)
             return VerifyResult.Fail(VerifyFailure.Unknown);
+        // Revoked through /auth/revoke: the deny-list is in memory, complete for unexpired JWTs.
+        if (revokedJwts.IsRevoked(claims.Jti))
+            return VerifyResult.Fail(VerifyFailure.Revoked);
         try
         {
+            if (claims.ClientId is not null)
+                return await VerifyClientJwtAsync(claims, cancellationToken);
             var owner = await principals.GetByNameAsync(claims.Subject, cancellationToken);
             if (owner is null)
                 return VerifyResult.Fail(VerifyFailure.Unknown);
@@ -190,13 +209,33 @@ internal sealed class CredentialVerifier(
             // The password changed or the user was disabled after this token was issued.
             if (claims.CredentialVersion is { } v && v != owner.CredentialVersion)
                 return VerifyResult.Fail(VerifyFailure.Revoked);
-            return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId), VerifyFailure.None);
+            return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, null, claims), VerifyFailure.None);
         }
         catch (Exception e) when (IsDatabaseFailure(e))
         {
             logger.LogWarning("Cannot verify a JWT: the database did not answer ({Error})", e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
         }
+    }
+
+    /// <summary>
+    /// A client-credentials JWT (<c>sub</c> = <c>client_id</c>) lives only as long as its client and
+    /// the secret it was issued for: deleting the client or rotating (or revoking) its secret ends
+    /// it at once. It acts for the client's owner, so a disabled owner stops it too.
+    /// </summary>
+    private async ValueTask<VerifyResult> VerifyClientJwtAsync(JwtClaims claims, CancellationToken cancellationToken)
+    {
+        if (!string.Equals(claims.Subject, claims.ClientId, StringComparison.Ordinal))
+            return VerifyResult.Fail(VerifyFailure.Unknown);
+        var client = await clients.GetAsync(claims.ClientId!, cancellationToken);
+        if (!client.IsKnown || client.OwnerId != claims.PrincipalId || client.SecretVersion != claims.CredentialVersion)
+            return VerifyResult.Fail(VerifyFailure.Revoked);
+        var owner = await principals.GetAsync(client.OwnerId, cancellationToken);
+        if (owner is null)
+            return VerifyResult.Fail(VerifyFailure.Unknown);
+        if (owner.IsDisabled)
+            return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+        return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId, claims), VerifyFailure.None);
     }
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<long, long> _lastRevokeReport = new();

@@ -9,7 +9,7 @@ using Portcullis.Security;
 namespace Portcullis.Auth;
 
 /// <summary>A validated access token's claims that Portcullis acts on.</summary>
-internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, long? PrincipalId, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt);
+internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, long? PrincipalId, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt, DateTime? NotBefore = null);
 
 /// <summary>
 /// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
@@ -61,8 +61,13 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     public static bool LooksLikeJwt(ReadOnlySpan<char> token) => token.Count('.') == 2 && token.Length < 8192;
 
-    public async Task<JwtClaims?> ValidateAsync(string token)
+    public async Task<JwtClaims?> ValidateAsync(string token, CancellationToken cancellationToken = default)
     {
+        if (AllowedHeaderKid(token) is not { } kid)
+            return null;
+        // A kid we do not know may come from a rotation on another instance: look once (rate-limited).
+        if (await keys.FindOrReloadAsync(kid, cancellationToken) is null)
+            return null;
         var now = time.GetUtcNow().UtcDateTime;
         var parameters = new TokenValidationParameters
         {
@@ -79,8 +84,6 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
                 expires is { } exp && now < exp.ToUniversalTime() + _options.ClockSkew &&
                 (notBefore is null || notBefore.Value.ToUniversalTime() <= now + _options.ClockSkew),
         };
-        if (!HasOnlyAllowedHeaders(token))
-            return null;
         var result = await _handler.ValidateTokenAsync(token, parameters);
         if (!result.IsValid || result.SecurityToken is not JsonWebToken jwt)
             return null;
@@ -93,14 +96,15 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         long? principalId = jwt.TryGetPayloadValue<long>(PrincipalIdClaim, out var id) ? id : null;
         jwt.TryGetPayloadValue<string>("client_id", out var clientId);
         jwt.TryGetPayloadValue<string>("scope", out var scope);
-        return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), principalId, version, clientId, issuedAt, jwt.ValidTo);
+        return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), principalId, version, clientId, issuedAt, jwt.ValidTo,
+            jwt.ValidFrom == DateTime.MinValue ? null : jwt.ValidFrom);
     }
 
     /// <summary>
     /// Refuses headers that point at key material (<c>jku</c>, <c>x5u</c>, <c>jwk</c>, <c>x5c</c>) and
-    /// anything but ES256 before the library looks at the token.
+    /// anything but ES256 before the library looks at the token. Returns the <c>kid</c>, or null.
     /// </summary>
-    private static bool HasOnlyAllowedHeaders(string token)
+    private static string? AllowedHeaderKid(string token)
     {
         JsonWebToken parsed;
         try
@@ -109,16 +113,16 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         }
         catch (ArgumentException)
         {
-            return false;
+            return null;
         }
-        if (parsed.Alg != SigningKeys.Algorithm || string.IsNullOrEmpty(parsed.Kid))
-            return false;
-        foreach (var forbidden in (ReadOnlySpan<string>)["jku", "x5u", "jwk", "x5c", "crit"])
+        if (parsed.Alg != SigningKeys.Algorithm || string.IsNullOrEmpty(parsed.Kid) || parsed.Kid.Length > 64)
+            return null;
+        foreach (var forbidden in (ReadOnlySpan<string>)["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"])
         {
             if (parsed.TryGetHeaderValue<object>(forbidden, out _))
-                return false;
+                return null;
         }
-        return true;
+        return parsed.Kid;
     }
 }
 

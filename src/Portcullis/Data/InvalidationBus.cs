@@ -1,4 +1,6 @@
+using System.Globalization;
 using Portcullis.Auth;
+using Portcullis.Clients;
 using Portcullis.Security;
 using Portcullis.Tokens;
 
@@ -8,7 +10,7 @@ namespace Portcullis.Data;
 /// Tells every cache that something changed: on this instance at once and, with PostgreSQL, on
 /// every other instance through <c>LISTEN/NOTIFY</c>. Call it after the change is committed.
 /// </summary>
-internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals)
+internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys)
 {
     public const string Channel = "portcullis_invalidate";
 
@@ -20,6 +22,16 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
 
     public Task PrincipalChangedAsync(long principalId, CancellationToken cancellationToken = default) =>
         PublishAsync("p:" + principalId, cancellationToken);
+
+    public Task ClientChangedAsync(string clientId, CancellationToken cancellationToken = default) =>
+        PublishAsync("c:" + clientId, cancellationToken);
+
+    /// <summary>A JWT was put on the deny-list; the message carries its expiry so nobody needs to read it back.</summary>
+    public Task JwtRevokedAsync(string jti, DateTime expiresAt, CancellationToken cancellationToken = default) =>
+        PublishAsync($"j:{new DateTimeOffset(expiresAt, TimeSpan.Zero).ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture)}:{jti}", cancellationToken);
+
+    /// <summary>The signing keys changed (a rotation); every instance re-reads them.</summary>
+    public Task SigningKeysChangedAsync(CancellationToken cancellationToken = default) => PublishAsync("k", cancellationToken);
 
     private async Task PublishAsync(string message, CancellationToken cancellationToken)
     {
@@ -41,6 +53,22 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
             principals.Invalidate(id);
             return;
         }
+        if (message.StartsWith("c:", StringComparison.Ordinal))
+        {
+            clients.Invalidate(message[2..]);
+            return;
+        }
+        if (message.StartsWith("j:", StringComparison.Ordinal) && message.IndexOf(':', 2) is var colon and > 2
+            && long.TryParse(message.AsSpan(2, colon - 2), NumberStyles.None, CultureInfo.InvariantCulture, out var exp))
+        {
+            revokedJwts.Add(message[(colon + 1)..], DateTimeOffset.FromUnixTimeSeconds(exp).UtcDateTime);
+            return;
+        }
+        if (message == "k")
+        {
+            _ = keys.ReloadAsync(CancellationToken.None);
+            return;
+        }
         ClearAll();
     }
 
@@ -49,5 +77,9 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
     {
         tokens.Clear();
         principals.Clear();
+        clients.Clear();
+        // Revocations and key rotations announced meanwhile may have been missed: read them again.
+        _ = revokedJwts.ReloadAsync(CancellationToken.None);
+        _ = keys.ReloadAsync(CancellationToken.None);
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
 using Portcullis.Audit;
 using Portcullis.Auth;
+using Portcullis.Clients;
 using Portcullis.Tokens;
 using Portcullis.Users;
 
@@ -19,6 +20,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<TokenUsageDay> TokenUsage => Set<TokenUsageDay>();
     public DbSet<AuditEvent> AuditEvents => Set<AuditEvent>();
     public DbSet<SigningKey> SigningKeys => Set<SigningKey>();
+    public DbSet<OAuthClient> OAuthClients => Set<OAuthClient>();
 
     protected override void ConfigureConventions(ModelConfigurationBuilder builder)
     {
@@ -33,6 +35,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<TokenUsageDay>().ToTable("token_usage").HasKey(u => new { u.TokenId, u.Day });
         b.Entity<AuditEvent>().ToTable("audit_events");
         b.Entity<SigningKey>().ToTable("signing_keys").HasKey(k => k.Kid);
+        b.Entity<OAuthClient>().ToTable("oauth_clients");
 
         foreach (var entity in b.Model.GetEntityTypes())
         {

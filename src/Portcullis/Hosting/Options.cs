@@ -82,6 +82,15 @@ internal sealed class AuthOptions
 
     /// <summary>How long a login may wait for a free hashing slot before it is told to retry.</summary>
     public TimeSpan PasswordHashQueueTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Wrong passwords allowed per username (existing or not) in one <see cref="FailedLoginWindow"/>; then 429 until it ends.</summary>
+    public int MaxFailedLoginsPerUser { get; set; } = 10;
+
+    /// <summary>Failed password and client-secret checks allowed per client address (IPv6: per /64) in one window; 0 switches this limit off.</summary>
+    public int MaxFailedLoginsPerAddress { get; set; } = 50;
+
+    /// <summary>The fixed window failed logins are counted in; it opens at a counter's first attempt.</summary>
+    public TimeSpan FailedLoginWindow { get; set; } = TimeSpan.FromMinutes(15);
 }
 
 /// <summary>
@@ -145,6 +154,12 @@ internal sealed class OptionsValidator :
             errors.Add($"Auth:PasswordIterations is {o.PasswordIterations}. OWASP asks for at least 210000 with PBKDF2-HMAC-SHA512; set it to 210000 or more.");
         if (o.MaxConcurrentPasswordHashes < 1)
             errors.Add("Auth:MaxConcurrentPasswordHashes must be at least 1.");
+        if (o.MaxFailedLoginsPerUser is < 1 or > 10_000)
+            errors.Add($"Auth:MaxFailedLoginsPerUser is {o.MaxFailedLoginsPerUser}. Set it between 1 and 10000 (default 10).");
+        if (o.MaxFailedLoginsPerAddress is < 0 or > 1_000_000)
+            errors.Add($"Auth:MaxFailedLoginsPerAddress is {o.MaxFailedLoginsPerAddress}. Set it between 1 and 1000000 (default 50), or to 0 to switch the per-address limit off.");
+        if (o.FailedLoginWindow < TimeSpan.FromSeconds(1) || o.FailedLoginWindow > TimeSpan.FromDays(1))
+            errors.Add($"Auth:FailedLoginWindow is {o.FailedLoginWindow}. Set it between 00:00:01 and 1.00:00:00 (default 00:15:00).");
         return Result(errors);
     }
 

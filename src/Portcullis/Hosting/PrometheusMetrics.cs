@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
 using Portcullis.Auth;
+using Portcullis.Security;
 using Portcullis.Tokens;
 
 namespace Portcullis.Hosting;
@@ -10,12 +11,16 @@ namespace Portcullis.Hosting;
 /// Counters exposed at <c>/metrics</c> in the Prometheus text format. OpenTelemetry exporters are not
 /// in the package registry here, and a handful of counters do not need them.
 /// </summary>
-internal sealed class PrometheusMetrics(TokenCache cache)
+internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwords)
 {
+    private long _loginsThrottled;
+
     private readonly ConcurrentDictionary<(string Route, int Status), long> _requests = new();
     private readonly ConcurrentDictionary<string, long> _verifications = new(StringComparer.Ordinal);
 
     public void CountRequest(string route, int status) => _requests.AddOrUpdate((route, status), 1, static (_, n) => n + 1);
+
+    public void CountLoginThrottled() => Interlocked.Increment(ref _loginsThrottled);
 
     public void CountVerification(VerifyFailure outcome) => _verifications.AddOrUpdate(OutcomeNames[(int)outcome], 1, static (_, n) => n + 1);
 
@@ -40,6 +45,12 @@ internal sealed class PrometheusMetrics(TokenCache cache)
         sb.AppendLine("# HELP portcullis_token_cache_entries Entries in the token cache.");
         sb.AppendLine("# TYPE portcullis_token_cache_entries gauge");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_entries {cache.Count}\n");
+        sb.AppendLine("# HELP portcullis_password_checks_total Password checks run, including the dummy checks for unknown users.");
+        sb.AppendLine("# TYPE portcullis_password_checks_total counter");
+        sb.Append(CultureInfo.InvariantCulture, $"portcullis_password_checks_total {passwords.Checks}\n");
+        sb.AppendLine("# HELP portcullis_logins_throttled_total Password and client-secret checks refused because of too many failures.");
+        sb.AppendLine("# TYPE portcullis_logins_throttled_total counter");
+        sb.Append(CultureInfo.InvariantCulture, $"portcullis_logins_throttled_total {Interlocked.Read(ref _loginsThrottled)}\n");
         return sb.ToString();
     }
 

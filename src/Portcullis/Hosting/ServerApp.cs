@@ -8,6 +8,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
+using Portcullis.Clients;
 using Portcullis.Data;
 using Portcullis.Security;
 using Portcullis.Tokens;
@@ -67,6 +68,11 @@ internal static class ServerApp
         services.AddSingleton<InvalidationBus>();
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<JwtService>();
+        services.AddSingleton<RevokedJwts>();
+        services.AddSingleton<ClientCache>();
+        services.AddSingleton<ClientAuthenticator>();
+        services.AddSingleton<ClientCredentialsGrant>();
+        services.AddHostedService<OAuthMaintenance>();
         services.AddSingleton<CredentialVerifier>();
         services.AddSingleton<PrometheusMetrics>();
         services.AddSingleton<UsageRecorder>();
@@ -74,6 +80,7 @@ internal static class ServerApp
         services.AddSingleton<AuditLog>();
         services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
         services.AddScoped<TokenEndpoint>();
+        services.AddScoped<LoginThrottle>();
         if (configuration.GetSection(DatabaseOptions.Section).Get<DatabaseOptions>() is { IsPostgres: true })
             services.AddHostedService<PostgresNotifications>();
 
@@ -178,6 +185,8 @@ internal static class ServerApp
         api.MapTokens();
         api.MapUsers();
         api.MapAudit();
+        api.MapClients();
+        api.MapKeys();
         app.MapGroup("/api/v1").MapMe();
     }
 
@@ -217,6 +226,7 @@ internal static class ServerApp
             await AdminBootstrap.RunAsync(connection, services.GetRequiredService<PasswordHasher>(), services.GetRequiredService<AuditLog>(),
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
+            await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
         }
         catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
         {

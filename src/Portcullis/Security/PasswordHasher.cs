@@ -30,6 +30,11 @@ internal sealed class PasswordHasher(IOptions<AuthOptions> options) : IDisposabl
     private readonly TimeSpan _queueTimeout = options.Value.PasswordHashQueueTimeout;
     private readonly Lazy<string> _dummyHash = new(() => HashCore("not a password " + Guid.NewGuid(), options.Value.PasswordIterations));
 
+    private long _checks;
+
+    /// <summary>Passwords checked so far, dummy checks included (exported at /metrics).</summary>
+    public long Checks => Interlocked.Read(ref _checks);
+
     public const int MinLength = 8;
     public const int MaxLength = 1024;
 
@@ -65,6 +70,7 @@ internal sealed class PasswordHasher(IOptions<AuthOptions> options) : IDisposabl
             throw new PasswordHasherBusyException();
         try
         {
+            Interlocked.Increment(ref _checks);
             if (stored is null || !TryDecode(stored, out var iterations, out var salt, out var expected))
             {
                 TryDecode(_dummyHash.Value, out iterations, out salt, out expected);

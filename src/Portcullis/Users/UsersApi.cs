@@ -176,7 +176,7 @@ internal static partial class UsersApi
     }
 
     private static async Task<Results<NoContent, ProblemHttpResult>> ChangePasswordAsync(
-        ChangePasswordRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
+        ChangePasswordRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle, AuditLog audit,
         InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
         if (request is null || request.CurrentPassword is null)
@@ -187,12 +187,19 @@ internal static partial class UsersApi
         var user = await db.Users.FirstOrDefaultAsync(u => u.Id == caller.Owner.Id, cancellationToken);
         if (user is null || user.Kind != PrincipalKind.User)
             return ProblemResponses.BadRequest("Only users have passwords.");
+        // The current password is a password check like a login: it shares the user's and the address's counters,
+        // so a stolen token cannot be used to guess the password.
+        await using var attempt = await throttle.CheckAsync(LoginKind.Password, user.Username, http, cancellationToken);
+        if (attempt.IsThrottled)
+            return ProblemResponses.Problem(StatusCodes.Status429TooManyRequests, "Too many requests", attempt.RefuseWith429(http.Response));
         if (await hasher.VerifyAsync(user.PasswordHash, request.CurrentPassword, cancellationToken) == PasswordCheck.Failed)
         {
+            await attempt.RecordFailureAsync();
             db.AuditEvents.Add(audit.Create(http, AuditEvents.PasswordChanged, user.Username, user.Id, details: new { success = false, reason = "wrong current password" }));
             await db.SaveChangesAsync(cancellationToken);
             return ProblemResponses.BadRequest("The current password is wrong.");
         }
+        await attempt.RecordSuccessAsync();
         user.PasswordHash = await hasher.HashAsync(request.NewPassword!, cancellationToken);
         user.CredentialVersion++;
         user.UpdatedAt = time.GetUtcNow().UtcDateTime;

@@ -20,19 +20,28 @@ public sealed class ManualTimeProvider(DateTimeOffset start) : TimeProvider
 /// The real server, HTTP on a loopback port, but in this process so that tests can move its clock.
 /// Used only where time must be controlled; everything else runs against the real process.
 /// </summary>
-public sealed class InProcessServer : IAsyncLifetime
+public class InProcessServer : IAsyncLifetime
 {
+    private readonly string[] _extraArgs;
     private WebApplication? _app;
+
+    public InProcessServer() : this([]) { }
+
+    /// <summary>For fixtures that need settings: <paramref name="extraArgs"/> are added to the command line.</summary>
+    protected InProcessServer(string[] extraArgs) => _extraArgs = extraArgs;
 
     public ManualTimeProvider Clock { get; } = new(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
     public string DataDir { get; } = Directory.CreateTempSubdirectory("portcullis-inproc-").FullName;
     public Uri BaseAddress { get; private set; } = null!;
 
+    /// <summary>The server's services, for tests of classes that no endpoint reaches yet.</summary>
+    public IServiceProvider Services => _app!.Services;
+
     public async Task InitializeAsync()
     {
         Environment.SetEnvironmentVariable("PORTCULLIS_ADMIN_PASSWORD", PortcullisServer.AdminPassword);
         BaseAddress = new Uri($"http://127.0.0.1:{PortcullisServer.FreePort()}");
-        _app = ServerApp.Build(["--urls", BaseAddress.ToString().TrimEnd('/'), "--data-dir", DataDir],
+        _app = ServerApp.Build(["--urls", BaseAddress.ToString().TrimEnd('/'), "--data-dir", DataDir, .. _extraArgs],
             services => services.AddSingleton<TimeProvider>(Clock));
         await ServerApp.StartAsync(_app);
     }

@@ -1,0 +1,361 @@
+using System.Data.Common;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Storage;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Users;
+
+namespace Portcullis.Auth;
+
+/// <summary>What a login attempt checks.</summary>
+internal enum LoginKind
+{
+    /// <summary>A user's password: counted per username (known or not) and per client address.</summary>
+    Password,
+
+    /// <summary>
+    /// An OAuth client's secret: counted per client address only. A secret is 178 random bits, so no
+    /// limit changes the odds of guessing it; a per-client counter would only let anyone who knows a
+    /// client_id (it is in every JWT the client holds) lock that client out of token issuance.
+    /// </summary>
+    ClientSecret,
+}
+
+/// <summary>
+/// Failed-login throttling (SPEC §4), the one place every password and client-secret check goes
+/// through: the password grant (<c>/auth/token</c>, <c>/auth/token/cli</c>), <c>POST /api/v1/me/password</c>,
+/// and the web UI login and OAuth client authentication as they arrive. Every caller does the same:
+/// <code>
+/// await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, cancellationToken);
+/// if (attempt.IsThrottled)
+///     return ...status 429 with the text of attempt.RefuseWith429(http.Response)...;   // sets Retry-After
+/// var ok = ...look the user up, check the secret...;
+/// if (ok) await attempt.RecordSuccessAsync(); else await attempt.RecordFailureAsync();
+/// </code>
+/// <list type="bullet">
+/// <item>Call <see cref="CheckAsync"/> before looking anything up, and when throttled answer without
+/// checking the secret: the refusal is then the same, and as quick, for every username, known or not.
+/// For <see cref="LoginKind.ClientSecret"/> pass the client_id as the key (the audit event names it).</item>
+/// <item>For a password, <see cref="CheckAsync"/> reserves one attempt on each counter, atomically in the
+/// database, before the password is checked. Concurrent requests, on any instance, therefore never
+/// check more passwords than the limit. A failure keeps the reservation; a success gives the address's
+/// back and clears the username's counter; an attempt disposed with neither recorded (the request
+/// failed before the password was checked) gives both back.</item>
+/// <item>For a client secret, <see cref="CheckAsync"/> only reads the address's counter and
+/// <see cref="LoginAttempt.RecordFailureAsync"/> adds to it: a secret cannot be guessed, so a few parallel
+/// checks past the limit change nothing, and a right secret costs one read and no write.</item>
+/// <item>Fixed windows: a counter's first attempt opens a window of <c>Auth:FailedLoginWindow</c>;
+/// once <c>Auth:MaxFailedLoginsPerUser</c> / <c>Auth:MaxFailedLoginsPerAddress</c> is reached, attempts are
+/// refused until that window ends, which is what <c>Retry-After</c> says.</item>
+/// <item>Only secret checks are throttled. API tokens and JWTs never are, so an attacker who locks an
+/// account cannot stop its owner's tokens.</item>
+/// <item>Refused attempts are audited as <c>login.throttled</c>, once per counter and window.</item>
+/// </list>
+/// Call it outside a transaction: a reservation must commit at once to count for the other requests.
+/// </summary>
+internal sealed class LoginThrottle(
+    PortcullisDb db,
+    AuditLog audit,
+    PrometheusMetrics metrics,
+    TimeProvider time,
+    IOptions<AuthOptions> options,
+    ILogger<LoginThrottle> logger)
+{
+    private const string UserCounter = "user";
+    private const string AddressCounter = "address";
+    private const int MaxSubjectLength = 64;
+
+    // Per process; stale rows are harmless (the next attempt resets them), so any instance sweeping now and then is enough.
+    private static long s_nextSweepTicks;
+
+    internal readonly record struct Counter(string Kind, string Subject);
+
+    internal readonly record struct Reservation(string Kind, string Subject, DateTime WindowStart);
+
+    /// <summary>
+    /// Checks the counters of <paramref name="key"/> (a username, or a client_id) and of the request's
+    /// client address. For a password it reserves one attempt on each; for a client secret it only reads
+    /// the address's counter, and a failure is counted when it is recorded.
+    /// </summary>
+    public async Task<LoginAttempt> CheckAsync(LoginKind kind, string key, HttpContext http, CancellationToken cancellationToken)
+    {
+        var o = options.Value;
+        var counters = new List<Counter>(2);
+        if (kind == LoginKind.Password)
+            counters.Add(new Counter(UserCounter, UserSubject(key)));
+        if (o.MaxFailedLoginsPerAddress > 0)
+            counters.Add(new Counter(AddressCounter, AddressSubject(http.Connection.RemoteIpAddress)));
+        if (counters.Count == 0)
+            return new LoginAttempt(this, [], [], null);
+
+        var now = time.GetUtcNow().UtcDateTime;
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        try
+        {
+            var connection = db.Database.GetDbConnection();
+            if (kind == LoginKind.ClientSecret)
+            {
+                // A secret check costs one SHA-256 and cannot be won by guessing, so there is nothing to
+                // reserve: a right secret writes nothing, and issuing tokens to machines stays cheap.
+                await using var cmd = Command(connection, "SELECT attempts FROM login_throttle WHERE kind = @kind AND subject = @subject AND window_start > @expired",
+                    ("@kind", counters[0].Kind), ("@subject", counters[0].Subject), ("@expired", now - o.FailedLoginWindow));
+                return await cmd.ExecuteScalarAsync(cancellationToken) is { } attempts and not DBNull && Convert.ToInt32(attempts, CultureInfo.InvariantCulture) >= o.MaxFailedLoginsPerAddress
+                    ? await RefuseAsync(connection, counters, http, key, now, cancellationToken)
+                    : new LoginAttempt(this, [], counters, null);
+            }
+
+            var reserved = await CountAsync(connection, counters, now, o.MaxFailedLoginsPerUser, o.MaxFailedLoginsPerAddress, cancellationToken);
+            await SweepAsync(connection, now, cancellationToken);
+            if (reserved.Count == counters.Count)
+                return new LoginAttempt(this, reserved, [], null);
+
+            // Refused: no password is checked, so give back what was reserved.
+            foreach (var r in reserved)
+                await ReleaseAsync(connection, r, CancellationToken.None);
+            return await RefuseAsync(connection, counters.Where(c => !reserved.Any(r => r.Kind == c.Kind)).ToList(), http, null, now, cancellationToken);
+        }
+        finally
+        {
+            await db.Database.CloseConnectionAsync();
+        }
+    }
+
+    /// <summary>
+    /// Adds one attempt to each counter whose window has ended (it starts a new one) or is below its
+    /// limit, in one statement; a counter at its limit is left alone and returns no row. SQLite and
+    /// PostgreSQL apply each row's upsert atomically, so no two requests can take the last attempt.
+    /// </summary>
+    private async Task<List<Reservation>> CountAsync(DbConnection connection, List<Counter> counters, DateTime now, int userLimit, int addressLimit,
+        CancellationToken cancellationToken)
+    {
+        var sql = new StringBuilder("INSERT INTO login_throttle (kind, subject, attempts, window_start, refused) VALUES ");
+        var parameters = new List<(string, object?)>
+        {
+            ("@now", now), ("@expired", now - options.Value.FailedLoginWindow), ("@userLimit", userLimit), ("@addressLimit", addressLimit),
+        };
+        for (var i = 0; i < counters.Count; i++)
+        {
+            sql.Append(CultureInfo.InvariantCulture, $"{(i > 0 ? ", " : "")}(@kind{i}, @subject{i}, 1, @now, 0)");
+            parameters.Add(($"@kind{i}", counters[i].Kind));
+            parameters.Add(($"@subject{i}", counters[i].Subject));
+        }
+        sql.Append("""
+             ON CONFLICT (kind, subject) DO UPDATE SET
+                attempts = CASE WHEN login_throttle.window_start <= @expired THEN 1 ELSE login_throttle.attempts + 1 END,
+                refused = CASE WHEN login_throttle.window_start <= @expired THEN 0 ELSE login_throttle.refused END,
+                window_start = CASE WHEN login_throttle.window_start <= @expired THEN @now ELSE login_throttle.window_start END
+            WHERE login_throttle.window_start <= @expired
+               OR login_throttle.attempts < CASE WHEN login_throttle.kind = 'user' THEN @userLimit ELSE @addressLimit END
+            RETURNING kind, subject, window_start
+            """);
+        var reserved = new List<Reservation>(counters.Count);
+        await using var cmd = Command(connection, sql.ToString(), [.. parameters]);
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+            reserved.Add(new Reservation(reader.GetString(0), reader.GetString(1), Sql.Utc(reader, 2)));
+        return reserved;
+    }
+
+    /// <summary>Counts the refusal on each full counter, audits the first one of its window, and says how long to wait.</summary>
+    private async Task<LoginAttempt> RefuseAsync(DbConnection connection, List<Counter> full, HttpContext http, string? clientId, DateTime now,
+        CancellationToken cancellationToken)
+    {
+        var o = options.Value;
+        var until = now + TimeSpan.FromSeconds(1);
+        foreach (var (counter, subject) in full)
+        {
+            await using var cmd = Command(connection,
+                "UPDATE login_throttle SET refused = refused + 1 WHERE kind = @kind AND subject = @subject RETURNING window_start, refused",
+                ("@kind", counter), ("@subject", subject));
+            await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+            if (!await reader.ReadAsync(cancellationToken))
+                continue; // swept or cleared a moment ago
+            var windowEnd = Sql.Utc(reader, 0) + o.FailedLoginWindow;
+            if (windowEnd > until)
+                until = windowEnd;
+            if (reader.GetInt32(1) == 1)
+            {
+                audit.Enqueue(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
+                {
+                    counter,
+                    limit = counter == UserCounter ? o.MaxFailedLoginsPerUser : o.MaxFailedLoginsPerAddress,
+                    endpoint = http.Request.Path.Value,
+                    until = windowEnd,
+                    client_id = clientId is null ? null : clientId.Length <= MaxSubjectLength ? clientId : clientId[..MaxSubjectLength],
+                }));
+            }
+        }
+        metrics.CountLoginThrottled();
+        return new LoginAttempt(this, [], [], (int)Math.Ceiling((until - now).TotalSeconds));
+    }
+
+    /// <summary>A wrong client secret: counted now, since nothing was reserved for it.</summary>
+    internal async Task FailedAsync(IReadOnlyList<Counter> counters)
+    {
+        await db.Database.OpenConnectionAsync(CancellationToken.None);
+        try
+        {
+            var now = time.GetUtcNow().UtcDateTime;
+            await CountAsync(db.Database.GetDbConnection(), [.. counters], now, int.MaxValue, int.MaxValue, CancellationToken.None);
+            await SweepAsync(db.Database.GetDbConnection(), now, CancellationToken.None);
+        }
+        finally
+        {
+            await db.Database.CloseConnectionAsync();
+        }
+    }
+
+    /// <summary>The password was right: the username's counter starts afresh, the address's reservation is given back.</summary>
+    internal async Task SucceededAsync(IReadOnlyList<Reservation> reservations)
+    {
+        await db.Database.OpenConnectionAsync(CancellationToken.None);
+        try
+        {
+            var connection = db.Database.GetDbConnection();
+            foreach (var r in reservations)
+            {
+                if (r.Kind == UserCounter)
+                    await ExecuteAsync(connection, "DELETE FROM login_throttle WHERE kind = @kind AND subject = @subject", CancellationToken.None, ("@kind", r.Kind), ("@subject", r.Subject));
+                else
+                    await ReleaseAsync(connection, r, CancellationToken.None);
+            }
+        }
+        finally
+        {
+            await db.Database.CloseConnectionAsync();
+        }
+    }
+
+    /// <summary>No secret was checked after all (the request failed first): every reservation is given back.</summary>
+    internal async Task AbandonedAsync(IReadOnlyList<Reservation> reservations)
+    {
+        try
+        {
+            await db.Database.OpenConnectionAsync(CancellationToken.None);
+            try
+            {
+                foreach (var r in reservations)
+                    await ReleaseAsync(db.Database.GetDbConnection(), r, CancellationToken.None);
+            }
+            finally
+            {
+                await db.Database.CloseConnectionAsync();
+            }
+        }
+        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        {
+            // Already failing; the reservation then counts as a failure until its window ends.
+            logger.LogWarning("Could not give back a login attempt reservation: {Error}", e.Message);
+        }
+    }
+
+    private Task ReleaseAsync(DbConnection connection, Reservation r, CancellationToken cancellationToken) =>
+        ExecuteAsync(connection,
+            "UPDATE login_throttle SET attempts = attempts - 1 WHERE kind = @kind AND subject = @subject AND window_start = @windowStart AND attempts > 0",
+            cancellationToken, ("@kind", r.Kind), ("@subject", r.Subject), ("@windowStart", r.WindowStart));
+
+    private async Task ExecuteAsync(DbConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters)
+    {
+        await using var cmd = Command(connection, sql, parameters);
+        await cmd.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Deletes counters whose window has ended, once a window per process.</summary>
+    private async Task SweepAsync(DbConnection connection, DateTime now, CancellationToken cancellationToken)
+    {
+        var next = Interlocked.Read(ref s_nextSweepTicks);
+        if (now.Ticks < next || Interlocked.CompareExchange(ref s_nextSweepTicks, (now + options.Value.FailedLoginWindow).Ticks, next) != next)
+            return;
+        await ExecuteAsync(connection, "DELETE FROM login_throttle WHERE window_start <= @expired", cancellationToken, ("@expired", now - options.Value.FailedLoginWindow));
+    }
+
+    private DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
+    {
+        var cmd = Sql.Command(connection, sql, parameters);
+        cmd.Transaction = db.Database.CurrentTransaction?.GetDbTransaction();
+        return cmd;
+    }
+
+    /// <summary>Usernames count without regard to case, like logins; anything longer than a username can be is cut.</summary>
+    internal static string UserSubject(string username)
+    {
+        var normalized = User.Normalize(username);
+        return normalized.Length <= MaxSubjectLength ? normalized : normalized[..MaxSubjectLength];
+    }
+
+    /// <summary>
+    /// IPv4 by address; IPv6 by /64, the block one subscriber usually holds, so that hopping through
+    /// its addresses buys nothing.
+    /// </summary>
+    internal static string AddressSubject(IPAddress? address)
+    {
+        if (address is null)
+            return "unknown";
+        if (address.IsIPv4MappedToIPv6)
+            address = address.MapToIPv4();
+        if (address.AddressFamily != AddressFamily.InterNetworkV6)
+            return address.ToString();
+        var bytes = address.GetAddressBytes();
+        Array.Clear(bytes, 8, 8);
+        return new IPAddress(bytes) + "/64";
+    }
+}
+
+/// <summary>One login attempt, reserved or refused; see <see cref="LoginThrottle"/> for how to use it.</summary>
+internal sealed class LoginAttempt(
+    LoginThrottle throttle,
+    IReadOnlyList<LoginThrottle.Reservation> reservations,
+    IReadOnlyList<LoginThrottle.Counter> countOnFailure,
+    int? retryAfterSeconds) : IAsyncDisposable
+{
+    private bool _settled = retryAfterSeconds is not null;
+
+    /// <summary>Too many failures: answer 429 without checking the secret.</summary>
+    public bool IsThrottled => retryAfterSeconds is not null;
+
+    /// <summary>Whole seconds until the full counter's window ends.</summary>
+    public int RetryAfterSeconds => retryAfterSeconds ?? 0;
+
+    /// <summary>Sets <c>Retry-After</c> and returns the text for the 429 body. It is the same for every username, known or not.</summary>
+    public string RefuseWith429(HttpResponse response)
+    {
+        response.Headers.RetryAfter = RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        return $"Too many failed logins for this username or from this address. Try again in {RetryAfterSeconds} seconds.";
+    }
+
+    /// <summary>
+    /// The secret was wrong (or the account disabled): the attempt counts. Not cancellable: once the
+    /// secret has been checked, the counters must be settled either way.
+    /// </summary>
+    public Task RecordFailureAsync()
+    {
+        if (_settled)
+            return Task.CompletedTask;
+        _settled = true;
+        return countOnFailure.Count == 0 ? Task.CompletedTask : throttle.FailedAsync(countOnFailure);
+    }
+
+    /// <summary>The secret was right. Not cancellable, like <see cref="RecordFailureAsync"/>.</summary>
+    public Task RecordSuccessAsync()
+    {
+        if (_settled)
+            return Task.CompletedTask;
+        _settled = true;
+        return reservations.Count == 0 ? Task.CompletedTask : throttle.SucceededAsync(reservations);
+    }
+
+    /// <summary>Neither recorded: the request failed before the secret was checked, so a reservation is given back.</summary>
+    public ValueTask DisposeAsync()
+    {
+        if (_settled || reservations.Count == 0)
+            return ValueTask.CompletedTask;
+        _settled = true;
+        return new ValueTask(throttle.AbandonedAsync(reservations));
+    }
+}

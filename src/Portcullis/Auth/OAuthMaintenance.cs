@@ -1,0 +1,38 @@
+using Microsoft.Extensions.Options;
+using Portcullis.Hosting;
+
+namespace Portcullis.Auth;
+
+/// <summary>
+/// Housekeeping behind the JWT deny-list and the signing keys, every <c>Tokens:CacheMaxAge</c>:
+/// drops deny-list entries whose JWTs have expired, prunes retired keys that can no longer verify
+/// anything, and re-reads both as a safety net in case a notification from another instance was lost.
+/// </summary>
+internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys, IOptions<TokenOptions> options, ILogger<OAuthMaintenance> logger)
+    : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.CacheMaxAge);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    await revokedJwts.PruneAsync(stoppingToken);
+                    await revokedJwts.ReloadAsync(stoppingToken);
+                    await keys.PruneAsync(stoppingToken);
+                    await keys.ReloadAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException && CredentialVerifier.IsDatabaseFailure(e))
+                {
+                    logger.LogWarning("OAuth housekeeping failed; will retry: {Error}", e.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}

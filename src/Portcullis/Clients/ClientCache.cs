@@ -1,0 +1,112 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Security;
+
+namespace Portcullis.Clients;
+
+/// <summary>What the token endpoint and the JWT check need to know about one OAuth client.</summary>
+internal sealed class CachedClient
+{
+    public static CachedClient Unknown(long nowTicks) => new() { IsKnown = false, LoadedAtTicks = nowTicks };
+
+    public bool IsKnown { get; init; } = true;
+    public string ClientId { get; init; } = "";
+    public long OwnerId { get; init; }
+    public ScopeSet Scopes { get; init; } = ScopeSet.Empty;
+    public TokenDigest SecretDigest { get; init; }
+    public int SecretVersion { get; init; }
+    public bool SecretRevoked { get; init; }
+    public long LoadedAtTicks { get; init; }
+}
+
+/// <summary>
+/// OAuth clients by <c>client_id</c>, so that issuing a client-credentials token and checking a
+/// client's JWT need no database read (SPEC §6). Bounded, with short-lived negative entries; every
+/// change to a client invalidates its entry on every instance through <see cref="InvalidationBus"/>.
+/// </summary>
+internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options)
+{
+    public const string ClientIdPrefix = "client-";
+    private const int ClientIdRandomLength = 20;
+    private const string ClientIdAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+    private readonly ConcurrentDictionary<string, CachedClient> _entries = new(StringComparer.Ordinal);
+    private readonly int _capacity = options.Value.CacheSize;
+    private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
+    private readonly long _negativeAgeTicks = options.Value.NegativeCacheAge.Ticks;
+    private long _generation;
+
+    /// <summary>A new client id: <c>client-</c> and 20 random lowercase letters and digits (≈103 bits).</summary>
+    public static string NewClientId() => ClientIdPrefix + RandomNumberGenerator.GetString(ClientIdAlphabet, ClientIdRandomLength);
+
+    /// <summary>Whether the text can be a client id at all; anything else is unknown without a lookup.</summary>
+    public static bool IsWellFormed(string clientId) => ClientIdRegex().IsMatch(clientId);
+
+    public async ValueTask<CachedClient> GetAsync(string clientId, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        if (!IsWellFormed(clientId))
+            return CachedClient.Unknown(now);
+        if (_entries.TryGetValue(clientId, out var cached) && now - cached.LoadedAtTicks < (cached.IsKnown ? _maxAgeTicks : _negativeAgeTicks))
+            return cached;
+
+        var generation = Volatile.Read(ref _generation);
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        var row = await db.OAuthClients.AsNoTracking()
+            .Where(c => c.ClientId == clientId)
+            .Select(c => new { c.OwnerId, c.Scopes, c.SecretHash, c.SecretVersion, c.SecretRevokedAt })
+            .FirstOrDefaultAsync(cancellationToken);
+        var entry = row is null
+            ? CachedClient.Unknown(now)
+            : new CachedClient
+            {
+                ClientId = clientId,
+                OwnerId = row.OwnerId,
+                Scopes = ScopeSet.Parse(row.Scopes),
+                SecretDigest = TokenDigest.FromHex(row.SecretHash),
+                SecretVersion = row.SecretVersion,
+                SecretRevoked = row.SecretRevokedAt is not null,
+                LoadedAtTicks = now,
+            };
+        // Only cache what was read after the last invalidation, so a racing change is never overwritten.
+        if (Volatile.Read(ref _generation) == generation)
+        {
+            if (_entries.Count >= _capacity)
+                Shrink();
+            _entries[clientId] = entry;
+        }
+        return entry;
+    }
+
+    public void Invalidate(string clientId)
+    {
+        Interlocked.Increment(ref _generation);
+        _entries.TryRemove(clientId, out _);
+    }
+
+    public void Clear()
+    {
+        Interlocked.Increment(ref _generation);
+        _entries.Clear();
+    }
+
+    private void Shrink()
+    {
+        var toDrop = Math.Max(1, _capacity / 10);
+        foreach (var key in _entries.Keys)
+        {
+            if (toDrop-- <= 0)
+                break;
+            _entries.TryRemove(key, out _);
+        }
+    }
+
+    [GeneratedRegex("^client-[0-9a-z]{20}$")]
+    private static partial Regex ClientIdRegex();
+}

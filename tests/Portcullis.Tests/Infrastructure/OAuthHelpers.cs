@@ -1,0 +1,143 @@
+using System.Buffers.Text;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+
+namespace Portcullis.Tests.Infrastructure;
+
+/// <summary>OAuth clients, client-credentials tokens, and JWTs taken apart and put back together.</summary>
+public static class OAuthHelpers
+{
+    public sealed record ClientCredentials(string ClientId, string ClientSecret);
+
+    /// <summary>Creates an OAuth client with the given credential and registers its secret as one the logs must not contain.</summary>
+    public static async Task<ClientCredentials> CreateClientAsync(this PortcullisServer server, string credential, string[] scopes, string? name = null)
+    {
+        using var client = server.Client(credential);
+        var response = await client.PostAsJsonAsync("/api/v1/clients", new { name = name ?? "client-" + Guid.NewGuid().ToString("N")[..8], scopes });
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, $"client creation failed: {(int)response.StatusCode} {body}");
+        var json = JsonDocument.Parse(body).RootElement;
+        var secret = json.GetProperty("client_secret").GetString()!;
+        PortcullisServer.Secrets.Add(secret);
+        return new ClientCredentials(json.GetProperty("client_id").GetString()!, secret);
+    }
+
+    /// <summary>HTTP Basic as RFC 6749 §2.3.1 says: the id and secret form-urlencoded, then base64.</summary>
+    public static AuthenticationHeaderValue Basic(string clientId, string secret) =>
+        BasicRaw(Uri.EscapeDataString(clientId) + ":" + Uri.EscapeDataString(secret));
+
+    public static AuthenticationHeaderValue BasicRaw(string userPass) => new("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes(userPass)));
+
+    public static async Task<HttpResponseMessage> ClientCredentialsAsync(this PortcullisServer server, ClientCredentials c, string? scope = null, string path = "/auth/token")
+    {
+        using var client = server.Client();
+        using var request = new HttpRequestMessage(HttpMethod.Post, path)
+        {
+            Content = new FormUrlEncodedContent(scope is null
+                ? [new("grant_type", "client_credentials")]
+                : [new("grant_type", "client_credentials"), new("scope", scope)]),
+        };
+        request.Headers.Authorization = Basic(c.ClientId, c.ClientSecret);
+        return await client.SendAsync(request);
+    }
+
+    /// <summary>A client-credentials access token (registered as a secret).</summary>
+    public static async Task<string> ClientTokenAsync(this PortcullisServer server, ClientCredentials c, string? scope = null)
+    {
+        using var response = await server.ClientCredentialsAsync(c, scope);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"client_credentials failed: {(int)response.StatusCode} {body}");
+        var token = JsonDocument.Parse(body).RootElement.GetProperty("access_token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        return token;
+    }
+
+    public static JsonObject Header(string jwt) => (JsonObject)JsonNode.Parse(Base64Url.DecodeFromChars(jwt.Split('.')[0]))!;
+
+    public static JsonObject Payload(string jwt) => (JsonObject)JsonNode.Parse(Base64Url.DecodeFromChars(jwt.Split('.')[1]))!;
+
+    public static string Encode(JsonNode node) => Base64Url.EncodeToString(Encoding.UTF8.GetBytes(node.ToJsonString()));
+
+    /// <summary>Header and payload as given, with a signature made by <paramref name="sign"/> over <c>header.payload</c>.</summary>
+    public static string Craft(JsonObject header, JsonObject payload, Func<byte[], byte[]> sign)
+    {
+        var signingInput = Encode(header) + "." + Encode(payload);
+        return signingInput + "." + Base64Url.EncodeToString(sign(Encoding.ASCII.GetBytes(signingInput)));
+    }
+
+    public static Func<byte[], byte[]> Es256(ECDsa key) => data => key.SignData(data, HashAlgorithmName.SHA256);
+
+    public static long Now => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    public sealed record StoredKey(string Kid, ECDsa Key);
+
+    /// <summary>The signing key the server uses now, read from its database, to craft tokens it would accept but for one detail.</summary>
+    public static async Task<StoredKey> CurrentSigningKeyAsync(this PortcullisServer server)
+    {
+        const string sql = "SELECT kid, private_key FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1";
+        string kid, pkcs8;
+        if (server.Provider == Provider.Postgres)
+        {
+            await using var connection = new NpgsqlConnection(server.ConnectionString);
+            await connection.OpenAsync();
+            await using var cmd = new NpgsqlCommand(sql, connection);
+            await using var reader = await cmd.ExecuteReaderAsync();
+            Assert.True(await reader.ReadAsync());
+            (kid, pkcs8) = (reader.GetString(0), reader.GetString(1));
+        }
+        else
+        {
+            await using var connection = new SqliteConnection($"Data Source={SqlitePath(server)};Mode=ReadOnly;Pooling=False");
+            await connection.OpenAsync();
+            await using var cmd = connection.CreateCommand();
+            cmd.CommandText = sql;
+            await using var reader = await cmd.ExecuteReaderAsync();
+            Assert.True(await reader.ReadAsync());
+            (kid, pkcs8) = (reader.GetString(0), reader.GetString(1));
+        }
+        var key = ECDsa.Create();
+        key.ImportPkcs8PrivateKey(Convert.FromBase64String(pkcs8), out _);
+        return new StoredKey(kid, key);
+    }
+
+    /// <summary>Runs SQL against the server's database from outside, as another instance (or an operator) would.</summary>
+    public static async Task ExecuteSqlAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters)
+    {
+        if (server.Provider == Provider.Postgres)
+        {
+            await using var connection = new NpgsqlConnection(server.ConnectionString);
+            await connection.OpenAsync();
+            await using var cmd = new NpgsqlCommand(sql, connection);
+            foreach (var (name, value) in parameters)
+                cmd.Parameters.AddWithValue(name, value);
+            await cmd.ExecuteNonQueryAsync();
+            return;
+        }
+        await using var sqlite = new SqliteConnection($"Data Source={SqlitePath(server)};Pooling=False;Default Timeout=30");
+        await sqlite.OpenAsync();
+        await using var command = sqlite.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+            command.Parameters.AddWithValue("@" + name, value);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static string SqlitePath(PortcullisServer server) => Path.Combine(server.DataDir, "data", "portcullis.db");
+
+    /// <summary>Posts a form to an /auth endpoint, optionally with an Authorization header.</summary>
+    public static async Task<HttpResponseMessage> PostFormAsync(this PortcullisServer server, string path, IEnumerable<KeyValuePair<string, string>> form,
+        AuthenticationHeaderValue? authorization = null)
+    {
+        using var client = server.Client();
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new FormUrlEncodedContent(form) };
+        request.Headers.Authorization = authorization;
+        return await client.SendAsync(request);
+    }
+}
