@@ -301,3 +301,26 @@ public abstract class IntrospectionTests(PortcullisServer server)
 public sealed class SqliteIntrospectionTests(SqliteServer server) : IntrospectionTests(server), IClassFixture<SqliteServer>;
 
 public sealed class PostgresIntrospectionTests(PostgresServer server) : IntrospectionTests(server), IClassFixture<PostgresServer>;
+
+/// <summary>The JWT deny-list survives a restart: it is stored, and loaded before the server answers.</summary>
+public sealed class RevocationPersistenceTests
+{
+    [Fact]
+    public async Task ARevokedJwtStaysRevokedAfterARestart()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("portcullis-revoke-").FullName;
+        // A fixed public URL, so that the JWT's issuer is still this server's after it restarts on another port.
+        await using var server = PortcullisServer.With(Provider.Sqlite, new() { ["DataDir"] = dataDir, ["PublicUrl"] = "http://portcullis.test" });
+        await server.InitializeAsync();
+        var revoked = await server.LoginAsync();
+        var kept = await server.LoginAsync();
+        Assert.Equal(HttpStatusCode.OK, (await server.PostFormAsync("/auth/revoke", [new("token", revoked)])).StatusCode);
+
+        await server.StopAsync();
+        await server.StartAsync();
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(revoked).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(kept).GetAsync("/api/v1/me")).StatusCode);
+        await server.DisposeAsync();
+        Directory.Delete(dataDir, recursive: true);
+    }
+}

@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using System.Net;
+using Portcullis.Tests.Infrastructure;
+using static Portcullis.Tests.Infrastructure.OAuthHelpers;
+
+namespace Portcullis.Tests;
+
+/// <summary>
+/// Two instances on one PostgreSQL database: revoked JWTs, deleted clients and rotated keys take
+/// effect on the other instance at once (LISTEN/NOTIFY).
+/// </summary>
+public sealed class OAuthMultiInstanceTests(PostgresServer a) : IClassFixture<PostgresServer>, IAsyncLifetime
+{
+    private PortcullisServer _b = null!;
+
+    public async Task InitializeAsync()
+    {
+        // One public URL for both, as behind a load balancer: a JWT from one is valid at the other.
+        _b = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/') });
+        await _b.InitializeAsync();
+    }
+
+    public async Task DisposeAsync() => await _b.DisposeAsync();
+
+    [Fact]
+    public async Task AJwtRevokedOnOneInstanceFailsOnTheOther()
+    {
+        var jwt = await a.LoginAsync();
+        using var onB = _b.Client(jwt);
+        Assert.Equal(HttpStatusCode.OK, (await onB.GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await a.PostFormAsync("/auth/revoke", [new("token", jwt)])).StatusCode);
+        var elapsed = await TimeUntilUnauthorizedAsync(onB);
+        Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still accepted the revoked JWT after {elapsed.TotalMilliseconds} ms");
+    }
+
+    [Fact]
+    public async Task AnInstanceStartedAfterARevocationKnowsIt()
+    {
+        var jwt = await a.LoginAsync();
+        Assert.Equal(HttpStatusCode.OK, (await a.PostFormAsync("/auth/revoke", [new("token", jwt)])).StatusCode);
+        await using var c = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/') });
+        await c.InitializeAsync();
+        Assert.Equal(HttpStatusCode.Unauthorized, (await c.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await c.Client(await a.LoginAsync()).GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
+    public async Task ADeletedClientsTokensFailOnTheOtherInstance()
+    {
+        var admin = await a.AdminTokenAsync();
+        var c = await a.CreateClientAsync(admin, ["api"]);
+        var jwt = await _b.ClientTokenAsync(c); // issued by B, which now has the client cached
+        using var onB = _b.Client(jwt);
+        Assert.Equal(HttpStatusCode.OK, (await onB.GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await a.Client(admin).DeleteAsync($"/api/v1/clients/{c.ClientId}")).StatusCode);
+        var elapsed = await TimeUntilUnauthorizedAsync(onB);
+        Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still accepted the deleted client's JWT after {elapsed.TotalMilliseconds} ms");
+        Assert.Equal(HttpStatusCode.Unauthorized, (await _b.ClientCredentialsAsync(c)).StatusCode);
+    }
+
+    [Fact]
+    public async Task AKeyRotatedOnOneInstanceSignsOnTheOther()
+    {
+        using var admin = a.Client(await a.AdminTokenAsync());
+        var newKid = (await (await admin.PostAsync("/api/v1/keys/rotate", null)).JsonAsync()).GetProperty("kid").GetString();
+        var watch = Stopwatch.StartNew();
+        string? kidOnB = null;
+        while (watch.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            kidOnB = (string?)Header(await _b.LoginAsync())["kid"];
+            if (kidOnB == newKid)
+                break;
+            await Task.Delay(20);
+        }
+        Assert.Equal(newKid, kidOnB);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2), $"B signed with the old key for {watch.Elapsed.TotalMilliseconds} ms");
+        // And A verifies what B signs.
+        Assert.Equal(HttpStatusCode.OK, (await a.Client(await _b.LoginAsync()).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Contains(newKid!, await _b.Client().GetStringAsync("/.well-known/jwks.json"));
+    }
+
+    private static async Task<TimeSpan> TimeUntilUnauthorizedAsync(HttpClient client)
+    {
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            if ((await client.GetAsync("/api/v1/me")).StatusCode == HttpStatusCode.Unauthorized)
+                return watch.Elapsed;
+            await Task.Delay(10);
+        }
+        return watch.Elapsed;
+    }
+}
