@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Portcullis.Auth;
 using Portcullis.Data;
 using Portcullis.Hosting;
+using Portcullis.Security;
 using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
@@ -250,11 +251,56 @@ public sealed class SqliteAddressThrottleTests(AddressThrottledSqliteServer serv
 
 public sealed class PostgresAddressThrottleTests(AddressThrottledPostgresServer server) : AddressThrottleTests(server), IClassFixture<AddressThrottledPostgresServer>;
 
+public sealed class ClientSecretThrottledServer() : PortcullisServer(Provider.Sqlite, AddressThrottleTests.PerAddressSettings());
+
+/// <summary>SPEC §4: client-secret checks at every OAuth endpoint count against the same per-address limit.</summary>
+public sealed class ClientSecretThrottleTests(ClientSecretThrottledServer server) : IClassFixture<ClientSecretThrottledServer>
+{
+    // One test only: once the address is locked, every secret check from loopback is refused for the window.
+    [Fact]
+    public async Task WrongClientSecretsAtTokenAndIntrospectionEndpointsLockTheAddressButNotItsTokens()
+    {
+        var adminToken = await server.AdminTokenAsync();
+        var client = await server.CreateClientAsync(adminToken, ["api"]);
+        var wrong = client with { ClientSecret = new TokenFormat("pc").Generate(TokenKind.ClientSecret) };
+
+        // A right secret costs nothing against the limit.
+        for (var i = 0; i < AddressThrottleTests.Limit + 2; i++)
+            await server.ClientTokenAsync(client);
+
+        for (var i = 0; i < AddressThrottleTests.Limit - 1; i++)
+        {
+            using var bad = await server.ClientCredentialsAsync(wrong);
+            Assert.Equal(HttpStatusCode.Unauthorized, bad.StatusCode);
+            Assert.Equal("invalid_client", (await bad.JsonAsync()).GetProperty("error").GetString());
+        }
+        // Introspection authenticates clients through the same check, and counts.
+        using (var http = server.Client())
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/auth/introspect") { Content = new FormUrlEncodedContent([new("token", adminToken)]) })
+        {
+            request.Headers.Authorization = OAuthHelpers.Basic(wrong.ClientId, wrong.ClientSecret);
+            using var bad = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, bad.StatusCode);
+        }
+
+        // The limit is reached: now even the right secret is refused, with Retry-After, without being checked.
+        using var refused = await server.ClientCredentialsAsync(client);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.InRange(int.Parse(refused.Header("Retry-After")), 1, 15 * 60);
+        Assert.Equal("temporarily_unavailable", (await refused.JsonAsync()).GetProperty("error").GetString());
+
+        // Tokens are never throttled.
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(adminToken).GetAsync("/api/v1/me")).StatusCode);
+        var events = await LoginThrottleTests.ReadAuditAsync(server, e => e.Event == "login.throttled", atLeast: 1);
+        Assert.Equal("127.0.0.1", Assert.Single(events).Subject);
+    }
+}
+
 public sealed class ThrottledInProcessServer() : InProcessServer(["--Auth:MaxFailedLoginsPerUser=2", "--Auth:FailedLoginWindow=00:05:00"]);
 
 /// <summary>
 /// In this process: the lockout ends exactly when the window does (advanceable clock), client-secret
-/// counting (no endpoint calls it yet), settings and counter keys.
+/// counting, settings and counter keys.
 /// </summary>
 public sealed class LoginThrottleWindowTests(ThrottledInProcessServer server) : IClassFixture<ThrottledInProcessServer>
 {

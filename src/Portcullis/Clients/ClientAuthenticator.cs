@@ -47,19 +47,35 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
         if (clientId is null || secret is null)
             return Fail(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
 
+        // Throttled per address like every other secret check (SPEC §4), before anything is looked up.
+        var throttle = http.RequestServices.GetRequiredService<LoginThrottle>();
+        await using var attempt = await throttle.CheckAsync(LoginKind.ClientSecret, clientId, http, cancellationToken);
+        if (attempt.IsThrottled)
+            return new(method, null, null, TokenEndpoint.Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests));
+
+        var (result, failed) = await CheckAsync(http, method, purpose, clientId, secret, cancellationToken);
+        if (failed)
+            await attempt.RecordFailureAsync();
+        else
+            await attempt.RecordSuccessAsync();
+        return result;
+    }
+
+    private async Task<(ClientAuthentication Result, bool SecretFailed)> CheckAsync(HttpContext http, ClientAuthMethod method, string purpose, string clientId, string secret, CancellationToken cancellationToken)
+    {
         // A secret that is not in pcc_ format, or an id that cannot be one, is refused without a lookup.
         if (!ClientCache.IsWellFormed(clientId) || !format.TryRead(secret, out var kind) || kind != TokenKind.ClientSecret)
-            return Fail(http, method, purpose, clientId, null, "unknown client or wrong secret", UnknownClient);
+            return (Fail(http, method, purpose, clientId, null, "unknown client or wrong secret", UnknownClient), true);
         var client = await clients.GetAsync(clientId, cancellationToken);
         // TokenDigest equality compares all 256 bits without an early exit.
         if (!client.IsKnown || client.SecretDigest != TokenFormat.Digest(secret))
-            return Fail(http, method, purpose, clientId, client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient);
+            return (Fail(http, method, purpose, clientId, client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient), true);
         if (client.SecretRevoked)
-            return Fail(http, method, purpose, clientId, client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret.");
+            return (Fail(http, method, purpose, clientId, client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret."), true);
         var owner = await principals.GetAsync(client.OwnerId, cancellationToken);
         if (owner is null || owner.IsDisabled)
-            return Fail(http, method, purpose, clientId, client, "owner disabled", "The account that owns this client is disabled.");
-        return new(method, client, owner, null);
+            return (Fail(http, method, purpose, clientId, client, "owner disabled", "The account that owns this client is disabled."), false);
+        return (new(method, client, owner, null), false);
     }
 
     private const string UnknownClient = "The client is unknown or the client secret is wrong.";
