@@ -258,7 +258,7 @@ public sealed class ClientSecretThrottleTests(ClientSecretThrottledServer server
 {
     // One test only: once the address is locked, every secret check from loopback is refused for the window.
     [Fact]
-    public async Task WrongClientSecretsAtTokenAndIntrospectionEndpointsLockTheAddressButNotItsTokens()
+    public async Task WrongClientSecretsAtTokenAndIntrospectionEndpointsAreThrottledPerAddressButRightOnesAndTokensKeepWorking()
     {
         var adminToken = await server.AdminTokenAsync();
         var client = await server.CreateClientAsync(adminToken, ["api"]);
@@ -283,11 +283,13 @@ public sealed class ClientSecretThrottleTests(ClientSecretThrottledServer server
             Assert.Equal(HttpStatusCode.Unauthorized, bad.StatusCode);
         }
 
-        // The limit is reached: now even the right secret is refused, with Retry-After, without being checked.
-        using var refused = await server.ClientCredentialsAsync(client);
+        // The limit is reached: wrong secrets are refused with Retry-After...
+        using var refused = await server.ClientCredentialsAsync(wrong);
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
         Assert.InRange(int.Parse(refused.Header("Retry-After")), 1, 15 * 60);
         Assert.Equal("temporarily_unavailable", (await refused.JsonAsync()).GetProperty("error").GetString());
+        // ...but the real client behind the same address keeps getting tokens: a right secret is never refused.
+        await server.ClientTokenAsync(client);
 
         // Tokens are never throttled.
         Assert.Equal(HttpStatusCode.OK, (await server.Client(adminToken).GetAsync("/api/v1/me")).StatusCode);

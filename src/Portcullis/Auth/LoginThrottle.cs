@@ -7,6 +7,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
+using Portcullis.Clients;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Users;
@@ -47,9 +48,10 @@ internal enum LoginKind
 /// check more passwords than the limit. A failure keeps the reservation; a success gives the address's
 /// back and clears the username's counter; an attempt disposed with neither recorded (the request
 /// failed before the password was checked) gives both back.</item>
-/// <item>For a client secret, <see cref="CheckAsync"/> only reads the address's counter and
-/// <see cref="LoginAttempt.RecordFailureAsync"/> adds to it: a secret cannot be guessed, so a few parallel
-/// checks past the limit change nothing, and a right secret costs one read and no write.</item>
+/// <item>For a client secret, <see cref="ClientAuthenticator"/> checks the secret first and calls
+/// <see cref="CheckAsync"/> only for a wrong one: it reads the address's counter and
+/// <see cref="LoginAttempt.RecordFailureAsync"/> adds to it. A secret cannot be guessed, so a few parallel
+/// checks past the limit change nothing, and a right secret is never refused and touches no counter.</item>
 /// <item>Fixed windows: a counter's first attempt opens a window of <c>Auth:FailedLoginWindow</c>;
 /// once <c>Auth:MaxFailedLoginsPerUser</c> / <c>Auth:MaxFailedLoginsPerAddress</c> is reached, attempts are
 /// refused until that window ends, which is what <c>Retry-After</c> says.</item>

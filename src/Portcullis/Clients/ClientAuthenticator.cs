@@ -47,17 +47,21 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
         if (clientId is null || secret is null)
             return Fail(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
 
-        // Throttled per address like every other secret check (SPEC §4), before anything is looked up.
+        var (result, failed) = await CheckAsync(http, method, purpose, clientId, secret, cancellationToken);
+        if (!failed)
+            return result;
+
+        // Wrong secrets count against the address (SPEC §4), shared by every instance. A right secret is
+        // never refused and costs no database access: 178 random bits cannot be guessed, so refusing it
+        // would protect nothing and would let whoever shares the address lock the real client out.
         var throttle = http.RequestServices.GetRequiredService<LoginThrottle>();
         await using var attempt = await throttle.CheckAsync(LoginKind.ClientSecret, clientId, http, cancellationToken);
         if (attempt.IsThrottled)
+        {
+            http.Response.Headers.WWWAuthenticate = default;
             return new(method, null, null, TokenEndpoint.Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests));
-
-        var (result, failed) = await CheckAsync(http, method, purpose, clientId, secret, cancellationToken);
-        if (failed)
-            await attempt.RecordFailureAsync();
-        else
-            await attempt.RecordSuccessAsync();
+        }
+        await attempt.RecordFailureAsync();
         return result;
     }
 
