@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Collections.Concurrent;
 using System.Security.Claims;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Options;
@@ -15,6 +17,11 @@ internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, lo
 /// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
 /// one algorithm, known <c>kid</c> only, no key material taken from the token, our issuer and audience,
 /// and a clock skew of at most 30 seconds.
+/// <para>A token that passed once is remembered by the SHA-256 of its text until it expires, so a
+/// client sending the same JWT again pays a hash and a lookup instead of an ECDSA verification
+/// (about 55 µs). Nothing that can change for the same text is cached: expiry is checked on every
+/// hit, and the deny-list and the owner's state are checked by <see cref="CredentialVerifier"/> after
+/// this. Failures are never cached (an unknown <c>kid</c> may become known).</para>
 /// </summary>
 internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options, PublicUrl publicUrl, TimeProvider time)
 {
@@ -26,6 +33,13 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     private readonly JsonWebTokenHandler _handler = new() { SetDefaultTimesOnTokenCreation = false, MapInboundClaims = false };
     private readonly JwtOptions _options = options.Value;
+
+    /// <summary>Bounds the memory of <see cref="_validated"/>: about 0.5 KB an entry.</summary>
+    internal const int ValidatedCacheCapacity = 20_000;
+
+    private readonly ConcurrentDictionary<TokenDigest, JwtClaims> _validated = new();
+    private int _validatedCount;
+    private int _sweeping;
 
     public sealed record Issued(string AccessToken, string Jti, int ExpiresIn, ScopeSet Scopes);
 
@@ -61,7 +75,78 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     public static bool LooksLikeJwt(ReadOnlySpan<char> token) => token.Count('.') == 2 && token.Length < 8192;
 
-    public async Task<JwtClaims?> ValidateAsync(string token, CancellationToken cancellationToken = default)
+    public async ValueTask<JwtClaims?> ValidateAsync(string token, CancellationToken cancellationToken = default)
+    {
+        var digest = Digest(token);
+        var now = time.GetUtcNow().UtcDateTime;
+        if (_validated.TryGetValue(digest, out var cached))
+        {
+            if (now < cached.ExpiresAt + _options.ClockSkew)
+                return cached;
+            if (_validated.TryRemove(digest, out _))
+                Interlocked.Decrement(ref _validatedCount);
+            return null;
+        }
+
+        var claims = await ValidateUncachedAsync(token, cancellationToken);
+        if (claims is not null)
+            Remember(digest, claims, now);
+        return claims;
+    }
+
+    private void Remember(in TokenDigest digest, JwtClaims claims, DateTime now)
+    {
+        if (Volatile.Read(ref _validatedCount) >= ValidatedCacheCapacity)
+            Sweep(now);
+        if (Volatile.Read(ref _validatedCount) < ValidatedCacheCapacity && _validated.TryAdd(digest, claims))
+            Interlocked.Increment(ref _validatedCount);
+    }
+
+    /// <summary>Drops expired entries; if the cache is still full, empties it (every entry can be validated again).</summary>
+    private void Sweep(DateTime now)
+    {
+        if (Interlocked.Exchange(ref _sweeping, 1) == 1)
+            return;
+        try
+        {
+            foreach (var (key, value) in _validated)
+            {
+                if (now >= value.ExpiresAt + _options.ClockSkew && _validated.TryRemove(key, out _))
+                    Interlocked.Decrement(ref _validatedCount);
+            }
+            if (Volatile.Read(ref _validatedCount) >= ValidatedCacheCapacity)
+            {
+                _validated.Clear();
+                Volatile.Write(ref _validatedCount, 0);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _sweeping, 0);
+        }
+    }
+
+    private static TokenDigest Digest(string token)
+    {
+        var length = System.Text.Encoding.UTF8.GetByteCount(token);
+        byte[]? rented = length <= 8192 ? null : ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            Span<byte> bytes = rented ?? stackalloc byte[8192];
+            System.Text.Encoding.UTF8.GetBytes(token, bytes);
+            Span<byte> hash = stackalloc byte[32];
+            ShortSha256.Hash(bytes[..length], hash);
+            return new TokenDigest(hash);
+        }
+        finally
+        {
+            if (rented is not null)
+                ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>The full validation, without the cache of tokens already validated.</summary>
+    internal async Task<JwtClaims?> ValidateUncachedAsync(string token, CancellationToken cancellationToken = default)
     {
         if (AllowedHeaderKid(token) is not { } kid)
             return null;
