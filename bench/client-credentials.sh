@@ -74,10 +74,11 @@ for round in 1 2 3; do
     results+=("$(run healthz "$base/healthz")")
     results+=("$(run client_credentials "$base/auth/token" "$dir/token.lua")")
 done
-printf '%s\n' "${results[@]}" | python3 - "$T_SIGN_US" <<'PY'
+printf '%s\n' "${results[@]}" >"$dir/results"
+python3 - "$T_SIGN_US" "$dir/results" <<'PY'
 import sys, statistics
 t_sign = float(sys.argv[1]) * 1e-6
-rows = [l.split() for l in sys.stdin if l.strip()]
+rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
 by = {}
 for name, rps, p99 in rows:
     by.setdefault(name, []).append((float(rps), p99))

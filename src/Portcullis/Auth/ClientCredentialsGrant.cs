@@ -46,9 +46,10 @@ internal sealed class ClientCredentialsGrant(ClientAuthenticator authenticator, 
         // Client tokens always get the access-token lifetime, on /auth/token/cli too: a client can
         // ask again at any moment, so a long-lived token would only outlive a secret rotation.
         var issued = jwts.Issue(client.ClientId, scopes, options.Value.AccessTokenLifetime, owner.Id, client.SecretVersion, client.ClientId);
-        // Queued rather than written with the request: issuing tokens to machines must not wait for the database.
-        audit.Enqueue(audit.Create(http, AuditEvents.LoginSucceeded, owner.Name, owner.Id, issued.Jti,
-            new { path = GrantType, client_id = client.ClientId, lifetime_seconds = issued.ExpiresIn }));
+        // Queued rather than written with the request: issuing tokens to machines must not wait for the database
+        // (only for room in the queue, when the writer falls behind: an issued token is never left unaudited).
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginSucceeded, owner.Name, owner.Id, issued.Jti,
+            new { path = GrantType, client_id = client.ClientId, lifetime_seconds = issued.ExpiresIn }), http.RequestAborted);
         logger.LogDebug("Issued an access token to client {ClientId} (jti {Jti})", client.ClientId, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
     }
