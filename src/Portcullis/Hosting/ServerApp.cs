@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.EntityFrameworkCore;
@@ -89,9 +90,10 @@ internal static class ServerApp
         services.AddAuthorization(Policies.Add);
         services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeAwareResultHandler>();
 
-        services.AddDataProtection()
-            .SetApplicationName("portcullis")
-            .PersistKeysToFileSystem(new DirectoryInfo(Path.Combine(Path.GetFullPath(configuration["DataDir"] ?? "portcullis-data"), "keys")));
+        // The key ring is in the database, shared by every instance (Data/DataProtectionKeys.cs).
+        services.AddSingleton<DataProtectionKeys>();
+        services.AddDataProtection().SetApplicationName("portcullis");
+        services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         services.AddProblemDetails();
         services.AddOpenApi();
         services.ConfigureHttpJsonOptions(o =>
@@ -227,6 +229,7 @@ internal static class ServerApp
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
+            await DataProtectionKeys.EnsureKeyAsync(connection, database.IsPostgres, services.GetRequiredService<IKeyManager>(), cancellationToken);
         }
         catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
         {

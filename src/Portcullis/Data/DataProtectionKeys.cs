@@ -1,0 +1,69 @@
+using System.Data.Common;
+using System.Xml.Linq;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
+using Microsoft.AspNetCore.DataProtection.Repositories;
+
+namespace Portcullis.Data;
+
+/// <summary>
+/// Keeps the ASP.NET Core Data Protection key ring (antiforgery tokens, session cookies) in the
+/// database, so that every instance on one PostgreSQL reads what another wrote: a form rendered by
+/// one instance can be posted to another. Stored like the JWT signing keys, in the clear; whoever
+/// can read the database can read both (docs/decisions.md).
+/// </summary>
+internal sealed class DataProtectionKeys(IServiceScopeFactory scopes) : IXmlRepository
+{
+    public IReadOnlyCollection<XElement> GetAllElements()
+    {
+        using var scope = scopes.CreateScope();
+        var connection = Open(scope);
+        using var cmd = Sql.Command(connection, "SELECT xml FROM data_protection_keys ORDER BY id");
+        using var reader = cmd.ExecuteReader();
+        var elements = new List<XElement>();
+        while (reader.Read())
+            elements.Add(XElement.Parse(reader.GetString(0)));
+        return elements;
+    }
+
+    public void StoreElement(XElement element, string friendlyName)
+    {
+        using var scope = scopes.CreateScope();
+        var connection = Open(scope);
+        using var cmd = Sql.Command(connection, "INSERT INTO data_protection_keys (friendly_name, xml, created_at) VALUES (@name, @xml, @at)",
+            ("@name", friendlyName), ("@xml", element.ToString(SaveOptions.DisableFormatting)), ("@at", DateTime.UtcNow));
+        cmd.ExecuteNonQuery();
+    }
+
+    /// <summary>
+    /// Creates the first key at start-up, once for all instances: on PostgreSQL under an advisory lock,
+    /// so two instances starting together do not each make a key the other has not loaded.
+    /// </summary>
+    public static async Task EnsureKeyAsync(DbConnection connection, bool postgres, IKeyManager keys, CancellationToken cancellationToken)
+    {
+        if (postgres)
+            await Sql.ExecuteAsync(connection, $"SELECT pg_advisory_lock({AdvisoryLockKey})", cancellationToken);
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            if (!keys.GetAllKeys().Any(k => !k.IsRevoked && k.ActivationDate <= now && k.ExpirationDate > now.AddDays(2)))
+                keys.CreateNewKey(now, now.AddDays(90));
+        }
+        finally
+        {
+            if (postgres)
+                await Sql.ExecuteAsync(connection, $"SELECT pg_advisory_unlock({AdvisoryLockKey})", CancellationToken.None);
+        }
+    }
+
+    // Any fixed number, different from the migrator's; the same for every instance.
+    private const long AdvisoryLockKey = 0x70637573_64706b31;
+
+    private static DbConnection Open(IServiceScope scope)
+    {
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        var connection = Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.GetDbConnection(db.Database);
+        if (connection.State != System.Data.ConnectionState.Open)
+            Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.OpenConnection(db.Database);
+        return connection;
+    }
+}
