@@ -219,13 +219,30 @@ internal sealed class TokenEndpoint(
                         continue;
                     if (property.Value.ValueKind != JsonValueKind.String)
                         return (null, $"The parameter '{Truncate(property.Name)}' must be a string.");
-                    if (property.Value.GetString() is { Length: > 0 } value)
+                    // A lone UTF-16 surrogate (\ud800) is valid JSON syntax but no text: GetString refuses it.
+                    if (!TryGetString(property.Value, out var value))
+                        return (null, $"The parameter '{Truncate(property.Name)}' is not valid text.");
+                    if (value is { Length: > 0 })
                         result[property.Name] = value;
                 }
             }
             return Check(result);
         }
         return (null, "Send the parameters as application/x-www-form-urlencoded or application/json.");
+
+        static bool TryGetString(JsonElement element, out string? value)
+        {
+            try
+            {
+                value = element.GetString();
+                return true;
+            }
+            catch (InvalidOperationException)
+            {
+                value = null;
+                return false;
+            }
+        }
 
         static (Dictionary<string, string>?, string?) Check(Dictionary<string, string> p) =>
             p.Values.Any(v => v.Length > MaxParameterLength) ? (null, "A parameter is too long.") : (p, null);

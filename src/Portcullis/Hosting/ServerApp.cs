@@ -36,6 +36,9 @@ internal static class ServerApp
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        // The base handler logs every unauthenticated request and challenge at Information: noise at best,
+        // and a cost per request under a flood of bad credentials. Failures are counted in /metrics instead.
+        builder.Logging.AddFilter("Portcullis.Auth.CredentialAuthenticationHandler", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
         // The key ring lives in the 0700 data directory; the "no XML encryptor" warning would only alarm.
         builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
