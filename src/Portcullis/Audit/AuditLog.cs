@@ -42,8 +42,15 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
     private readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(
         new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
 
+    private long _loginFailures;
+
+    /// <summary>Failed password and client-secret checks since start, for <c>/metrics</c>.</summary>
+    public long LoginFailures => Interlocked.Read(ref _loginFailures);
+
     public AuditEvent Create(HttpContext? http, string name, string? subject = null, long? subjectId = null, string? tokenId = null, object? details = null)
     {
+        if (name == AuditEvents.LoginFailed)
+            Interlocked.Increment(ref _loginFailures);
         var actor = http?.Features.Get<Credential>();
         return new AuditEvent
         {

@@ -11,8 +11,15 @@ namespace Portcullis.Hosting;
 /// Counters exposed at <c>/metrics</c> in the Prometheus text format. OpenTelemetry exporters are not
 /// in the package registry here, and a handful of counters do not need them.
 /// </summary>
-internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwords)
+internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwords, Audit.AuditLog audit, IServiceScopeFactory scopes, TimeProvider time)
 {
+    /// <summary>Counting active tokens scans an index; once per this interval is enough for a gauge.</summary>
+    private static readonly TimeSpan ActiveTokensRefresh = TimeSpan.FromSeconds(15);
+
+    private long _activeTokens = -1;
+    private long _activeTokensAtTicks = long.MinValue / 2;
+    private readonly SemaphoreSlim _activeTokensLock = new(1, 1);
+
     private long _loginsThrottled;
 
     private readonly ConcurrentDictionary<(string Route, int Status), long> _requests = new();
@@ -27,9 +34,55 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
     private static readonly string[] OutcomeNames = Enum.GetNames<VerifyFailure>()
         .Select(n => n == nameof(VerifyFailure.None) ? "valid" : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(n)).ToArray();
 
+    /// <summary>Renders every metric; the active-token gauge is read from the database at most every 15 s.</summary>
+    public async Task<string> RenderAsync(CancellationToken cancellationToken)
+    {
+        await RefreshActiveTokensAsync(cancellationToken);
+        return Render();
+    }
+
+    private async Task RefreshActiveTokensAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        if (now.UtcTicks - Interlocked.Read(ref _activeTokensAtTicks) < ActiveTokensRefresh.Ticks || !await _activeTokensLock.WaitAsync(0, cancellationToken))
+            return;
+        try
+        {
+            await using var scope = scopes.CreateAsyncScope();
+            var db = scope.ServiceProvider.GetRequiredService<Data.PortcullisDb>();
+            await Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.OpenConnectionAsync(db.Database, cancellationToken);
+            var connection = Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.GetDbConnection(db.Database);
+            var count = await Data.Sql.ScalarAsync(connection,
+                "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > @now)", cancellationToken, ("@now", now.UtcDateTime));
+            Interlocked.Exchange(ref _activeTokens, Convert.ToInt64(count, CultureInfo.InvariantCulture));
+            Interlocked.Exchange(ref _activeTokensAtTicks, now.UtcTicks);
+        }
+        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        {
+            // The database does not answer: the gauge keeps its last value (or is left out).
+        }
+        finally
+        {
+            _activeTokensLock.Release();
+        }
+    }
+
     public string Render()
     {
         var sb = new StringBuilder();
+        if (Interlocked.Read(ref _activeTokens) is var active and >= 0)
+        {
+            sb.AppendLine("# HELP portcullis_active_tokens API and service tokens neither revoked nor expired (refreshed every 15 s).");
+            sb.AppendLine("# TYPE portcullis_active_tokens gauge");
+            sb.Append(CultureInfo.InvariantCulture, $"portcullis_active_tokens {active}\n");
+        }
+        sb.AppendLine("# HELP portcullis_login_failures_total Failed password and client-secret checks, on every path.");
+        sb.AppendLine("# TYPE portcullis_login_failures_total counter");
+        sb.Append(CultureInfo.InvariantCulture, $"portcullis_login_failures_total {audit.LoginFailures}\n");
+        var lookups = cache.Hits + cache.Misses;
+        sb.AppendLine("# HELP portcullis_token_cache_hit_ratio Token cache hits over lookups since start.");
+        sb.AppendLine("# TYPE portcullis_token_cache_hit_ratio gauge");
+        sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_hit_ratio {(lookups == 0 ? 0 : (double)cache.Hits / lookups):0.####}\n");
         sb.AppendLine("# HELP portcullis_http_requests_total HTTP requests by route pattern and status code.");
         sb.AppendLine("# TYPE portcullis_http_requests_total counter");
         foreach (var ((route, status), n) in _requests.OrderBy(x => x.Key.Route, StringComparer.Ordinal).ThenBy(x => x.Key.Status))

@@ -182,7 +182,8 @@ internal static class ServerApp
 
         app.MapGet("/healthz", () => TypedResults.Text("ok")).WithTags("Health");
         app.MapGet("/readyz", ReadyAsync).WithTags("Health");
-        app.MapGet("/metrics", (PrometheusMetrics metrics) => TypedResults.Text(metrics.Render(), "text/plain; version=0.0.4")).WithTags("Health");
+        app.MapGet("/metrics", async (PrometheusMetrics metrics, CancellationToken cancellationToken) =>
+            TypedResults.Text(await metrics.RenderAsync(cancellationToken), "text/plain; version=0.0.4")).WithTags("Health");
         app.MapOpenApi();
 
         app.MapAuth();
@@ -374,6 +375,9 @@ internal sealed class RequestMetricsMiddleware(RequestDelegate next, PrometheusM
         finally
         {
             var route = (context.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
+            // A group's "/" endpoint reads "/api/v1/me/": the same route as users write it.
+            if (route.Length > 1 && route[^1] == '/')
+                route = route[..^1];
             metrics.CountRequest(route, context.Response.StatusCode);
         }
     }
