@@ -228,6 +228,8 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         _disposed = true;
         await StopAsync();
         var output = Output;
+        // What the server stored, as text: no secret may be in the database either (issue 8).
+        var stored = await ReadDatabaseAsTextAsync();
         if (_database is not null)
         {
             try
@@ -252,12 +254,69 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         {
         }
 
-        // Secrets never reach the logs: not the token format, nor any secret a test handled.
-        var leaked = TokenPattern.Match(output);
+        AssertNoSecrets("server log", output);
+        AssertNoSecrets("database", stored);
+    }
+
+    private static readonly Regex JwtPattern = new(@"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}");
+
+    /// <summary>
+    /// Fails if <paramref name="text"/> holds anything in the token format, any JWT or token a test
+    /// handled, or any password a test used. Tokens and JWTs are found by pattern and looked up, so the
+    /// cost does not grow with the thousands of secrets a run hands out.
+    /// </summary>
+    private static void AssertNoSecrets(string where, string text)
+    {
+        var leaked = TokenPattern.Match(text);
         if (leaked.Success)
-            Assert.Fail($"The server log contains a token: {leaked.Value[..8]}…");
-        foreach (var secret in Secrets)
-            Assert.False(output.Contains(secret, StringComparison.Ordinal), $"The server log contains a secret starting '{secret[..Math.Min(6, secret.Length)]}'.");
+            Assert.Fail($"The {where} contains a token: {leaked.Value[..8]}…");
+        var secrets = Secrets.ToHashSet(StringComparer.Ordinal);
+        foreach (Match jwt in JwtPattern.Matches(text))
+            Assert.False(secrets.Contains(jwt.Value), $"The {where} contains a JWT the tests were given: {jwt.Value[..12]}…");
+        foreach (var secret in secrets)
+        {
+            if (secret.StartsWith("eyJ", StringComparison.Ordinal) || TokenPattern.IsMatch(secret))
+                continue;
+            Assert.False(text.Contains(secret, StringComparison.Ordinal), $"The {where} contains a secret starting '{secret[..Math.Min(6, secret.Length)]}'.");
+        }
+    }
+
+    /// <summary>Every table of the server's database, as text (SQLite: the file and its WAL, byte for byte).</summary>
+    private async Task<string> ReadDatabaseAsTextAsync()
+    {
+        if (_provider == Provider.Sqlite)
+        {
+            var dir = _settings.GetValueOrDefault("DataDir") ?? Path.Combine(DataDir, "data");
+            var text = new StringBuilder();
+            foreach (var file in new[] { "portcullis.db", "portcullis.db-wal" }.Select(f => Path.Combine(dir, f)).Where(File.Exists))
+                text.Append(Encoding.Latin1.GetString(await File.ReadAllBytesAsync(file)));
+            return text.ToString();
+        }
+        if (ConnectionString is null || _existing)
+            return "";
+        try
+        {
+            await using var connection = new NpgsqlConnection(ConnectionString);
+            await connection.OpenAsync();
+            var tables = new List<string>();
+            await using (var list = new NpgsqlCommand("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", connection))
+            await using (var reader = await list.ExecuteReaderAsync())
+                while (await reader.ReadAsync())
+                    tables.Add(reader.GetString(0));
+            var text = new StringBuilder();
+            foreach (var table in tables)
+            {
+                await using var cmd = new NpgsqlCommand($"SELECT t::text FROM \"{table}\" t", connection);
+                await using var reader = await cmd.ExecuteReaderAsync();
+                while (await reader.ReadAsync())
+                    text.AppendLine(reader.GetString(0));
+            }
+            return text.ToString();
+        }
+        catch (NpgsqlException)
+        {
+            return "";
+        }
     }
 
     /// <summary>Sends raw HTTP/1.1 (for requests HttpClient refuses to make) and returns the status code.</summary>
