@@ -162,6 +162,9 @@ fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 say "running tests"
+# Each test server's log is kept here (and searched for tokens at the end); start with none.
+logs=tests/Portcullis.Tests/bin/Release/net10.0/server-logs
+rm -rf "$logs"
 # In the background (so that a signal reaches the traps at once, not after the tests) and in a
 # process group of its own (setsid, from util-linux; it does not fork here, so $! is the group id).
 results=$pg_tmp/results
@@ -181,4 +184,11 @@ for trx in "$results"/*.trx "$results"/*/*.trx; do
     failed=$((failed + ${f:-0}))
 done
 echo "tests: $passed passed, $failed failed"
+
+# After the whole run: no server log kept by the tests holds anything in the token format.
+if [ -d "$logs" ] && grep -rlE '\bpc[psc]_[0-9A-Za-z]{36}\b' "$logs" >/dev/null 2>&1; then
+    echo "test.sh: a server log contains a token:" >&2
+    grep -rlE '\bpc[psc]_[0-9A-Za-z]{36}\b' "$logs" >&2
+    rc=1
+fi
 exit "$rc"
