@@ -242,6 +242,12 @@ internal static class ServerApp
                 (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
         }
         await warmUp;
+        if (database.IsPostgres && string.IsNullOrEmpty(services.GetRequiredService<IOptions<ServerOptions>>().Value.PublicUrl))
+        {
+            services.GetRequiredService<ILogger<Migrator>>().LogWarning(
+                "PublicUrl is not set: JWTs from this instance name {Issuer} as their issuer, and other instances on this database refuse them. " +
+                "Set PublicUrl to the one URL clients use (the load balancer's) on every instance.", services.GetRequiredService<PublicUrl>().Value);
+        }
     }
 
     /// <summary>
