@@ -107,6 +107,39 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
         Assert.True(jwtElapsed <= TimeSpan.FromSeconds(1), $"B still accepted the disabled user's JWT after {jwtElapsed.TotalMilliseconds:F0} ms");
     }
 
+    [Fact]
+    public async Task UsageCountedOnBothInstancesAddsUpExactly()
+    {
+        var (_, _, token) = await a.CreateUserAsync();
+        using var onA = a.Client(token);
+        using var onB = _b.Client(token);
+        var id = (await (await onA.GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        var requests = 1;
+        for (var i = 0; i < 36; i++, requests++)
+            Assert.Equal(HttpStatusCode.OK, (await onA.GetAsync("/api/v1/me")).StatusCode);
+        for (var i = 0; i < 23; i++, requests++)
+            Assert.Equal(HttpStatusCode.OK, (await onB.GetAsync("/api/v1/me")).StatusCode);
+
+        // Written behind in batches by each instance (every 0.2 s in the tests): poll, bounded.
+        // Read with the admin's token: a request with the counted token would count too.
+        using var admin = a.Client(await a.AdminTokenAsync());
+        using var adminOnB = _b.Client(await a.AdminTokenAsync());
+        long total = 0;
+        for (var i = 0; i < 50 && total < requests; i++)
+        {
+            await Task.Delay(100);
+            total = await UsageTotalAsync(admin, id!);
+        }
+        Assert.Equal(requests, total);
+        await Task.Delay(1000); // several more flushes on both instances: nothing is counted twice
+        Assert.Equal(requests, await UsageTotalAsync(adminOnB, id!));
+        var listed = await (await adminOnB.GetAsync($"/api/v1/tokens/{id}")).JsonAsync();
+        Assert.Equal("127.0.0.1", listed.GetProperty("last_used_ip").GetString());
+    }
+
+    private static async Task<long> UsageTotalAsync(HttpClient client, string id) =>
+        (await (await client.GetAsync($"/api/v1/tokens/{id}/usage?days=1")).JsonAsync()).GetProperty("total").GetInt64();
+
     /// <summary>Polls every 10 ms (bounded to 5 s) until the credential is refused; returns the time since <paramref name="since"/>.</summary>
     private static async Task<TimeSpan> UntilUnauthorizedAsync(HttpClient client, Stopwatch? since = null)
     {
