@@ -71,40 +71,34 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
     {
         var sb = new StringBuilder();
         if (Interlocked.Read(ref _activeTokens) is var active and >= 0)
-        {
-            sb.AppendLine("# HELP portcullis_active_tokens API and service tokens neither revoked nor expired (refreshed every 15 s).");
-            sb.AppendLine("# TYPE portcullis_active_tokens gauge");
-            sb.Append(CultureInfo.InvariantCulture, $"portcullis_active_tokens {active}\n");
-        }
-        sb.AppendLine("# HELP portcullis_login_failures_total Failed password and client-secret checks, on every path.");
-        sb.AppendLine("# TYPE portcullis_login_failures_total counter");
-        sb.Append(CultureInfo.InvariantCulture, $"portcullis_login_failures_total {audit.LoginFailures}\n");
+            Single(sb, "portcullis_active_tokens", "gauge", "API and service tokens neither revoked nor expired (refreshed every 15 s).", active);
+        Single(sb, "portcullis_login_failures_total", "counter", "Failed password and client-secret checks, on every path.", audit.LoginFailures);
         var lookups = cache.Hits + cache.Misses;
-        sb.AppendLine("# HELP portcullis_token_cache_hit_ratio Token cache hits over lookups since start.");
-        sb.AppendLine("# TYPE portcullis_token_cache_hit_ratio gauge");
-        sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_hit_ratio {(lookups == 0 ? 0 : (double)cache.Hits / lookups):0.####}\n");
-        sb.AppendLine("# HELP portcullis_http_requests_total HTTP requests by route pattern and status code.");
-        sb.AppendLine("# TYPE portcullis_http_requests_total counter");
+        Single(sb, "portcullis_token_cache_hit_ratio", "gauge", "Token cache hits over lookups since start.", lookups == 0 ? 0 : Math.Round((double)cache.Hits / lookups, 4));
+
+        Header(sb, "portcullis_http_requests_total", "counter", "HTTP requests by route pattern and status code.");
         foreach (var ((route, status), n) in _requests.OrderBy(x => x.Key.Route, StringComparer.Ordinal).ThenBy(x => x.Key.Status))
             sb.Append(CultureInfo.InvariantCulture, $"portcullis_http_requests_total{{route=\"{Escape(route)}\",status=\"{status}\"}} {n}\n");
-        sb.AppendLine("# HELP portcullis_credential_verifications_total Credential checks by outcome.");
-        sb.AppendLine("# TYPE portcullis_credential_verifications_total counter");
+        Header(sb, "portcullis_credential_verifications_total", "counter", "Credential checks by outcome.");
         foreach (var (outcome, n) in _verifications.OrderBy(x => x.Key, StringComparer.Ordinal))
             sb.Append(CultureInfo.InvariantCulture, $"portcullis_credential_verifications_total{{outcome=\"{outcome}\"}} {n}\n");
-        sb.AppendLine("# HELP portcullis_token_cache_lookups_total Token cache lookups by result.");
-        sb.AppendLine("# TYPE portcullis_token_cache_lookups_total counter");
+        Header(sb, "portcullis_token_cache_lookups_total", "counter", "Token cache lookups by result.");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"hit\"}} {cache.Hits}\n");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"miss\"}} {cache.Misses}\n");
-        sb.AppendLine("# HELP portcullis_token_cache_entries Entries in the token cache.");
-        sb.AppendLine("# TYPE portcullis_token_cache_entries gauge");
-        sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_entries {cache.Count}\n");
-        sb.AppendLine("# HELP portcullis_password_checks_total Password checks run, including the dummy checks for unknown users.");
-        sb.AppendLine("# TYPE portcullis_password_checks_total counter");
-        sb.Append(CultureInfo.InvariantCulture, $"portcullis_password_checks_total {passwords.Checks}\n");
-        sb.AppendLine("# HELP portcullis_logins_throttled_total Password and client-secret checks refused because of too many failures.");
-        sb.AppendLine("# TYPE portcullis_logins_throttled_total counter");
-        sb.Append(CultureInfo.InvariantCulture, $"portcullis_logins_throttled_total {Interlocked.Read(ref _loginsThrottled)}\n");
+        Single(sb, "portcullis_token_cache_entries", "gauge", "Entries in the token cache.", cache.Count);
+        Single(sb, "portcullis_password_checks_total", "counter", "Password checks run, including the dummy checks for unknown users.", passwords.Checks);
+        Single(sb, "portcullis_logins_throttled_total", "counter", "Password and client-secret checks refused because of too many failures.", Interlocked.Read(ref _loginsThrottled));
         return sb.ToString();
+    }
+
+    private static void Header(StringBuilder sb, string name, string type, string help) =>
+        sb.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} {type}\n");
+
+    /// <summary>A metric with one unlabelled sample.</summary>
+    private static void Single(StringBuilder sb, string name, string type, string help, double value)
+    {
+        Header(sb, name, type, help);
+        sb.Append(CultureInfo.InvariantCulture, $"{name} {value}\n");
     }
 
     private static string Escape(string s) => s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal);
