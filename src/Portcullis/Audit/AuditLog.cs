@@ -30,6 +30,9 @@ internal static class AuditEvents
     public const string ClientDeleted = "client.deleted";
     public const string ClientSecretRotated = "client.secret_rotated";
     public const string ClientSecretRevoked = "client.secret_revoked";
+    public const string ServiceRegistered = "service.registered";
+    public const string ServiceRemoved = "service.removed";
+    public const string GatewayDenied = "gateway.denied";
 }
 
 /// <summary>

@@ -10,7 +10,7 @@ namespace Portcullis.Data;
 /// Tells every cache that something changed: on this instance at once and, with PostgreSQL, on
 /// every other instance through <c>LISTEN/NOTIFY</c>. Call it after the change is committed.
 /// </summary>
-internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys)
+internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys, Gateway.ServiceRegistry services)
 {
     public const string Channel = "portcullis_invalidate";
 
@@ -32,6 +32,9 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
 
     /// <summary>The signing keys changed (a rotation); every instance re-reads them.</summary>
     public Task SigningKeysChangedAsync(CancellationToken cancellationToken = default) => PublishAsync("k", cancellationToken);
+
+    /// <summary>A service was registered or removed through the API; every instance re-reads the registry.</summary>
+    public Task ServicesChangedAsync(CancellationToken cancellationToken = default) => PublishAsync("s", cancellationToken);
 
     private async Task PublishAsync(string message, CancellationToken cancellationToken)
     {
@@ -69,6 +72,11 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
             _ = keys.ReloadAsync(CancellationToken.None);
             return;
         }
+        if (message == "s")
+        {
+            _ = services.ReloadAsync(CancellationToken.None);
+            return;
+        }
         ClearAll();
     }
 
@@ -81,5 +89,6 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
         // Revocations and key rotations announced meanwhile may have been missed: read them again.
         _ = revokedJwts.ReloadAsync(CancellationToken.None);
         _ = keys.ReloadAsync(CancellationToken.None);
+        _ = services.ReloadAsync(CancellationToken.None);
     }
 }

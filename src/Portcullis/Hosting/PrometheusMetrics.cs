@@ -27,6 +27,24 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
 
     public void CountRequest(string route, int status) => _requests.AddOrUpdate((route, status), 1, static (_, n) => n + 1);
 
+    private static readonly double[] UpstreamBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+    private readonly ConcurrentDictionary<string, long[]> _upstream = new(StringComparer.Ordinal);
+
+    /// <summary>How long an upstream took to answer with its headers (or to fail), by service.</summary>
+    public void ObserveUpstream(string service, string outcome, TimeSpan elapsed)
+    {
+        // Per bucket counts, then +Inf (count) and the sum in microseconds.
+        var counts = _upstream.GetOrAdd(service, _ => new long[UpstreamBuckets.Length + 2]);
+        var seconds = elapsed.TotalSeconds;
+        for (var i = 0; i < UpstreamBuckets.Length; i++)
+        {
+            if (seconds <= UpstreamBuckets[i])
+                Interlocked.Increment(ref counts[i]);
+        }
+        Interlocked.Increment(ref counts[UpstreamBuckets.Length]);
+        Interlocked.Add(ref counts[UpstreamBuckets.Length + 1], (long)(seconds * 1_000_000));
+    }
+
     public void CountLoginThrottled() => Interlocked.Increment(ref _loginsThrottled);
 
     public void CountVerification(VerifyFailure outcome) => _verifications.AddOrUpdate(OutcomeNames[(int)outcome], 1, static (_, n) => n + 1);
@@ -85,6 +103,16 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
         Header(sb, "portcullis_token_cache_lookups_total", "counter", "Token cache lookups by result.");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"hit\"}} {cache.Hits}\n");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"miss\"}} {cache.Misses}\n");
+        Header(sb, "portcullis_upstream_request_duration_seconds", "histogram", "Time until a gateway upstream answered with its headers (or failed), by service.");
+        foreach (var (service, counts) in _upstream.OrderBy(x => x.Key, StringComparer.Ordinal))
+        {
+            for (var i = 0; i < UpstreamBuckets.Length; i++)
+                sb.Append(CultureInfo.InvariantCulture, $"portcullis_upstream_request_duration_seconds_bucket{{service=\"{Escape(service)}\",le=\"{UpstreamBuckets[i]}\"}} {Interlocked.Read(ref counts[i])}\n");
+            var count = Interlocked.Read(ref counts[UpstreamBuckets.Length]);
+            sb.Append(CultureInfo.InvariantCulture, $"portcullis_upstream_request_duration_seconds_bucket{{service=\"{Escape(service)}\",le=\"+Inf\"}} {count}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"portcullis_upstream_request_duration_seconds_sum{{service=\"{Escape(service)}\"}} {Interlocked.Read(ref counts[UpstreamBuckets.Length + 1]) / 1e6}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"portcullis_upstream_request_duration_seconds_count{{service=\"{Escape(service)}\"}} {count}\n");
+        }
         Single(sb, "portcullis_token_cache_entries", "gauge", "Entries in the token cache.", cache.Count);
         Single(sb, "portcullis_password_checks_total", "counter", "Password checks run, including the dummy checks for unknown users.", passwords.Checks);
         Single(sb, "portcullis_logins_throttled_total", "counter", "Password and client-secret checks refused because of too many failures.", Interlocked.Read(ref _loginsThrottled));

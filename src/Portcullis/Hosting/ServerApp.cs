@@ -11,6 +11,7 @@ using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Clients;
 using Portcullis.Data;
+using Portcullis.Gateway;
 using Portcullis.Security;
 using Portcullis.Tokens;
 using Portcullis.Users;
@@ -51,11 +52,13 @@ internal static class ServerApp
         services.AddSingleton<IValidateOptions<JwtOptions>, OptionsValidator>();
         services.AddSingleton<IValidateOptions<AuthOptions>, OptionsValidator>();
         services.AddSingleton<IValidateOptions<ServerOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
         services.AddOptions<ServerOptions>().Bind(configuration).ValidateOnStart();
         services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateOnStart();
         services.AddOptions<TokenOptions>().Bind(configuration.GetSection(TokenOptions.Section)).ValidateOnStart();
         services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
+        services.AddOptions<GatewayOptions>().Bind(configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
 
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
@@ -70,6 +73,9 @@ internal static class ServerApp
         services.AddSingleton<TokenCache>();
         services.AddSingleton<PrincipalCache>();
         services.AddSingleton<InvalidationBus>();
+        services.AddSingleton<ServiceRegistry>();
+        services.AddSingleton<TrustedProxies>();
+        services.AddSingleton<Forwarder>();
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<JwtService>();
         services.AddSingleton<RevokedJwts>();
@@ -194,6 +200,8 @@ internal static class ServerApp
         api.MapClients();
         api.MapKeys();
         app.MapGroup("/api/v1").MapMe();
+        app.MapServices();
+        app.MapGateway();
     }
 
     /// <summary>
@@ -233,6 +241,7 @@ internal static class ServerApp
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
+            await services.GetRequiredService<ServiceRegistry>().ReloadAsync(cancellationToken);
             await DataProtectionKeys.EnsureKeyAsync(connection, database.IsPostgres, services.GetRequiredService<IKeyManager>(), cancellationToken);
         }
         catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
@@ -276,6 +285,7 @@ internal static class ServerApp
         Check<TokenOptions>();
         Check<JwtOptions>();
         Check<AuthOptions>();
+        Check<GatewayOptions>();
         if (failures.Count > 0)
             throw new StartupException(string.Join('\n', failures));
 

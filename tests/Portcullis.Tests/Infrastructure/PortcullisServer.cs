@@ -53,6 +53,9 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
     }
 
     public Provider Provider => _provider;
+
+    /// <summary>The server process's id (to read its memory from /proc).</summary>
+    public int ProcessId => _process?.Id ?? throw new InvalidOperationException("The server is not running.");
     public string DataDir { get; }
     public Uri BaseAddress { get; private set; } = null!;
     public string? ConnectionString { get; private set; }
