@@ -48,8 +48,9 @@ command -v dotnet >/dev/null 2>&1 ||
     die "dotnet is not on PATH. Install the .NET 10 SDK (https://dotnet.microsoft.com/download) and run again."
 
 command -v initdb >/dev/null 2>&1 || need_pkg '/usr/lib/postgresql/*/bin/initdb' postgresql
-need_pkg nginx nginx    # ClusterTests: two instances behind nginx
-# caddy, chromium and wrk go here, one need_pkg line each, when their tests arrive.
+need_pkg nginx nginx    # ClusterTests, NginxForwardAuthTests
+need_pkg caddy caddy    # CaddyForwardAuthTests
+# chromium goes here when the browser tests arrive.
 
 # The newest Debian-packaged server, else whatever initdb is on PATH (pg_ctl and postgres sit beside it).
 pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 || true)

@@ -42,7 +42,10 @@ public sealed class TestUpstream : IAsyncDisposable
         });
         var app = builder.Build();
         app.UseWebSockets();
-        app.Map("/echo/{**rest}", async (HttpContext http) =>
+        app.Map("/echo/{**rest}", EchoAsync);
+        // Anything else is echoed too, so that proxies in front need no path rewriting.
+        app.MapFallback(EchoAsync);
+        static async Task EchoAsync(HttpContext http)
         {
             long length = 0;
             var buffer = new byte[81920];
@@ -57,7 +60,7 @@ public sealed class TestUpstream : IAsyncDisposable
                 headers = http.Request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value.ToString()),
                 body_length = length,
             });
-        });
+        }
         app.MapGet("/download", async (HttpContext http, long bytes) =>
         {
             http.Response.ContentType = "application/octet-stream";

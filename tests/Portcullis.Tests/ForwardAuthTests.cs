@@ -1,0 +1,197 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Portcullis.Security;
+using Portcullis.Tests.Infrastructure;
+
+namespace Portcullis.Tests;
+
+/// <summary>SPEC §5: <c>GET /auth/verify</c>, asked directly as a proxy would.</summary>
+public sealed class ForwardAuthTests(SqliteServer server, GatewayFixture untrusted) : IClassFixture<SqliteServer>, IClassFixture<GatewayFixture>
+{
+    private static async Task<HttpResponseMessage> VerifyAsync(PortcullisServer server, string? token, string query = "", string? originalUri = null)
+    {
+        using var client = server.Client();
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/auth/verify" + query);
+        if (token is not null)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        if (originalUri is not null)
+            request.Headers.TryAddWithoutValidation("X-Original-URI", originalUri);
+        return await client.SendAsync(request);
+    }
+
+    private static async Task<string> TokenAsync(PortcullisServer server, params string[] scopes)
+    {
+        var (_, _, token) = await server.CreateUserAsync();
+        return await server.CreateTokenAsync(token, new { name = "t-" + Guid.NewGuid().ToString("N")[..8], scopes });
+    }
+
+    [Fact]
+    public async Task AllowedCredentialsGet200WithTheIdentityHeaders()
+    {
+        var (username, _, token) = await server.CreateUserAsync();
+        using var response = await VerifyAsync(server, token, "?service=app");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(username, response.Headers.GetValues("X-Portcullis-User").Single());
+        Assert.Equal("api services", response.Headers.GetValues("X-Portcullis-Scopes").Single());
+        Assert.NotEmpty(response.Headers.GetValues("X-Portcullis-Token-Id").Single());
+        Assert.Contains("no-store", response.Headers.CacheControl!.ToString());
+    }
+
+    [Fact]
+    public async Task MissingBadAndInsufficientCredentialsGet401Or403()
+    {
+        using var none = await VerifyAsync(server, null, "?service=app");
+        Assert.Equal(HttpStatusCode.Unauthorized, none.StatusCode);
+        Assert.Equal("Bearer realm=\"portcullis\"", none.Headers.WwwAuthenticate.ToString());
+        using var bad = await VerifyAsync(server, new TokenFormat("pc").Generate(TokenKind.Personal), "?service=app");
+        Assert.Equal(HttpStatusCode.Unauthorized, bad.StatusCode);
+        Assert.Contains("invalid_token", bad.Headers.WwwAuthenticate.ToString());
+        using var other = await VerifyAsync(server, await TokenAsync(server, "services:other"), "?service=app");
+        Assert.Equal(HttpStatusCode.Forbidden, other.StatusCode);
+        Assert.Contains("services:app", other.Headers.WwwAuthenticate.ToString());
+        Assert.False(other.Headers.Contains("X-Portcullis-User"));
+        using var apiOnly = await VerifyAsync(server, await TokenAsync(server, "api"));
+        Assert.Equal(HttpStatusCode.Forbidden, apiOnly.StatusCode);
+    }
+
+    [Fact]
+    public async Task TheServiceComesFromTheOriginalUriOfATrustedProxyNormalised()
+    {
+        var echoOnly = await TokenAsync(server, "services:echo");
+        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo_1/x?y=1")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, originalUri: "/services/secret/x")).StatusCode);
+        // Dot segments are resolved as the upstream would: this is a request for 'secret'.
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo_1/../secret/x")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo%2F..%2Fsecret/x")).StatusCode);
+    }
+
+    [Fact]
+    public async Task AnUntrustedClientCannotChooseTheServiceThroughHeaders()
+    {
+        // That server trusts only 192.0.2.1, not the loopback the test connects from: X-Original-URI is ignored,
+        // so the request names no service and needs the 'services' scope itself.
+        var echoOnly = await TokenAsync(untrusted.Server, "services:echo");
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(untrusted.Server, echoOnly, originalUri: "/services/echo_1/")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(untrusted.Server, await TokenAsync(untrusted.Server, "services"), originalUri: "/services/echo_1/")).StatusCode);
+    }
+}
+
+/// <summary>The real nginx with docs/examples/nginx-forward-auth.conf in front of a test application.</summary>
+public sealed class NginxForwardAuthTests(SqliteServer server) : IClassFixture<SqliteServer>, IAsyncLifetime
+{
+    private TestUpstream _app = null!;
+    private NginxProcess _nginx = null!;
+    private HttpClient _front = null!;
+
+    public async Task InitializeAsync()
+    {
+        _app = await TestUpstream.StartAsync();
+        var port = PortcullisServer.FreePort();
+        var config = (await File.ReadAllTextAsync(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "examples", "nginx-forward-auth.conf")))
+            .Replace("server 127.0.0.1:8080;", $"server 127.0.0.1:{server.BaseAddress.Port};")
+            .Replace("server 127.0.0.1:5000;", $"server 127.0.0.1:{_app.BaseAddress.Port};")
+            .Replace("listen 127.0.0.1:8000;", $"listen 127.0.0.1:{port};");
+        _nginx = await NginxProcess.StartAsync(config, port);
+        _front = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _front.Dispose();
+        await _nginx.DisposeAsync();
+        await _app.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task NginxLetsAllowedCallersThroughWithTheirIdentityAndStopsTheOthers()
+    {
+        var (username, _, token) = await server.CreateUserAsync();
+        await ForwardAuthChecks.RunAsync(server, _front, username, token);
+    }
+}
+
+/// <summary>The real Caddy with docs/examples/Caddyfile in front of a test application.</summary>
+public sealed class CaddyForwardAuthTests(SqliteServer server) : IClassFixture<SqliteServer>, IAsyncLifetime
+{
+    private TestUpstream _app = null!;
+    private CaddyProcess _caddy = null!;
+    private HttpClient _front = null!;
+
+    public async Task InitializeAsync()
+    {
+        _app = await TestUpstream.StartAsync();
+        var port = PortcullisServer.FreePort();
+        var config = (await File.ReadAllTextAsync(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "examples", "Caddyfile")))
+            .Replace("forward_auth 127.0.0.1:8080", $"forward_auth 127.0.0.1:{server.BaseAddress.Port}")
+            .Replace("reverse_proxy 127.0.0.1:5000", $"reverse_proxy 127.0.0.1:{_app.BaseAddress.Port}")
+            .Replace("http://127.0.0.1:8000", $"http://127.0.0.1:{port}");
+        _caddy = await CaddyProcess.StartAsync(config, port);
+        _front = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _front.Dispose();
+        await _caddy.DisposeAsync();
+        await _app.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task CaddyLetsAllowedCallersThroughWithTheirIdentityAndStopsTheOthers()
+    {
+        var (username, _, token) = await server.CreateUserAsync();
+        await ForwardAuthChecks.RunAsync(server, _front, username, token);
+    }
+}
+
+/// <summary>What both proxies must do with Portcullis behind them.</summary>
+internal static class ForwardAuthChecks
+{
+    public static async Task RunAsync(PortcullisServer server, HttpClient front, string username, string token)
+    {
+        // Allowed: the application sees who calls, and not the token.
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/some/page?x=1"))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            // Spoofed identity: replaced by what Portcullis says.
+            request.Headers.TryAddWithoutValidation("X-Portcullis-User", "admin");
+            request.Headers.TryAddWithoutValidation("X-Portcullis-Scopes", "admin");
+            var echo = await TestUpstream.EchoAsync(await front.SendAsync(request));
+            var headers = echo.GetProperty("headers");
+            Assert.Equal("/some/page", echo.GetProperty("path").GetString());
+            Assert.Equal(username, headers.GetProperty("x-portcullis-user").GetString());
+            Assert.Equal("api services", headers.GetProperty("x-portcullis-scopes").GetString());
+            Assert.False(headers.TryGetProperty("authorization", out _), "the application received the caller's token");
+        }
+
+        // No credential: 401 with the challenge, and the application never sees the request.
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/some/page"))
+        {
+            request.Headers.TryAddWithoutValidation("X-Portcullis-User", "admin");
+            using var response = await front.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+            Assert.Contains("Bearer realm=\"portcullis\"", response.Headers.WwwAuthenticate.ToString());
+            Assert.DoesNotContain("\"x-portcullis-user\"", await response.Content.ReadAsStringAsync());
+        }
+
+        // A token for another service: 403.
+        var other = await server.CreateTokenAsync(token, new { name = "other-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "services:other" } });
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/some/page"))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", other);
+            using var response = await front.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+            Assert.DoesNotContain("\"x-portcullis-user\"", await response.Content.ReadAsStringAsync());
+        }
+
+        // Revoked: refused at once.
+        using var admin = server.Client(token);
+        var id = (await (await admin.GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        Assert.Equal(HttpStatusCode.NoContent, (await admin.DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/some/page"))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await front.SendAsync(request)).StatusCode);
+        }
+    }
+}
