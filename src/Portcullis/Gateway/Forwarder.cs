@@ -82,7 +82,7 @@ internal sealed class Forwarder : IDisposable
         var isUpgrade = upgrade is { IsUpgradableRequest: true }
             && request.Headers.Upgrade.ToString().Equals("websocket", StringComparison.OrdinalIgnoreCase);
 
-        using var message = new HttpRequestMessage(new HttpMethod(request.Method), Target(service.Upstream, request))
+        using var message = new HttpRequestMessage(HttpMethod.Parse(request.Method), Target(service.Upstream, request))
         {
             Version = HttpVersion.Version11,
             VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
@@ -121,14 +121,14 @@ internal sealed class Forwarder : IDisposable
         }
         catch (Exception e) when (e is OperationCanceledException)
         {
-            _metrics.ObserveUpstream(service.Name, "timeout", TimeProvider.System.GetElapsedTime(started));
+            _metrics.ObserveUpstream(service.Name, TimeProvider.System.GetElapsedTime(started));
             await ProblemResponses.WriteAsync(http, StatusCodes.Status504GatewayTimeout, "Gateway timeout",
                 $"The service '{service.Key}' did not answer within {_options.UpstreamTimeout.TotalSeconds:0} s.");
             return;
         }
         catch (Exception e) when (e is HttpRequestException or IOException)
         {
-            _metrics.ObserveUpstream(service.Name, "error", TimeProvider.System.GetElapsedTime(started));
+            _metrics.ObserveUpstream(service.Name, TimeProvider.System.GetElapsedTime(started));
             _logger.LogWarning("Upstream of {Service} failed: {Error}", service.Key, e.Message);
             var connectTimedOut = e.InnerException is OperationCanceledException or TimeoutException;
             await ProblemResponses.WriteAsync(http, connectTimedOut ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway,
@@ -139,7 +139,7 @@ internal sealed class Forwarder : IDisposable
 
         using (response)
         {
-            _metrics.ObserveUpstream(service.Name, ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture), TimeProvider.System.GetElapsedTime(started));
+            _metrics.ObserveUpstream(service.Name, TimeProvider.System.GetElapsedTime(started));
             http.Response.StatusCode = (int)response.StatusCode;
             CopyResponseHeaders(response, http.Response);
             if (isUpgrade && response.StatusCode == HttpStatusCode.SwitchingProtocols)
@@ -221,8 +221,12 @@ internal sealed class Forwarder : IDisposable
         add("X-Portcullis-Scopes", credential.Effective.ToString());
     }
 
+    private static readonly HashSet<string> NoTokens = new(StringComparer.OrdinalIgnoreCase);
+
     private static HashSet<string> ConnectionTokens(StringValues connection)
     {
+        if (connection.Count == 0)
+            return NoTokens;
         var tokens = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var value in connection)
         {
@@ -249,22 +253,32 @@ internal sealed class Forwarder : IDisposable
 
     private static void CopyResponseHeaders(HttpResponseMessage response, HttpResponse to)
     {
-        var connectionListed = ConnectionTokens(new StringValues(response.Headers.Connection.ToArray()));
-        foreach (var (name, values) in response.Headers.Concat(response.Content.Headers))
-        {
-            if (name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || name.Equals("Connection", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase) || name.Equals("Proxy-Connection", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Trailer", StringComparison.OrdinalIgnoreCase) || name.Equals("Upgrade", StringComparison.OrdinalIgnoreCase)
-                || connectionListed.Contains(name))
-                continue;
-            to.Headers[name] = values.ToArray();
-        }
+        // NonValidated: the upstream's headers as they came, without parsing them into typed values.
+        var connection = response.Headers.NonValidated.TryGetValues("Connection", out var c) ? new StringValues([.. c]) : StringValues.Empty;
+        var connectionListed = ConnectionTokens(connection);
+        Copy(response.Headers.NonValidated, to, connectionListed);
+        Copy(response.Content.Headers.NonValidated, to, connectionListed);
         if (response.StatusCode == HttpStatusCode.SwitchingProtocols)
         {
             to.Headers.Connection = "Upgrade";
             to.Headers.Upgrade = "websocket";
         }
+
+        static void Copy(System.Net.Http.Headers.HttpHeadersNonValidated headers, HttpResponse to, HashSet<string> connectionListed)
+        {
+            foreach (var (name, values) in headers)
+            {
+                if (ResponseHopByHop.Contains(name) || (connectionListed.Count > 0 && connectionListed.Contains(name)))
+                    continue;
+                to.Headers[name] = values.Count == 1 ? new StringValues(values.ToString()) : new StringValues([.. values]);
+            }
+        }
     }
+
+    private static readonly HashSet<string> ResponseHopByHop = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade",
+    };
 
     /// <summary>A WebSocket (or any 101 upgrade): both byte streams copied until either side closes.</summary>
     private async Task TunnelAsync(HttpContext http, IHttpUpgradeFeature upgrade, HttpResponseMessage response)

@@ -31,7 +31,7 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
     private readonly ConcurrentDictionary<string, long[]> _upstream = new(StringComparer.Ordinal);
 
     /// <summary>How long an upstream took to answer with its headers (or to fail), by service.</summary>
-    public void ObserveUpstream(string service, string outcome, TimeSpan elapsed)
+    public void ObserveUpstream(string service, TimeSpan elapsed)
     {
         // Per bucket counts, then +Inf (count) and the sum in microseconds.
         var counts = _upstream.GetOrAdd(service, _ => new long[UpstreamBuckets.Length + 2]);
