@@ -19,7 +19,11 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
     {
         await using var cluster = await PostgresCluster.StartAsync();
         await using var server = PortcullisServer.With(Provider.Postgres,
-            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = cluster.ConnectionString });
+            new()
+            {
+                ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = cluster.ConnectionString,
+                ["Gateway:Services:0:Name"] = "app", ["Gateway:Services:0:Version"] = "1", ["Gateway:Services:0:Upstream"] = "http://127.0.0.1:9",
+            });
         await server.InitializeAsync();
         var admin = await server.AdminTokenAsync();
         var (username, password, valid) = await server.CreateUserAsync();
@@ -43,6 +47,8 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
             Record("unknown token", await StatusAsync(server.Client(unknown), "/api/v1/me"));
             Record("revoked token", await StatusAsync(server.Client(revoked), "/api/v1/me"));
             Record("listing tokens", await StatusAsync(server.Client(admin), "/api/v1/tokens"));
+            Record("gateway, unknown token", await StatusAsync(server.Client(format.Generate(TokenKind.Personal)), "/services/app_1/"));
+            Record("forward-auth, unknown token", await StatusAsync(server.Client(format.Generate(TokenKind.Personal)), "/auth/verify?service=app"));
             Record("login", await LoginStatusAsync(server, username, password));
             Record("readyz", await StatusAsync(server.Client(), "/readyz"));
             Record("cached valid token", await StatusAsync(server.Client(valid), "/api/v1/me"));
@@ -53,6 +59,8 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
         Assert.Equal([503], statuses["unknown token"].Keys);
         Assert.All(statuses["revoked token"].Keys, s => Assert.True(s is 401 or 503, $"a revoked token got {s}"));
         Assert.Equal([503], statuses["listing tokens"].Keys);
+        Assert.Equal([503], statuses["gateway, unknown token"].Keys);
+        Assert.Equal([503], statuses["forward-auth, unknown token"].Keys);
         Assert.Equal([503], statuses["login"].Keys);
         Assert.Equal([503], statuses["readyz"].Keys);
         // A token verified just before the outage may go on working from the cache (SPEC §6); nothing else may.
