@@ -140,6 +140,21 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
     private static async Task<long> UsageTotalAsync(HttpClient client, string id) =>
         (await (await client.GetAsync($"/api/v1/tokens/{id}/usage?days=1")).JsonAsync()).GetProperty("total").GetInt64();
 
+    [Fact]
+    public async Task AFormRenderedByOneInstanceCanBePostedToTheOther()
+    {
+        // The antiforgery token and cookie are made with A's Data Protection keys; B reads them from the database.
+        var (username, password, _) = await a.CreateUserAsync();
+        using var browser = new Browser(a.BaseAddress);
+        using var login = await browser.LogInAsync(username, password, postTo: _b.BaseAddress);
+        Assert.Equal(HttpStatusCode.SeeOther, login.StatusCode);
+        // And the session made on B works on A.
+        var cookie = login.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("portcullis=", StringComparison.Ordinal)).Split(';')[0];
+        using var onA = new HttpRequestMessage(HttpMethod.Get, "/api/v1/me");
+        onA.Headers.Add("Cookie", cookie);
+        Assert.Equal(HttpStatusCode.OK, (await a.Client().SendAsync(onA)).StatusCode);
+    }
+
     /// <summary>Polls every 10 ms (bounded to 5 s) until the credential is refused; returns the time since <paramref name="since"/>.</summary>
     private static async Task<TimeSpan> UntilUnauthorizedAsync(HttpClient client, Stopwatch? since = null)
     {

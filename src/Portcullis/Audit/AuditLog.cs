@@ -15,6 +15,7 @@ internal static class AuditEvents
     public const string LoginSucceeded = "login.succeeded";
     public const string LoginFailed = "login.failed";
     public const string LoginThrottled = "login.throttled";
+    public const string Logout = "logout";
     public const string TokenCreated = "token.created";
     public const string TokenRotated = "token.rotated";
     public const string TokenRevoked = "token.revoked";

@@ -18,6 +18,7 @@ internal sealed class CredentialAuthenticationHandler(
     ILoggerFactory logger,
     UrlEncoder encoder,
     CredentialVerifier verifier,
+    SessionStore sessions,
     Hosting.PrometheusMetrics metrics)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
@@ -30,7 +31,7 @@ internal sealed class CredentialAuthenticationHandler(
     {
         var headers = Request.Headers.Authorization;
         if (headers.Count == 0)
-            return AuthenticateResult.NoResult();
+            return await AuthenticateSessionAsync();
         if (headers.Count > 1)
             return Fail(AuthFailure.InvalidRequest("Send exactly one Authorization header."));
 
@@ -59,6 +60,23 @@ internal sealed class CredentialAuthenticationHandler(
                 VerifyFailure.OwnerDisabled => AuthFailure.InvalidToken("The account that owns this token is disabled."),
                 _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
             });
+        }
+        return Success(Context, credential, Scheme.Name);
+    }
+
+    /// <summary>The web UI's session cookie, when no Authorization header was sent (SPEC §4).</summary>
+    private async Task<AuthenticateResult> AuthenticateSessionAsync()
+    {
+        var id = Request.Cookies[SessionStore.CookieName(Request.IsHttps)];
+        if (string.IsNullOrEmpty(id))
+            return AuthenticateResult.NoResult();
+        var result = await sessions.VerifyAsync(id, Context.RequestAborted);
+        metrics.CountVerification(result.Failure);
+        if (result.Credential is not { } credential)
+        {
+            return Fail(result.Failure == VerifyFailure.Unavailable
+                ? AuthFailure.Unavailable
+                : AuthFailure.InvalidToken("The session has ended. Log in again."));
         }
         return Success(Context, credential, Scheme.Name);
     }

@@ -10,7 +10,7 @@ namespace Portcullis.Data;
 /// Tells every cache that something changed: on this instance at once and, with PostgreSQL, on
 /// every other instance through <c>LISTEN/NOTIFY</c>. Call it after the change is committed.
 /// </summary>
-internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys, Gateway.ServiceRegistry services)
+internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys, Gateway.ServiceRegistry services, SessionStore sessions)
 {
     public const string Channel = "portcullis_invalidate";
 
@@ -32,6 +32,9 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
 
     /// <summary>The signing keys changed (a rotation); every instance re-reads them.</summary>
     public Task SigningKeysChangedAsync(CancellationToken cancellationToken = default) => PublishAsync("k", cancellationToken);
+
+    /// <summary>A web session ended (logout).</summary>
+    public Task SessionEndedAsync(string idHashHex, CancellationToken cancellationToken = default) => PublishAsync("x:" + idHashHex, cancellationToken);
 
     /// <summary>A service was registered or removed through the API; every instance re-reads the registry.</summary>
     public Task ServicesChangedAsync(CancellationToken cancellationToken = default) => PublishAsync("s", cancellationToken);
@@ -72,6 +75,11 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
             _ = keys.ReloadAsync(CancellationToken.None);
             return;
         }
+        if (message.StartsWith("x:", StringComparison.Ordinal) && message.Length == 66)
+        {
+            sessions.Invalidate(TokenDigest.FromHex(message[2..]));
+            return;
+        }
         if (message == "s")
         {
             _ = services.ReloadAsync(CancellationToken.None);
@@ -86,6 +94,7 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
         tokens.Clear();
         principals.Clear();
         clients.Clear();
+        sessions.Clear();
         // Revocations and key rotations announced meanwhile may have been missed: read them again.
         _ = revokedJwts.ReloadAsync(CancellationToken.None);
         _ = keys.ReloadAsync(CancellationToken.None);

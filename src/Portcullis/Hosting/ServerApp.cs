@@ -12,6 +12,7 @@ using Portcullis.Auth;
 using Portcullis.Clients;
 using Portcullis.Data;
 using Portcullis.Gateway;
+using Portcullis.Web;
 using Portcullis.Security;
 using Portcullis.Tokens;
 using Portcullis.Users;
@@ -59,6 +60,7 @@ internal static class ServerApp
         services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
         services.AddOptions<GatewayOptions>().Bind(configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
+        services.AddOptions<WebOptions>().Bind(configuration.GetSection(WebOptions.Section));
 
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
@@ -74,6 +76,7 @@ internal static class ServerApp
         services.AddSingleton<PrincipalCache>();
         services.AddSingleton<InvalidationBus>();
         services.AddSingleton<ServiceRegistry>();
+        services.AddSingleton<SessionStore>();
         services.AddSingleton<TrustedProxies>();
         services.AddSingleton<Forwarder>();
         services.AddSingleton<SigningKeys>();
@@ -102,6 +105,15 @@ internal static class ServerApp
         // The key ring is in the database, shared by every instance (Data/DataProtectionKeys.cs).
         services.AddSingleton<DataProtectionKeys>();
         services.AddDataProtection().SetApplicationName("portcullis");
+        services.AddAntiforgery(o =>
+        {
+            o.Cookie.Name = "portcullis-antiforgery";
+            o.Cookie.SameSite = SameSiteMode.Strict;
+            o.Cookie.HttpOnly = true;
+            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+            o.HeaderName = "X-CSRF-Token";
+            o.FormFieldName = "csrf_token";
+        });
         services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         services.AddProblemDetails();
         services.AddOpenApi();
@@ -184,6 +196,7 @@ internal static class ServerApp
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
         app.UseAuthentication();
+        app.Use(Web.WebPages.SessionAntiforgery);
         app.UseAuthorization();
 
         app.MapGet("/healthz", () => TypedResults.Text("ok")).WithTags("Health");
@@ -202,6 +215,7 @@ internal static class ServerApp
         app.MapGroup("/api/v1").MapMe();
         app.MapServices();
         app.MapGateway();
+        app.MapWebPages();
     }
 
     /// <summary>

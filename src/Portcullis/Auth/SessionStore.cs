@@ -1,0 +1,124 @@
+using System.Buffers.Text;
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Data;
+using Portcullis.Hosting;
+using Portcullis.Security;
+using Portcullis.Users;
+
+namespace Portcullis.Auth;
+
+/// <summary>
+/// Web UI sessions, kept on the server: the cookie holds 256 random bits, the database only their
+/// SHA-256. A session acts with its user's current rights (SPEC §1) and ends at logout, at expiry
+/// (<c>Web:SessionLifetime</c>), or when the user is disabled or changes password. Checked from memory
+/// like API tokens; a logout reaches every instance's cache through <see cref="InvalidationBus"/>.
+/// </summary>
+internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions)
+{
+    private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks);
+
+    private readonly ConcurrentDictionary<TokenDigest, Entry> _cache = new();
+    private readonly long _maxAgeTicks = tokenOptions.Value.CacheMaxAge.Ticks;
+    private const int Capacity = 100_000;
+
+    /// <summary>256 bits, base64url: 43 characters.</summary>
+    public const int IdLength = 43;
+
+    public static string CookieName(bool https) => https ? "__Host-portcullis" : "portcullis";
+
+    public static TokenDigest Digest(string id) => TokenFormat.Digest(id);
+
+    public async Task<(string Id, DateTime ExpiresAt)> CreateAsync(User user, HttpContext http, CancellationToken cancellationToken)
+    {
+        var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
+        var now = time.GetUtcNow().UtcDateTime;
+        var expires = now + options.Value.SessionLifetime;
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        var userAgent = http.Request.Headers.UserAgent.ToString();
+        await Sql.ExecuteAsync(db.Database.GetDbConnection(),
+            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent) VALUES (@h, @u, @v, @c, @e, @ip, @ua)",
+            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", user.Id), ("@v", user.CredentialVersion), ("@c", now), ("@e", expires),
+            ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent));
+        return (id, expires);
+    }
+
+    public async ValueTask<VerifyResult> VerifyAsync(string id, CancellationToken cancellationToken)
+    {
+        if (id.Length != IdLength || !Base64Url.IsValid(id))
+            return VerifyResult.Fail(VerifyFailure.Malformed);
+        var digest = Digest(id);
+        var now = time.GetUtcNow();
+        try
+        {
+            if (!_cache.TryGetValue(digest, out var entry) || now.UtcTicks - entry.LoadedAtTicks >= _maxAgeTicks)
+            {
+                entry = await LoadAsync(digest, now.UtcTicks, cancellationToken);
+                if (_cache.Count < Capacity)
+                    _cache[digest] = entry;
+            }
+            if (!entry.Known)
+                return VerifyResult.Fail(VerifyFailure.Unknown);
+            if (now.UtcDateTime >= entry.ExpiresAt)
+                return VerifyResult.Fail(VerifyFailure.Expired);
+            var owner = await principals.GetAsync(entry.UserId, cancellationToken);
+            if (owner is null)
+                return VerifyResult.Fail(VerifyFailure.Unknown);
+            if (owner.IsDisabled)
+                return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+            if (owner.CredentialVersion != entry.CredentialVersion)
+                return VerifyResult.Fail(VerifyFailure.Revoked);
+            return new VerifyResult(new Credential(CredentialKinds.Session, null, owner, owner.Rights), VerifyFailure.None);
+        }
+        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        {
+            return VerifyResult.Fail(VerifyFailure.Unavailable);
+        }
+    }
+
+    private async Task<Entry> LoadAsync(TokenDigest digest, long nowTicks, CancellationToken cancellationToken)
+    {
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        await using var cmd = Sql.Command(db.Database.GetDbConnection(),
+            "SELECT user_id, credential_version, expires_at FROM sessions WHERE id_hash = @h AND revoked_at IS NULL", ("@h", digest.ToHex()));
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken)
+            ? new Entry(reader.GetInt64(0), reader.GetInt32(1), Sql.Utc(reader, 2), true, nowTicks)
+            : new Entry(0, 0, DateTime.MinValue, false, nowTicks);
+    }
+
+    /// <summary>Ends a session on the server: it fails on every instance from now on.</summary>
+    public async Task RevokeAsync(string id, InvalidationBus bus, CancellationToken cancellationToken)
+    {
+        if (id.Length != IdLength)
+            return;
+        var digest = Digest(id);
+        await using (var scope = scopes.CreateAsyncScope())
+        {
+            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await db.Database.OpenConnectionAsync(cancellationToken);
+            await Sql.ExecuteAsync(db.Database.GetDbConnection(), "UPDATE sessions SET revoked_at = @now WHERE id_hash = @h AND revoked_at IS NULL",
+                cancellationToken, ("@now", time.GetUtcNow().UtcDateTime), ("@h", digest.ToHex()));
+        }
+        await bus.SessionEndedAsync(digest.ToHex(), cancellationToken);
+    }
+
+    public void Invalidate(TokenDigest digest) => _cache.TryRemove(digest, out _);
+
+    public void Clear() => _cache.Clear();
+}
+
+/// <summary>Configuration section <c>Web</c>.</summary>
+internal sealed class WebOptions
+{
+    public const string Section = "Web";
+
+    /// <summary>How long a web session lasts after login, whatever happens meanwhile.</summary>
+    public TimeSpan SessionLifetime { get; set; } = TimeSpan.FromHours(12);
+}

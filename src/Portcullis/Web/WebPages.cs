@@ -1,0 +1,243 @@
+using System.Text;
+using System.Text.Encodings.Web;
+using Microsoft.AspNetCore.Antiforgery;
+using Microsoft.EntityFrameworkCore;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Gateway;
+using Portcullis.Security;
+using Portcullis.Users;
+
+namespace Portcullis.Web;
+
+/// <summary>
+/// The web UI's entry: <c>/login</c>, <c>/logout</c> and the home page (SPEC §9), server-rendered, usable
+/// without JavaScript. A login makes a server-side session (<see cref="SessionStore"/>) whose cookie
+/// the API and the gateway accept too.
+/// </summary>
+internal static class WebPages
+{
+    public static IEndpointRouteBuilder MapWebPages(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/", Home).ExcludeFromDescription();
+        app.MapGet("/login", LoginForm).ExcludeFromDescription();
+        app.MapPost("/login", LoginAsync).ExcludeFromDescription().DisableAntiforgery();
+        app.MapGet("/logout", LogoutForm).ExcludeFromDescription();
+        app.MapPost("/logout", LogoutAsync).ExcludeFromDescription().DisableAntiforgery();
+        app.MapGet("/static/portcullis.css", () => Results.Text(Stylesheet, "text/css; charset=utf-8")).ExcludeFromDescription();
+        return app;
+    }
+
+    /// <summary>
+    /// A request to the API carried by the session cookie, other than GET/HEAD/OPTIONS, must carry the
+    /// antiforgery token (header <c>X-CSRF-Token</c>): a cookie alone is what a cross-site form would send.
+    /// </summary>
+    public static async Task SessionAntiforgery(HttpContext http, Func<Task> next)
+    {
+        if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session }
+            && http.Request.Path.StartsWithSegments("/api")
+            && !(HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method) || HttpMethods.IsOptions(http.Request.Method))
+            && !await http.RequestServices.GetRequiredService<IAntiforgery>().IsRequestValidAsync(http))
+        {
+            await ProblemResponses.WriteAsync(http, StatusCodes.Status400BadRequest, "Bad request",
+                "A request made with the web session needs the antiforgery token in the X-CSRF-Token header.");
+            return;
+        }
+        await next();
+    }
+
+    private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry)
+    {
+        if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session } credential)
+            return Results.Redirect("/login");
+        var tokens = antiforgery.GetAndStoreTokens(http);
+        var services = registry.All.Where(s => !s.Protected || credential.Allows(ScopeRequirement.ForService(s.Name))).ToList();
+        var body = new StringBuilder();
+        body.Append($"<h1>Portcullis</h1><p>Logged in as <strong>{H(credential.Owner.Name)}</strong>{(credential.Owner.IsAdmin ? " (admin)" : "")}.</p>");
+        body.Append("<h2>Services</h2>");
+        if (services.Count == 0)
+            body.Append("<p>No services you may open.</p>");
+        else
+        {
+            body.Append("<ul>");
+            foreach (var s in services)
+                body.Append($"<li><a href=\"/services/{H(s.Key)}/\">{H(s.Name)} {H(s.Version)}</a>{(s.Description is null ? "" : " — " + H(s.Description))}</li>");
+            body.Append("</ul>");
+        }
+        body.Append($"<meta name=\"csrf-token\" content=\"{H(tokens.RequestToken!)}\">");
+        body.Append(LogoutButton(tokens));
+        return Page(http, "Portcullis", body.ToString());
+    }
+
+    private static IResult LoginForm(HttpContext http, IAntiforgery antiforgery, string? returnUrl = null)
+    {
+        if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session })
+            return Results.Redirect(SafeReturnUrl(returnUrl) ?? "/");
+        return LoginPage(http, antiforgery, returnUrl, null, StatusCodes.Status200OK);
+    }
+
+    private static IResult LoginPage(HttpContext http, IAntiforgery antiforgery, string? returnUrl, string? error, int status)
+    {
+        var tokens = antiforgery.GetAndStoreTokens(http);
+        var body = $"""
+            <h1>Log in to Portcullis</h1>
+            {(error is null ? "" : $"<p class=\"error\" role=\"alert\" id=\"login-error\">{H(error)}</p>")}
+            <form method="post" action="/login">
+              <input type="hidden" name="{H(tokens.FormFieldName)}" value="{H(tokens.RequestToken!)}">
+              <input type="hidden" name="returnUrl" value="{H(SafeReturnUrl(returnUrl) ?? "")}">
+              <label for="username">Username</label>
+              <input id="username" name="username" autocomplete="username" required maxlength="64" autofocus>
+              <label for="password">Password</label>
+              <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
+              <button type="submit">Log in</button>
+            </form>
+            """;
+        return Page(http, "Log in — Portcullis", body, status);
+    }
+
+    private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery antiforgery, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle,
+        SessionStore sessions, AuditLog audit)
+    {
+        if (!http.Request.HasFormContentType)
+            return Results.Problem(statusCode: 400, title: "Bad request", detail: "Send the login form.");
+        if (!await antiforgery.IsRequestValidAsync(http))
+            return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the login page and try again.");
+        var form = await http.Request.ReadFormAsync(http.RequestAborted);
+        var username = form["username"].ToString().Trim();
+        var password = form["password"].ToString();
+        var returnUrl = form["returnUrl"].ToString();
+        if (username.Length == 0 || password.Length == 0)
+            return LoginPage(http, antiforgery, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
+
+        // The same limits as the API's password grant (SPEC §4), checked before the user is looked up.
+        await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
+        if (attempt.IsThrottled)
+            return LoginPage(http, antiforgery, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
+
+        var normalized = User.Normalize(username);
+        var user = username.Length <= 64
+            ? await db.Users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized && u.Kind == PrincipalKind.User, http.RequestAborted)
+            : null;
+        // Unknown users go through a dummy hash too: neither the answer nor its timing tells whether the user exists.
+        var check = await hasher.VerifyAsync(user?.PasswordHash, password.Length <= PasswordHasher.MaxLength ? password : "", http.RequestAborted);
+        if (check == PasswordCheck.Failed || user is null || user.IsDisabled)
+        {
+            await attempt.RecordFailureAsync();
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginFailed, username.Length <= 64 ? username : username[..64] + "…", user?.Id,
+                details: new { path = "web", reason = user is null ? "unknown user" : user.IsDisabled && check != PasswordCheck.Failed ? "disabled" : "wrong password" }));
+            await db.SaveChangesAsync(http.RequestAborted);
+            return LoginPage(http, antiforgery, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
+        }
+        await attempt.RecordSuccessAsync();
+        if (check == PasswordCheck.SuccessRehashNeeded)
+            user.PasswordHash = await hasher.HashAsync(password, http.RequestAborted);
+
+        var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));
+        await db.SaveChangesAsync(http.RequestAborted);
+        http.Response.Cookies.Append(SessionStore.CookieName(http.Request.IsHttps), id, new CookieOptions
+        {
+            HttpOnly = true,
+            SameSite = SameSiteMode.Lax,
+            Secure = http.Request.IsHttps,
+            Path = "/",
+            Expires = expires,
+            IsEssential = true,
+        });
+        // 303: the browser follows with a GET, and a reload does not post the password again.
+        http.Response.Headers.Location = SafeReturnUrl(returnUrl) ?? "/";
+        return Results.StatusCode(StatusCodes.Status303SeeOther);
+    }
+
+    /// <summary>GET never changes state: it shows a button that posts the logout.</summary>
+    private static IResult LogoutForm(HttpContext http, IAntiforgery antiforgery)
+    {
+        if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session })
+            return Results.Redirect("/login");
+        return Page(http, "Log out — Portcullis", "<h1>Log out</h1>" + LogoutButton(antiforgery.GetAndStoreTokens(http)));
+    }
+
+    private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery antiforgery, SessionStore sessions, InvalidationBus bus, AuditLog audit, PortcullisDb db)
+    {
+        if (!await antiforgery.IsRequestValidAsync(http))
+            return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the page and try again.");
+        var name = SessionStore.CookieName(http.Request.IsHttps);
+        if (http.Request.Cookies[name] is { Length: > 0 } id)
+        {
+            await sessions.RevokeAsync(id, bus, http.RequestAborted);
+            if (http.Features.Get<Credential>() is { } credential)
+            {
+                db.AuditEvents.Add(audit.Create(http, AuditEvents.Logout, credential.Owner.Name, credential.Owner.Id));
+                await db.SaveChangesAsync(http.RequestAborted);
+            }
+        }
+        http.Response.Cookies.Delete(name, new CookieOptions { Path = "/", Secure = http.Request.IsHttps, SameSite = SameSiteMode.Lax, HttpOnly = true });
+        http.Response.Headers.Location = "/login";
+        return Results.StatusCode(StatusCodes.Status303SeeOther);
+    }
+
+    private static string LogoutButton(AntiforgeryTokenSet tokens) =>
+        $"<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"{H(tokens.FormFieldName)}\" value=\"{H(tokens.RequestToken!)}\"><button type=\"submit\">Log out</button></form>";
+
+    /// <summary>
+    /// A return URL is followed only when it is a path on this site: it starts with one '/', and neither it
+    /// nor its decoded form holds a backslash or a control character (browsers drop tabs and newlines, so
+    /// <c>/%09/evil</c> would become <c>//evil</c>, another host).
+    /// </summary>
+    internal static string? SafeReturnUrl(string? url)
+    {
+        if (string.IsNullOrEmpty(url) || url.Length > 2048)
+            return null;
+        string decoded;
+        try
+        {
+            decoded = Uri.UnescapeDataString(url);
+        }
+        catch (UriFormatException)
+        {
+            return null;
+        }
+        foreach (var candidate in (ReadOnlySpan<string>)[url, decoded])
+        {
+            if (candidate.Length == 0 || candidate[0] != '/' || (candidate.Length > 1 && candidate[1] is '/' or '\\')
+                || candidate.Contains('\\') || candidate.Any(c => char.IsControl(c) || c == '\u2028' || c == '\u2029'))
+                return null;
+        }
+        return url;
+    }
+
+    /// <summary>Every page: the stylesheet, and the headers of SPEC §9 (no inline script, no framing).</summary>
+    private static IResult Page(HttpContext http, string title, string body, int status = StatusCodes.Status200OK)
+    {
+        var headers = http.Response.Headers;
+        headers.ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+        headers.XFrameOptions = "DENY";
+        headers["Referrer-Policy"] = "no-referrer";
+        headers.CacheControl = "no-store";
+        var html = $"""
+            <!doctype html>
+            <html lang="en">
+            <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>{H(title)}</title><link rel="stylesheet" href="/static/portcullis.css"></head>
+            <body><main>
+            {body}
+            </main></body>
+            </html>
+            """;
+        return Results.Content(html, "text/html; charset=utf-8", Encoding.UTF8, status);
+    }
+
+    private static string H(string s) => HtmlEncoder.Default.Encode(s);
+
+    private const string Stylesheet = """
+        :root { color-scheme: light dark; font-family: system-ui, sans-serif; line-height: 1.5; }
+        body { margin: 0; }
+        main { max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
+        label { display: block; margin-top: 1rem; font-weight: 600; }
+        input { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
+        button { margin-top: 1rem; padding: .5rem 1.25rem; font-size: 1rem; cursor: pointer; }
+        button:focus-visible, input:focus-visible, a:focus-visible { outline: 3px solid #3b82f6; outline-offset: 2px; }
+        .error { color: #b91c1c; font-weight: 600; }
+        """;
+}
