@@ -143,6 +143,22 @@ public abstract class LoginThrottleTests(PortcullisServer server)
     }
 
     [Fact]
+    public async Task WrongPasswordsAtTheWebLoginCountTowardsTheSameLimitAsTheApi()
+    {
+        var (username, password, _) = await server.CreateUserAsync();
+        using var browser = new Browser(server.BaseAddress);
+        for (var i = 0; i < Limit; i++)
+            Assert.Equal(HttpStatusCode.BadRequest, (await browser.LogInAsync(username, WrongPassword)).StatusCode);
+        // Locked on the API too, and on the web with the right password.
+        using (var api = await LoginAsync(username, password))
+            Assert.Equal(HttpStatusCode.TooManyRequests, api.StatusCode);
+        using var web = await browser.LogInAsync(username, password);
+        Assert.Equal(HttpStatusCode.TooManyRequests, web.StatusCode);
+        Assert.Contains("Try again in", await web.Content.ReadAsStringAsync());
+        Assert.InRange(int.Parse(web.Header("Retry-After")), 1, 15 * 60);
+    }
+
+    [Fact]
     public async Task WrongCurrentPasswordsAtMePasswordCountTowardsTheSameLimit()
     {
         var (username, password, token) = await server.CreateUserAsync();
