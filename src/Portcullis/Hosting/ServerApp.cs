@@ -347,12 +347,35 @@ internal static class ServerApp
         if (path.StartsWithSegments("/api") || path.StartsWithSegments("/auth"))
         {
             headers.CacheControl = "no-store";
+            // A JSON body in a charset .NET does not know would fail deep in model binding; say so up front.
+            if (context.Request.ContentType is { } type && Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(type, out var media)
+                && media.Charset.HasValue && !IsKnownCharset(media.Charset.Value))
+            {
+                await ProblemResponses.WriteAsync(context, StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
+                    $"The charset '{Truncate(media.Charset.Value, 40)}' is not supported. Send UTF-8.");
+                return;
+            }
             // Management and auth bodies are small; a megabyte is generous and keeps memory bounded.
             if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
                 limit.MaxRequestBodySize = 1024 * 1024;
         }
         await next();
     }
+
+    private static bool IsKnownCharset(string charset)
+    {
+        try
+        {
+            _ = System.Text.Encoding.GetEncoding(charset.Trim('"'));
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    private static string Truncate(string s, int max) => s.Length <= max ? s : s[..max] + "…";
 
     /// <summary>Every unexpected failure becomes a problem document without internals; the database being down is a 503.</summary>
     private static async Task HandleExceptionAsync(HttpContext context)
@@ -367,6 +390,10 @@ internal static class ServerApp
                     StatusCodes.Status415UnsupportedMediaType => "Unsupported media type",
                     _ => "Bad request",
                 }, SafeBadRequestMessage(bad));
+                break;
+            case InvalidOperationException json when json.Message.StartsWith("Unable to read the request as JSON", StringComparison.Ordinal):
+                await ProblemResponses.WriteAsync(context, StatusCodes.Status415UnsupportedMediaType, "Unsupported media type",
+                    "Send the body as application/json in UTF-8.");
                 break;
             case PasswordHasherBusyException:
                 context.Response.Headers.RetryAfter = "5";

@@ -38,13 +38,26 @@ internal static class WebPages
         if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session }
             && http.Request.Path.StartsWithSegments("/api")
             && !(HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method) || HttpMethods.IsOptions(http.Request.Method))
-            && !await http.RequestServices.GetRequiredService<IAntiforgery>().IsRequestValidAsync(http))
+            && !await IsValidAsync(http.RequestServices.GetRequiredService<IAntiforgery>(), http))
         {
             await ProblemResponses.WriteAsync(http, StatusCodes.Status400BadRequest, "Bad request",
                 "A request made with the web session needs the antiforgery token in the X-CSRF-Token header.");
             return;
         }
         await next();
+    }
+
+    /// <summary>A malformed form (no boundary, a key too long, NUL characters) is an invalid request, not a server error.</summary>
+    private static async Task<bool> IsValidAsync(IAntiforgery antiforgery, HttpContext http)
+    {
+        try
+        {
+            return await antiforgery.IsRequestValidAsync(http);
+        }
+        catch (Exception e) when (e is AntiforgeryValidationException or InvalidDataException or BadHttpRequestException or IOException)
+        {
+            return false;
+        }
     }
 
     private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry)
@@ -101,7 +114,7 @@ internal static class WebPages
     {
         if (!http.Request.HasFormContentType)
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "Send the login form.");
-        if (!await antiforgery.IsRequestValidAsync(http))
+        if (!await IsValidAsync(antiforgery, http))
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the login page and try again.");
         var form = await http.Request.ReadFormAsync(http.RequestAborted);
         var username = form["username"].ToString().Trim();
@@ -160,7 +173,7 @@ internal static class WebPages
 
     private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery antiforgery, SessionStore sessions, InvalidationBus bus, AuditLog audit, PortcullisDb db)
     {
-        if (!await antiforgery.IsRequestValidAsync(http))
+        if (!await IsValidAsync(antiforgery, http))
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the page and try again.");
         var name = SessionStore.CookieName(http.Request.IsHttps);
         if (http.Request.Cookies[name] is { Length: > 0 } id)
