@@ -155,6 +155,23 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
         Assert.Equal(HttpStatusCode.OK, (await a.Client().SendAsync(onA)).StatusCode);
     }
 
+    [Fact]
+    public async Task FailedLoginsOnOneInstanceCountOnTheOther()
+    {
+        var (username, password, _) = await a.CreateUserAsync();
+        // The default limit: 10 wrong passwords per username in 15 minutes, whichever instance sees them.
+        for (var i = 0; i < 10; i++)
+        {
+            var target = i % 2 == 0 ? a : _b;
+            using var wrong = await target.Client().PostAsJsonAsync("/auth/token", new { username, password = "wrong-password-x" });
+            Assert.Equal(HttpStatusCode.BadRequest, wrong.StatusCode);
+        }
+        using var onA = await a.Client().PostAsJsonAsync("/auth/token", new { username, password });
+        using var onB = await _b.Client().PostAsJsonAsync("/auth/token", new { username, password });
+        Assert.Equal(HttpStatusCode.TooManyRequests, onA.StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, onB.StatusCode);
+    }
+
     /// <summary>Polls every 10 ms (bounded to 5 s) until the credential is refused; returns the time since <paramref name="since"/>.</summary>
     private static async Task<TimeSpan> UntilUnauthorizedAsync(HttpClient client, Stopwatch? since = null)
     {

@@ -25,6 +25,9 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
                 ["Gateway:Services:0:Name"] = "app", ["Gateway:Services:0:Version"] = "1", ["Gateway:Services:0:Upstream"] = "http://127.0.0.1:9",
             });
         await server.InitializeAsync();
+        await using var second = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = cluster.ConnectionString, ["PublicUrl"] = server.BaseAddress.ToString().TrimEnd('/') });
+        await second.InitializeAsync();
         var admin = await server.AdminTokenAsync();
         var (username, password, valid) = await server.CreateUserAsync();
         var revoked = await server.CreateTokenAsync(admin, new { name = "to-revoke" });
@@ -85,6 +88,20 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
         Assert.True(recovered is not null && recovered <= TimeSpan.FromSeconds(5), $"not recovered within 5 s (after {watch.Elapsed})");
         Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(revoked).GetAsync("/api/v1/me")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await server.Client(valid).GetAsync("/api/v1/me")).StatusCode);
+
+        // The second instance's LISTEN connection broke with the outage and came back by itself:
+        // a revocation on the first instance reaches it again, fast.
+        // (Past the listener's reconnect delay, so that what arrives is a notification, not the clean-up of a reconnect.)
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        using var onSecond = second.Client(valid);
+        Assert.Equal(HttpStatusCode.OK, (await onSecond.GetAsync("/api/v1/me")).StatusCode);
+        var validId = (await (await server.Client(valid).GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        var revokedAt = Stopwatch.StartNew();
+        Assert.Equal(HttpStatusCode.NoContent, (await server.Client(admin).DeleteAsync($"/api/v1/tokens/{validId}")).StatusCode);
+        while (revokedAt.Elapsed < TimeSpan.FromSeconds(5) && (await onSecond.GetAsync("/api/v1/me")).StatusCode != HttpStatusCode.Unauthorized)
+            await Task.Delay(10);
+        output.WriteLine($"after the outage, a revocation on the first instance reached the second in {revokedAt.Elapsed.TotalMilliseconds:F0} ms");
+        Assert.True(revokedAt.Elapsed < TimeSpan.FromSeconds(1), $"the second instance still accepted the revoked token after {revokedAt.Elapsed}");
 
         void Record(string what, int status)
         {

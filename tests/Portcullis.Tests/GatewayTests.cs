@@ -197,6 +197,10 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
         Assert.Equal("application/problem+json", down.Content.Headers.ContentType!.MediaType);
         using var slow = await admin.GetAsync("/services/raw_1/slow?ms=5000");
         Assert.Equal(HttpStatusCode.GatewayTimeout, slow.StatusCode);
+        // Upstream latency is in /metrics, per service.
+        var metrics = await (await Server.Client().GetAsync("/metrics")).Content.ReadAsStringAsync();
+        Assert.Contains("portcullis_upstream_request_duration_seconds_count{service=\"down\"}", metrics);
+        Assert.Contains("portcullis_upstream_request_duration_seconds_bucket{service=\"raw\",le=\"+Inf\"}", metrics);
         // The upstream's own error statuses pass through untouched.
         Assert.Equal(HttpStatusCode.Conflict, (await admin.GetAsync("/services/raw_1/status/409")).StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await admin.GetAsync("/services/raw_1/status/503")).StatusCode);
