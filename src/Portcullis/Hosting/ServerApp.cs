@@ -12,6 +12,7 @@ using Portcullis.Auth;
 using Portcullis.Clients;
 using Portcullis.Data;
 using Portcullis.Gateway;
+using Portcullis.Services;
 using Portcullis.Web;
 using Portcullis.Security;
 using Portcullis.Tokens;
@@ -61,6 +62,11 @@ internal static class ServerApp
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
         services.AddOptions<GatewayOptions>().Bind(configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
         services.AddOptions<WebOptions>().Bind(configuration.GetSection(WebOptions.Section));
+        services.AddOptions<ServicesOptions>().Configure(o => ServicesConfiguration.Bind(configuration, o, o.BindingErrors)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ServicesOptions>, ServicesOptionsValidator>();
+        services.AddSingleton<ServiceSync>();
+        services.AddSingleton<ManagedProcesses>();
+        services.AddHostedService(sp => sp.GetRequiredService<ManagedProcesses>());
 
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
@@ -212,6 +218,7 @@ internal static class ServerApp
         api.MapAudit();
         api.MapClients();
         api.MapKeys();
+        api.MapManagedServices();
         app.MapGroup("/api/v1").MapMe();
         app.MapServices();
         app.MapGateway();
@@ -228,6 +235,7 @@ internal static class ServerApp
         // SQLite calls complete synchronously, so initialisation gets its own thread to overlap with Kestrel.
         await Task.WhenAll(Task.Run(() => InitializeAsync(app, cancellationToken), cancellationToken), app.StartAsync(cancellationToken));
         app.Services.GetRequiredService<StartupGate>().Open();
+        app.Services.GetRequiredService<ManagedProcesses>().Begin(app.Lifetime.ApplicationStopping);
         _ = Task.Run(() => WarmUpAsync(app.Services), CancellationToken.None);
     }
 
@@ -255,6 +263,7 @@ internal static class ServerApp
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
+            await services.GetRequiredService<ServiceSync>().RunAsync(connection, cancellationToken);
             await services.GetRequiredService<ServiceRegistry>().ReloadAsync(cancellationToken);
             await DataProtectionKeys.EnsureKeyAsync(connection, database.IsPostgres, services.GetRequiredService<IKeyManager>(), cancellationToken);
         }
@@ -300,6 +309,7 @@ internal static class ServerApp
         Check<JwtOptions>();
         Check<AuthOptions>();
         Check<GatewayOptions>();
+        Check<ServicesOptions>();
         if (failures.Count > 0)
             throw new StartupException(string.Join('\n', failures));
 
