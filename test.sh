@@ -50,7 +50,7 @@ command -v dotnet >/dev/null 2>&1 ||
 command -v initdb >/dev/null 2>&1 || need_pkg '/usr/lib/postgresql/*/bin/initdb' postgresql
 need_pkg nginx nginx    # ClusterTests, NginxForwardAuthTests
 need_pkg caddy caddy    # CaddyForwardAuthTests
-# chromium goes here when the browser tests arrive.
+need_pkg chromium chromium    # WebUiTests (Playwright drives Debian's Chromium; no browser download)
 
 # The newest Debian-packaged server, else whatever initdb is on PATH (pg_ctl and postgres sit beside it).
 pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 || true)

@@ -223,6 +223,7 @@ internal static class ServerApp
         app.MapServices();
         app.MapGateway();
         app.MapWebPages();
+        app.MapTokenPages();
     }
 
     /// <summary>

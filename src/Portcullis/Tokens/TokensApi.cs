@@ -29,7 +29,7 @@ internal static class TokensApi
         return group;
     }
 
-    private static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
+    internal static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
         CreateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit,
         IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
     {
@@ -100,7 +100,7 @@ internal static class TokensApi
         return TypedResults.Created($"/api/v1/tokens/{token.Id}", CreatedTokenResponse.From(token, plaintext, owner.Username));
     }
 
-    private static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
+    internal static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, TimeProvider time, string? owner, bool? all, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
@@ -125,7 +125,7 @@ internal static class TokensApi
         return TypedResults.Ok(rows.Select(x => TokenResponse.From(x.Token, x.Owner, now)).ToArray());
     }
 
-    private static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
+    internal static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
         long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken)
     {
         var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken);
@@ -134,7 +134,7 @@ internal static class TokensApi
         return TypedResults.Ok(TokenResponse.From(found.Value.Token, found.Value.Owner, time.GetUtcNow().UtcDateTime));
     }
 
-    private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
+    internal static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
         var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken, tracked: true);
@@ -218,7 +218,7 @@ internal static class TokensApi
         return TypedResults.Ok(CreatedTokenResponse.From(successorToken, plaintext, owner));
     }
 
-    private static async Task<Results<Ok<TokenUsageResponse>, ProblemHttpResult>> UsageAsync(
+    internal static async Task<Results<Ok<TokenUsageResponse>, ProblemHttpResult>> UsageAsync(
         long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken, int days = 30)
     {
         if (days is < 1 or > 366)

@@ -25,7 +25,8 @@ internal static class WebPages
         app.MapPost("/login", LoginAsync).ExcludeFromDescription().DisableAntiforgery();
         app.MapGet("/logout", LogoutForm).ExcludeFromDescription();
         app.MapPost("/logout", LogoutAsync).ExcludeFromDescription().DisableAntiforgery();
-        app.MapGet("/static/portcullis.css", () => Results.Text(Stylesheet, "text/css; charset=utf-8")).ExcludeFromDescription();
+        app.MapGet("/static/portcullis.css", () => Results.Text(Html.Stylesheet, "text/css; charset=utf-8")).ExcludeFromDescription();
+        app.MapGet("/static/portcullis.js", () => Results.Text(Html.Script, "text/javascript; charset=utf-8")).ExcludeFromDescription();
         return app;
     }
 
@@ -48,7 +49,7 @@ internal static class WebPages
     }
 
     /// <summary>A malformed form (no boundary, a key too long, NUL characters) is an invalid request, not a server error.</summary>
-    private static async Task<bool> IsValidAsync(IAntiforgery antiforgery, HttpContext http)
+    internal static async Task<bool> IsValidAsync(IAntiforgery antiforgery, HttpContext http)
     {
         try
         {
@@ -67,7 +68,7 @@ internal static class WebPages
         var tokens = antiforgery.GetAndStoreTokens(http);
         var services = registry.All.Where(s => !s.Protected || credential.Allows(ScopeRequirement.ForService(s.Name))).ToList();
         var body = new StringBuilder();
-        body.Append($"<h1>Portcullis</h1><p>Logged in as <strong>{H(credential.Owner.Name)}</strong>{(credential.Owner.IsAdmin ? " (admin)" : "")}.</p>");
+        body.Append($"<h1>Portcullis</h1><p>Logged in as <strong>{Html.H(credential.Owner.Name)}</strong>{(credential.Owner.IsAdmin ? " (admin)" : "")}.</p>");
         body.Append("<h2>Services</h2>");
         if (services.Count == 0)
             body.Append("<p>No services you may open.</p>");
@@ -75,12 +76,12 @@ internal static class WebPages
         {
             body.Append("<ul>");
             foreach (var s in services)
-                body.Append($"<li><a href=\"/services/{H(s.Key)}/\">{H(s.Name)} {H(s.Version)}</a>{(s.Description is null ? "" : " — " + H(s.Description))}</li>");
+                body.Append($"<li><a href=\"/services/{Html.H(s.Key)}/\">{Html.H(s.Name)} {Html.H(s.Version)}</a>{(s.Description is null ? "" : " — " + Html.H(s.Description))}</li>");
             body.Append("</ul>");
         }
-        body.Append($"<meta name=\"csrf-token\" content=\"{H(tokens.RequestToken!)}\">");
+        body.Append($"<meta name=\"csrf-token\" content=\"{Html.H(tokens.RequestToken!)}\">");
         body.Append(LogoutButton(tokens));
-        return Page(http, "Portcullis", body.ToString());
+        return Html.Page(http, "Portcullis", body.ToString());
     }
 
     private static IResult LoginForm(HttpContext http, IAntiforgery antiforgery, string? returnUrl = null)
@@ -95,10 +96,10 @@ internal static class WebPages
         var tokens = antiforgery.GetAndStoreTokens(http);
         var body = $"""
             <h1>Log in to Portcullis</h1>
-            {(error is null ? "" : $"<p class=\"error\" role=\"alert\" id=\"login-error\">{H(error)}</p>")}
+            {(error is null ? "" : $"<p class=\"error\" role=\"alert\" id=\"login-error\">{Html.H(error)}</p>")}
             <form method="post" action="/login">
-              <input type="hidden" name="{H(tokens.FormFieldName)}" value="{H(tokens.RequestToken!)}">
-              <input type="hidden" name="returnUrl" value="{H(SafeReturnUrl(returnUrl) ?? "")}">
+              <input type="hidden" name="{Html.H(tokens.FormFieldName)}" value="{Html.H(tokens.RequestToken!)}">
+              <input type="hidden" name="returnUrl" value="{Html.H(SafeReturnUrl(returnUrl) ?? "")}">
               <label for="username">Username</label>
               <input id="username" name="username" autocomplete="username" required maxlength="64" autofocus>
               <label for="password">Password</label>
@@ -106,7 +107,7 @@ internal static class WebPages
               <button type="submit">Log in</button>
             </form>
             """;
-        return Page(http, "Log in — Portcullis", body, status);
+        return Html.Page(http, "Log in — Portcullis", body, status);
     }
 
     private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery antiforgery, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle,
@@ -168,7 +169,7 @@ internal static class WebPages
     {
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session })
             return Results.Redirect("/login");
-        return Page(http, "Log out — Portcullis", "<h1>Log out</h1>" + LogoutButton(antiforgery.GetAndStoreTokens(http)));
+        return Html.Page(http, "Log out — Portcullis", "<h1>Log out</h1>" + LogoutButton(antiforgery.GetAndStoreTokens(http)));
     }
 
     private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery antiforgery, SessionStore sessions, InvalidationBus bus, AuditLog audit, PortcullisDb db)
@@ -190,8 +191,8 @@ internal static class WebPages
         return Results.StatusCode(StatusCodes.Status303SeeOther);
     }
 
-    private static string LogoutButton(AntiforgeryTokenSet tokens) =>
-        $"<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"{H(tokens.FormFieldName)}\" value=\"{H(tokens.RequestToken!)}\"><button type=\"submit\">Log out</button></form>";
+    internal static string LogoutButton(AntiforgeryTokenSet tokens) =>
+        $"<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"{Html.H(tokens.FormFieldName)}\" value=\"{Html.H(tokens.RequestToken!)}\"><button type=\"submit\">Log out</button></form>";
 
     /// <summary>
     /// A return URL is followed only when it is a path on this site: it starts with one '/', and neither it
@@ -220,37 +221,4 @@ internal static class WebPages
         return url;
     }
 
-    /// <summary>Every page: the stylesheet, and the headers of SPEC §9 (no inline script, no framing).</summary>
-    private static IResult Page(HttpContext http, string title, string body, int status = StatusCodes.Status200OK)
-    {
-        var headers = http.Response.Headers;
-        headers.ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-        headers.XFrameOptions = "DENY";
-        headers["Referrer-Policy"] = "no-referrer";
-        headers.CacheControl = "no-store";
-        var html = $"""
-            <!doctype html>
-            <html lang="en">
-            <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>{H(title)}</title><link rel="stylesheet" href="/static/portcullis.css"></head>
-            <body><main>
-            {body}
-            </main></body>
-            </html>
-            """;
-        return Results.Content(html, "text/html; charset=utf-8", Encoding.UTF8, status);
-    }
-
-    private static string H(string s) => HtmlEncoder.Default.Encode(s);
-
-    private const string Stylesheet = """
-        :root { color-scheme: light dark; font-family: system-ui, sans-serif; line-height: 1.5; }
-        body { margin: 0; }
-        main { max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
-        label { display: block; margin-top: 1rem; font-weight: 600; }
-        input { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
-        button { margin-top: 1rem; padding: .5rem 1.25rem; font-size: 1rem; cursor: pointer; }
-        button:focus-visible, input:focus-visible, a:focus-visible { outline: 3px solid #3b82f6; outline-offset: 2px; }
-        .error { color: #b91c1c; font-weight: 600; }
-        """;
 }
