@@ -76,6 +76,33 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     }
 
     [Fact]
+    public async Task ATokensPageShowsItsUsageChartLastUseAndEventsAndSoonExpiringTokensStandOut()
+    {
+        var (username, password, token) = await Server.CreateUserAsync();
+        var soon = await Server.CreateTokenAsync(token, new { name = "short-lived", expires_in_days = 3 });
+        for (var i = 0; i < 4; i++)
+            Assert.Equal(HttpStatusCode.OK, (await Server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        await Task.Delay(600); // usage is written behind (every 0.2 s in the tests)
+
+        var page = await NewPageAsync();
+        await page.GotoAsync("/login");
+        await LogInAsync(page, username, password);
+        await page.GotoAsync("/tokens");
+        Assert.Contains("(soon)", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = "short-lived" }).InnerTextAsync());
+        Assert.Equal(1, await page.Locator("tr:has-text('short-lived') .soon").CountAsync());
+
+        await page.GetByRole(AriaRole.Link, new() { Name = "default", Exact = true }).ClickAsync();
+        Assert.Matches("/tokens/[0-9]+$", page.Url);
+        var chart = page.GetByRole(AriaRole.Img, new() { Name = "Requests per day" });
+        Assert.Equal(30, await chart.Locator("rect").CountAsync());
+        Assert.Contains("5 requests in the last 30 days", await page.ContentAsync()); // one to create short-lived, four to ask who it is
+        Assert.Contains("from 127.0.0.1", await page.ContentAsync());
+        Assert.Contains("token.created", await page.ContentAsync());
+        await ScreenshotAsync(page, "token-detail");
+        Assert.DoesNotContain(soon, await page.ContentAsync());
+    }
+
+    [Fact]
     public async Task ValidationErrorsAreShownNextToTheirField()
     {
         var (username, password, _) = await Server.CreateUserAsync();
@@ -141,4 +168,113 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         await page.Keyboard.PressAsync("Tab");
         Assert.NotEqual("BODY", await page.EvaluateAsync<string>("document.activeElement.tagName"));
     }
+}
+
+/// <summary>SPEC §9 administration in a real browser.</summary>
+public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser) : IClassFixture<GatewayFixture>, IClassFixture<BrowserFixture>
+{
+    private PortcullisServer Server => fixture.Server;
+
+    private async Task<IPage> AdminPageAsync()
+    {
+        var context = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = Server.BaseAddress.ToString(), ViewportSize = new ViewportSize { Width = 1280, Height = 900 } });
+        var page = await context.NewPageAsync();
+        await page.GotoAsync("/login");
+        await page.GetByLabel("Username").FillAsync("admin");
+        await page.GetByLabel("Password").FillAsync(PortcullisServer.AdminPassword);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
+        return page;
+    }
+
+    private static Task ScreenshotAsync(IPage page, string name) =>
+        page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(BrowserFixture.Screenshots, name + ".png"), FullPage = true });
+
+    [Fact]
+    public async Task AnAdminCreatesAUserMakesThemAdminResetsTheirPasswordAndDisablesThem()
+    {
+        var page = await AdminPageAsync();
+        await page.GetByRole(AriaRole.Link, new() { Name = "Users" }).ClickAsync();
+        var name = "ui-" + Guid.NewGuid().ToString("N")[..8];
+        const string password = "ui-password-123456";
+        PortcullisServer.Secrets.Add(password);
+        await page.GetByLabel("Username").FillAsync(name);
+        await page.GetByLabel("Password", new() { Exact = true }).FillAsync(password);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create user" }).ClickAsync();
+        await page.GetByText($"User {name} created.").WaitForAsync();
+        Assert.Equal(HttpStatusCode.OK, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password))).StatusCode);
+
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Make admin {name}" }).ClickAsync();
+        Assert.Contains("yes", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());
+        await page.GetByLabel($"New password for {name}").FillAsync(password + "-reset");
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Reset password of {name}" }).ClickAsync();
+        PortcullisServer.Secrets.Add(password + "-reset");
+        Assert.Equal(HttpStatusCode.OK, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Disable {name}" }).ClickAsync();
+        Assert.Contains("disabled", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());
+        Assert.Equal(HttpStatusCode.BadRequest, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
+        await ScreenshotAsync(page, "admin-users");
+    }
+
+    [Fact]
+    public async Task AnAdminRegistersAServiceCreatesAClientAndReadsTokensAndTheAuditLog()
+    {
+        var page = await AdminPageAsync();
+        await page.GotoAsync("/admin/services");
+        var service = "svc-" + Guid.NewGuid().ToString("N")[..6];
+        await page.GetByLabel("Service name").FillAsync(service);
+        await page.GetByLabel("Version").FillAsync("1.0");
+        await page.GetByLabel("Upstream URL").FillAsync(fixture.Upstream.Url + "/echo");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Register service" }).ClickAsync();
+        await page.GetByText($"Service {service}_1.0 registered.").WaitForAsync();
+        Assert.Equal(HttpStatusCode.OK, (await Server.Client(await Server.AdminTokenAsync()).GetAsync($"/services/{service}_1.0/x")).StatusCode);
+        await ScreenshotAsync(page, "admin-services");
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Remove {service}_1.0" }).ClickAsync();
+        await page.GetByText($"Service {service}_1.0 removed.").WaitForAsync();
+        Assert.Equal(HttpStatusCode.NotFound, (await Server.Client(await Server.AdminTokenAsync()).GetAsync($"/services/{service}_1.0/x")).StatusCode);
+
+        await page.GotoAsync("/admin/clients");
+        await page.GetByLabel("Client name").FillAsync("ui-client");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create client" }).ClickAsync();
+        var clientId = await page.GetByLabel("Client ID").InputValueAsync();
+        var secret = await page.GetByLabel("Client secret").InputValueAsync();
+        PortcullisServer.Secrets.Add(secret);
+        Assert.StartsWith("pcc_", secret);
+        await Server.ClientTokenAsync(new OAuthHelpers.ClientCredentials(clientId, secret));
+        await page.ReloadAsync();
+        Assert.DoesNotContain(secret, await page.ContentAsync()); // shown once
+        await ScreenshotAsync(page, "admin-clients");
+
+        var (owner, _, _) = await Server.CreateUserAsync();
+        await page.GotoAsync("/admin/tokens");
+        await page.GetByLabel("Owner").FillAsync(owner);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter" }).ClickAsync();
+        var rows = page.GetByRole(AriaRole.Row);
+        Assert.Equal(2, await rows.CountAsync()); // the header and the user's one token
+        Assert.Contains(owner, await rows.Nth(1).InnerTextAsync());
+        await ScreenshotAsync(page, "admin-tokens");
+
+        await page.GotoAsync("/admin/audit?limit=5");
+        Assert.Contains("client.created", await page.ContentAsync());
+        await page.GetByRole(AriaRole.Link, new() { Name = "Older events" }).ClickAsync();
+        Assert.Contains("before=", page.Url);
+        await ScreenshotAsync(page, "admin-audit");
+    }
+
+    [Fact]
+    public async Task PeopleWhoAreNotAdminsGetNoAdministration()
+    {
+        var (username, password, _) = await Server.CreateUserAsync();
+        var context = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = Server.BaseAddress.ToString() });
+        var page = await context.NewPageAsync();
+        await page.GotoAsync("/login");
+        await page.GetByLabel("Username").FillAsync(username);
+        await page.GetByLabel("Password").FillAsync(password);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
+        Assert.Equal(0, await page.GetByRole(AriaRole.Link, new() { Name = "Users" }).CountAsync());
+        var response = await page.GotoAsync("/admin/users");
+        Assert.Equal(403, response!.Status);
+    }
+
+    private static StringContent JsonBody(string username, string password) =>
+        new(JsonSerializer.Serialize(new { username, password }), System.Text.Encoding.UTF8, "application/json");
 }

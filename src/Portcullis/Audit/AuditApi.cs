@@ -24,7 +24,7 @@ internal static class AuditApi
         return api;
     }
 
-    private static async Task<Results<Ok<AuditPage>, ProblemHttpResult>> ListAsync(
+    internal static async Task<Results<Ok<AuditPage>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, CancellationToken cancellationToken, int limit = 100, long? before = null)
     {
         if (limit is < 1 or > 1000)

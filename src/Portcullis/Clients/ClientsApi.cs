@@ -24,7 +24,7 @@ internal static class ClientsApi
         return group;
     }
 
-    private static async Task<Results<Created<ClientSecretResponse>, ProblemHttpResult>> CreateAsync(
+    internal static async Task<Results<Created<ClientSecretResponse>, ProblemHttpResult>> CreateAsync(
         CreateClientRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, TimeProvider time,
         CancellationToken cancellationToken)
     {
@@ -87,7 +87,7 @@ internal static class ClientsApi
     }
 
     /// <summary>Your own clients; an admin sees everyone's, or one owner's with <c>?owner=NAME</c>.</summary>
-    private static async Task<Results<Ok<ClientResponse[]>, ProblemHttpResult>> ListAsync(
+    internal static async Task<Results<Ok<ClientResponse[]>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, string? owner, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
@@ -118,7 +118,7 @@ internal static class ClientsApi
     }
 
     /// <summary>Deletes the client: its secret and every access token issued to it stop working at once, on every instance.</summary>
-    private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
         string clientId, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
     {
         var found = await FindVisibleAsync(clientId, http.Credential(), db, cancellationToken);

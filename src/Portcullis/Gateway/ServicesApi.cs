@@ -39,7 +39,7 @@ internal static class ServicesApi
             .ToArray());
     }
 
-    private static async Task<Results<Created<ServiceResponse>, ProblemHttpResult>> RegisterAsync(
+    internal static async Task<Results<Created<ServiceResponse>, ProblemHttpResult>> RegisterAsync(
         RegisterServiceRequest? request, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus, AuditLog audit,
         TimeProvider time, CancellationToken cancellationToken)
     {
@@ -78,7 +78,7 @@ internal static class ServicesApi
         return TypedResults.Created($"/api/v1/services/{entry.Key}", ToResponse(entry, admin: true));
     }
 
-    private static async Task<Results<NoContent, ProblemHttpResult>> RemoveAsync(
+    internal static async Task<Results<NoContent, ProblemHttpResult>> RemoveAsync(
         string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken)
     {
         var separator = key.IndexOf('_');

@@ -224,6 +224,7 @@ internal static class ServerApp
         app.MapGateway();
         app.MapWebPages();
         app.MapTokenPages();
+        app.MapAdminPages();
     }
 
     /// <summary>

@@ -53,7 +53,7 @@ internal static partial class UsersApi
             new MeAuth(c.Kind, c.TokenId, c.Effective.ToNames().ToArray(), c.ClientId)));
     }
 
-    private static async Task<Ok<UserResponse[]>> ListAsync(PortcullisDb db, CancellationToken cancellationToken)
+    internal static async Task<Ok<UserResponse[]>> ListAsync(PortcullisDb db, CancellationToken cancellationToken)
     {
         var users = await db.Users.AsNoTracking().OrderBy(u => u.NormalizedUsername).ToListAsync(cancellationToken);
         return TypedResults.Ok(users.Select(UserResponse.From).ToArray());
@@ -65,7 +65,7 @@ internal static partial class UsersApi
         return user is null ? NotFound(name) : TypedResults.Ok(UserResponse.From(user));
     }
 
-    private static async Task<Results<Created<UserResponse>, ProblemHttpResult>> CreateAsync(
+    internal static async Task<Results<Created<UserResponse>, ProblemHttpResult>> CreateAsync(
         CreateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time,
         CancellationToken cancellationToken)
     {
@@ -106,7 +106,7 @@ internal static partial class UsersApi
         return TypedResults.Created($"/api/v1/users/{user.Username}", UserResponse.From(user));
     }
 
-    private static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> UpdateAsync(
+    internal static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> UpdateAsync(
         string name, UpdateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
         InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
@@ -155,7 +155,7 @@ internal static partial class UsersApi
         return TypedResults.Ok(UserResponse.From(user));
     }
 
-    private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
         string name, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
     {
         var user = await FindAsync(db, name, cancellationToken, tracked: true);

@@ -70,6 +70,7 @@ internal static class Html
         form.inline { display: inline; }
         .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
         select { padding: .5rem; font-size: 1rem; }
+        input.short { width: 12rem; }
         @media (max-width: 40rem) { nav .who { margin-left: 0; } th, td { padding: .3rem; } }
         """;
 
