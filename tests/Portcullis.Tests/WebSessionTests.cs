@@ -187,3 +187,49 @@ public sealed class WebSessionTests(GatewayFixture fixture) : IClassFixture<Gate
         Assert.DoesNotContain("portcullis=", headers.TryGetProperty("cookie", out var cookie) ? cookie.GetString() : "");
     }
 }
+
+public sealed class HttpsPublicUrlServer() : PortcullisServer(Provider.Sqlite, new() { ["PublicUrl"] = "https://auth.portcullis.test" });
+
+/// <summary>SPEC §9: under HTTPS (here: behind a trusted proxy that terminates TLS and sends X-Forwarded-Proto), cookies are Secure and __Host-.</summary>
+public sealed class SecureCookieTests(HttpsPublicUrlServer server) : IClassFixture<HttpsPublicUrlServer>
+{
+    [Fact]
+    public async Task SessionAndAntiforgeryCookiesAreSecureHostCookies()
+    {
+        var (username, password, _) = await server.CreateUserAsync();
+        using var client = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false, UseCookies = false }) { BaseAddress = server.BaseAddress };
+        // The tests connect from loopback, a trusted proxy by default.
+        client.DefaultRequestHeaders.Add("X-Forwarded-Proto", "https");
+        using var form = await client.GetAsync("/login");
+        Assert.Equal(HttpStatusCode.OK, form.StatusCode);
+        var antiforgery = form.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("__Host-portcullis-antiforgery=", StringComparison.Ordinal));
+        Assert.Contains("secure", antiforgery, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("path=/", antiforgery, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("domain=", antiforgery, StringComparison.OrdinalIgnoreCase);
+
+        // HttpClient keeps Secure cookies away from http://, so the login is posted by hand.
+        var html = await form.Content.ReadAsStringAsync();
+        using var login = new HttpRequestMessage(HttpMethod.Post, "/login")
+        {
+            Content = new FormUrlEncodedContent([new("csrf_token", Browser.CsrfToken(html)), new("username", username), new("password", password), new("returnUrl", "")]),
+        };
+        login.Headers.Add("Cookie", antiforgery.Split(';')[0]);
+        using var response = await client.SendAsync(login);
+        Assert.Equal(HttpStatusCode.SeeOther, response.StatusCode);
+        var session = response.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("__Host-portcullis=", StringComparison.Ordinal));
+        Assert.Contains("secure", session, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("httponly", session, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("samesite=lax", session, StringComparison.OrdinalIgnoreCase);
+        // And that cookie is the credential.
+        using var me = new HttpRequestMessage(HttpMethod.Get, "/api/v1/me");
+        me.Headers.Add("Cookie", session.Split(';')[0]);
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(me)).StatusCode);
+
+        // Without X-Forwarded-Proto the request is plain HTTP: pages are served over HTTPS only, so it is redirected there.
+        using var plain = new HttpClient(new HttpClientHandler { UseCookies = false, AllowAutoRedirect = false }) { BaseAddress = server.BaseAddress };
+        using var plainForm = await plain.GetAsync("/login?returnUrl=%2Ftokens");
+        Assert.Equal(HttpStatusCode.PermanentRedirect, plainForm.StatusCode);
+        Assert.Equal("https://auth.portcullis.test/login?returnUrl=%2Ftokens", plainForm.Headers.Location!.OriginalString);
+        Assert.False(plainForm.Headers.Contains("Set-Cookie"));
+    }
+}

@@ -67,7 +67,7 @@ internal sealed class CredentialAuthenticationHandler(
     /// <summary>The web UI's session cookie, when no Authorization header was sent (SPEC §4).</summary>
     private async Task<AuthenticateResult> AuthenticateSessionAsync()
     {
-        var id = Request.Cookies[SessionStore.CookieName(Request.IsHttps)];
+        var id = Request.Cookies[SessionStore.CookieName(SessionStore.IsSecure(Context))];
         if (string.IsNullOrEmpty(id))
             return AuthenticateResult.NoResult();
         var result = await sessions.VerifyAsync(id, Context.RequestAborted);

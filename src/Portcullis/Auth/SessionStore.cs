@@ -29,6 +29,12 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
 
     public static string CookieName(bool https) => https ? "__Host-portcullis" : "portcullis";
 
+    /// <summary>
+    /// Whether cookies must be <c>Secure</c> and <c>__Host-</c>: the request came over HTTPS, directly or through a
+    /// trusted proxy that terminates TLS and says so with <c>X-Forwarded-Proto: https</c>.
+    /// </summary>
+    public static bool IsSecure(HttpContext http) => http.Request.IsHttps;
+
     public static TokenDigest Digest(string id) => TokenFormat.Digest(id);
 
     public async Task<(string Id, DateTime ExpiresAt)> CreateAsync(User user, HttpContext http, CancellationToken cancellationToken)

@@ -59,7 +59,7 @@ internal sealed class Forwarder : IDisposable
     /// <summary>Cookies of Portcullis's own session, removed from what the upstream receives.</summary>
     internal static bool IsPortcullisCookie(string name) =>
         name.Equals("portcullis", StringComparison.Ordinal) || name.Equals("__Host-portcullis", StringComparison.Ordinal)
-        || name.Equals("portcullis-antiforgery", StringComparison.Ordinal) || name.StartsWith(".AspNetCore.Antiforgery", StringComparison.Ordinal);
+        || name.Equals("portcullis-antiforgery", StringComparison.Ordinal) || name.Equals("__Host-portcullis-antiforgery", StringComparison.Ordinal) || name.StartsWith(".AspNetCore.Antiforgery", StringComparison.Ordinal);
 
     /// <summary>Whether a client-sent header pretends to be one of ours, in any case and with '_' or '-'.</summary>
     internal static bool IsIdentityHeader(string name)

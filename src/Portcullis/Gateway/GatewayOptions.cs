@@ -101,6 +101,8 @@ internal sealed class TrustedProxies(IOptions<GatewayOptions> options)
         .Select(p => IPNetwork.TryParse(p, out var n) ? n : new IPNetwork(IPAddress.Parse(p), IPAddress.Parse(p).GetAddressBytes().Length * 8))
         .ToArray();
 
+    public IReadOnlyList<IPNetwork> Networks => _networks;
+
     public bool Contains(IPAddress? address)
     {
         if (address is null)

@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.HttpOverrides;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.Features;
@@ -111,15 +112,19 @@ internal static class ServerApp
         // The key ring is in the database, shared by every instance (Data/DataProtectionKeys.cs).
         services.AddSingleton<DataProtectionKeys>();
         services.AddDataProtection().SetApplicationName("portcullis");
-        services.AddAntiforgery(o =>
+        services.AddOptions<Microsoft.AspNetCore.Antiforgery.AntiforgeryOptions>().Configure<PublicUrl>((o, url) =>
         {
-            o.Cookie.Name = "portcullis-antiforgery";
+            // Under HTTPS (or behind a proxy that terminates it, per PublicUrl): Secure and __Host-, like the session cookie.
+            var https = url.Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+            o.Cookie.Name = https ? "__Host-portcullis-antiforgery" : "portcullis-antiforgery";
+            o.Cookie.SecurePolicy = https ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest;
             o.Cookie.SameSite = SameSiteMode.Strict;
             o.Cookie.HttpOnly = true;
-            o.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+            o.Cookie.Path = "/";
             o.HeaderName = "X-CSRF-Token";
             o.FormFieldName = "csrf_token";
         });
+        services.AddAntiforgery();
         services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         services.AddProblemDetails();
         services.AddOpenApi();
@@ -196,11 +201,20 @@ internal static class ServerApp
 
     private static void ConfigurePipeline(WebApplication app)
     {
+        // Behind a trusted proxy that terminates TLS, X-Forwarded-Proto says the request was HTTPS (cookies then
+        // become Secure). Only the scheme is taken: client addresses stay the TCP peer's (see docs/decisions.md).
+        var forwarded = new ForwardedHeadersOptions { ForwardedHeaders = ForwardedHeaders.XForwardedProto, ForwardLimit = 1 };
+        forwarded.KnownProxies.Clear();
+        forwarded.KnownIPNetworks.Clear();
+        foreach (var network in app.Services.GetRequiredService<TrustedProxies>().Networks)
+            forwarded.KnownIPNetworks.Add(network);
+        app.UseForwardedHeaders(forwarded);
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
         app.UseStatusCodePages();
         app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
+        app.Use(Web.WebPages.HttpsForPages);
         app.UseAuthentication();
         app.Use(Web.WebPages.SessionAntiforgery);
         app.UseAuthorization();

@@ -31,6 +31,27 @@ internal static class WebPages
     }
 
     /// <summary>
+    /// When clients reach Portcullis over HTTPS (<c>PublicUrl</c> is https://), the pages are only served over
+    /// HTTPS, so that their cookies can be <c>Secure</c> and <c>__Host-</c>: a page asked for over plain HTTP is
+    /// redirected there. Behind a proxy that terminates TLS, the proxy says so with <c>X-Forwarded-Proto</c>.
+    /// </summary>
+    public static Task HttpsForPages(HttpContext http, Func<Task> next)
+    {
+        var publicUrl = http.RequestServices.GetRequiredService<PublicUrl>().Value;
+        if (!http.Request.IsHttps && publicUrl.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && IsPage(http.Request.Path))
+        {
+            http.Response.StatusCode = StatusCodes.Status308PermanentRedirect;
+            http.Response.Headers.Location = publicUrl + http.Request.Path + http.Request.QueryString;
+            return Task.CompletedTask;
+        }
+        return next();
+    }
+
+    private static bool IsPage(PathString path) =>
+        path == "/" || path.StartsWithSegments("/login") || path.StartsWithSegments("/logout") || path.StartsWithSegments("/tokens")
+        || path == "/services" || path.StartsWithSegments("/admin");
+
+    /// <summary>
     /// A request to the API carried by the session cookie, other than GET/HEAD/OPTIONS, must carry the
     /// antiforgery token (header <c>X-CSRF-Token</c>): a cookie alone is what a cross-site form would send.
     /// </summary>
@@ -150,11 +171,11 @@ internal static class WebPages
         var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));
         await db.SaveChangesAsync(http.RequestAborted);
-        http.Response.Cookies.Append(SessionStore.CookieName(http.Request.IsHttps), id, new CookieOptions
+        http.Response.Cookies.Append(SessionStore.CookieName(SessionStore.IsSecure(http)), id, new CookieOptions
         {
             HttpOnly = true,
             SameSite = SameSiteMode.Lax,
-            Secure = http.Request.IsHttps,
+            Secure = SessionStore.IsSecure(http),
             Path = "/",
             Expires = expires,
             IsEssential = true,
@@ -176,7 +197,7 @@ internal static class WebPages
     {
         if (!await IsValidAsync(antiforgery, http))
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the page and try again.");
-        var name = SessionStore.CookieName(http.Request.IsHttps);
+        var name = SessionStore.CookieName(SessionStore.IsSecure(http));
         if (http.Request.Cookies[name] is { Length: > 0 } id)
         {
             await sessions.RevokeAsync(id, bus, http.RequestAborted);
@@ -186,7 +207,7 @@ internal static class WebPages
                 await db.SaveChangesAsync(http.RequestAborted);
             }
         }
-        http.Response.Cookies.Delete(name, new CookieOptions { Path = "/", Secure = http.Request.IsHttps, SameSite = SameSiteMode.Lax, HttpOnly = true });
+        http.Response.Cookies.Delete(name, new CookieOptions { Path = "/", Secure = SessionStore.IsSecure(http), SameSite = SameSiteMode.Lax, HttpOnly = true });
         http.Response.Headers.Location = "/login";
         return Results.StatusCode(StatusCodes.Status303SeeOther);
     }
