@@ -111,6 +111,13 @@ public sealed class ServicesTests : IAsyncLifetime
         // Its url is served by the gateway at /services/worker/.
         var echo = await TestUpstream.EchoAsync(await server.Client(admin).GetAsync("/services/worker/x"));
         Assert.Equal("/echo/x", echo.GetProperty("path").GetString());
+        // The admin UI shows it too.
+        using (var browser = new Browser(server.BaseAddress))
+        {
+            await browser.LogInAsync("admin", PortcullisServer.AdminPassword);
+            var page = await (await browser.GetAsync("/admin/services")).Content.ReadAsStringAsync();
+            Assert.Contains("<td>worker</td><td>running</td>", page);
+        }
         // Only admins see the managed services.
         var (_, _, userToken) = await server.CreateUserAsync();
         Assert.Equal(HttpStatusCode.Forbidden, (await server.Client(userToken).GetAsync("/api/v1/managed-services")).StatusCode);
