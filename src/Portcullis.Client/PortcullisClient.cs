@@ -109,6 +109,19 @@ public sealed class PortcullisClient(HttpClient http)
         await EnsureAsync(response, cancellationToken);
     }
 
+    /// <summary>Any endpoint, for what has no typed method yet: the answer's JSON (null for 204).</summary>
+    public async Task<JsonElement?> SendJsonAsync(HttpMethod method, string path, object? body = null, CancellationToken cancellationToken = default)
+    {
+        using var request = new HttpRequestMessage(method, path.TrimStart('/'));
+        if (body is not null)
+            request.Content = JsonContent.Create(body, options: Json);
+        using var response = await http.SendAsync(request, cancellationToken);
+        await EnsureAsync(response, cancellationToken);
+        if (response.StatusCode == HttpStatusCode.NoContent || response.Content.Headers.ContentLength == 0)
+            return null;
+        return await response.Content.ReadFromJsonAsync<JsonElement>(Json, cancellationToken);
+    }
+
     private async Task<T> GetAsync<T>(string path, CancellationToken cancellationToken)
     {
         using var response = await http.GetAsync(path, cancellationToken);

@@ -12,6 +12,9 @@ internal static class CliApp
     {
         var root = new RootCommand("Portcullis: API tokens and an authentication gateway for internal services.");
         root.Subcommands.Add(ServeCommand());
+        root.Options.Add(ClientCommands.JsonOption);
+        foreach (var command in ClientCommands.All())
+            root.Subcommands.Add(command);
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {

@@ -1,0 +1,282 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Portcullis.Security;
+using Portcullis.Tests.Infrastructure;
+
+namespace Portcullis.Tests;
+
+/// <summary>SPEC §8: the built <c>portcullis</c> CLI run as a separate process against a real server.</summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>, IDisposable
+{
+    private readonly string _config = Directory.CreateTempSubdirectory("portcullis-cli-").FullName;
+    private static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "portcullis.dll");
+
+    public void Dispose() => Directory.Delete(_config, recursive: true);
+
+    private sealed record Run(int ExitCode, string Out, string Err);
+
+    private async Task<Run> RunAsync(string args, string? stdin = null, Dictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        psi.ArgumentList.Add(Cli);
+        foreach (var a in SplitArgs(args))
+            psi.ArgumentList.Add(a);
+        psi.Environment["PORTCULLIS_CONFIG_DIR"] = _config;
+        psi.Environment["NO_COLOR"] = "1";
+        psi.Environment.Remove("PORTCULLIS_URL");
+        psi.Environment.Remove("PORTCULLIS_TOKEN");
+        foreach (var (k, v) in env ?? [])
+            psi.Environment[k] = v;
+        using var process = Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+            await process.StandardInput.WriteAsync(stdin);
+        process.StandardInput.Close();
+        await process.WaitForExitAsync();
+        return new Run(process.ExitCode, await output, await error);
+    }
+
+    private static IEnumerable<string> SplitArgs(string args) =>
+        System.Text.RegularExpressions.Regex.Matches(args, "\"([^\"]*)\"|(\\S+)").Select(m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value);
+
+    private string Url => server.BaseAddress.ToString().TrimEnd('/');
+
+    private async Task LoginAsync()
+    {
+        var login = await RunAsync($"login --host {Url} --username admin --password-stdin", PortcullisServer.AdminPassword + "\n");
+        Assert.True(login.ExitCode == 0, login.Err);
+        Assert.Equal($"Logged in to {Url} as admin\n", login.Out);
+    }
+
+    private string StoredToken() =>
+        JsonDocument.Parse(File.ReadAllText(Path.Combine(_config, "credentials.json"))).RootElement.GetProperty("contexts")[0].GetProperty("api_token").GetString()!;
+
+    [Fact]
+    public async Task LoginStoresACliJwtNeverThePasswordInAPrivateFile()
+    {
+        await LoginAsync();
+        var file = Path.Combine(_config, "credentials.json");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(_config));
+        var text = await File.ReadAllTextAsync(file);
+        Assert.DoesNotContain(PortcullisServer.AdminPassword, text);
+        var jwt = StoredToken();
+        PortcullisServer.Secrets.Add(jwt);
+        Assert.StartsWith("eyJ", jwt);
+
+        // Looser permissions are repaired by the next command.
+        File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        var who = await RunAsync("whoami --json");
+        Assert.Equal(0, who.ExitCode);
+        var me = JsonDocument.Parse(who.Out).RootElement;
+        Assert.Equal("admin", me.GetProperty("username").GetString());
+        Assert.Equal("jwt", me.GetProperty("auth").GetProperty("kind").GetString());
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+        Assert.DoesNotContain(jwt, who.Out + who.Err);
+    }
+
+    [Fact]
+    public async Task TokenDaysPrintsTheActiveHostHowToUseItAndATokenThatWorks()
+    {
+        await LoginAsync();
+        var run = await RunAsync("token 30");
+        Assert.Equal(0, run.ExitCode);
+        var lines = run.Out.TrimEnd().Split('\n');
+        Assert.Equal($"Active host: {Url}", lines[0]);
+        Assert.Contains("Authorization: Bearer <token>", lines[1]);
+        var token = lines[2];
+        PortcullisServer.Secrets.Add(token);
+        Assert.True(new TokenFormat("pc").TryRead(token, out _));
+        var me = await (await server.Client(token).GetAsync("/api/v1/me")).JsonAsync();
+        Assert.Equal(["api", "services"], me.GetProperty("auth").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        var listed = JsonDocument.Parse((await RunAsync("token list --json")).Out).RootElement.EnumerateArray().Single(t => token.StartsWith(t.GetProperty("token_hint").GetString()!.TrimEnd('…')));
+        Assert.NotEqual(JsonValueKind.Null, listed.GetProperty("expires_at").ValueKind);
+    }
+
+    [Fact]
+    public async Task TokensAreCreatedShownRotatedAndRevokedByName()
+    {
+        await LoginAsync();
+        var created = JsonDocument.Parse((await RunAsync("token create deploy --expires 7d --scope services --description \"CI deploys\" --json")).Out).RootElement;
+        var first = created.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(first);
+        Assert.Equal(["services"], created.GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+
+        var show = await RunAsync("token show deploy");
+        Assert.Contains("CI deploys", show.Out);
+        Assert.DoesNotContain(first, show.Out);
+        var shown = JsonDocument.Parse((await RunAsync("token show deploy --json")).Out).RootElement;
+        foreach (var field in new[] { "id", "name", "description", "token_hint", "scopes", "created_at", "expires_at", "last_used_at", "last_used_ip", "status" })
+            Assert.True(shown.TryGetProperty(field, out _), $"token show --json lacks '{field}'");
+
+        var rotated = await RunAsync("token rotate deploy");
+        Assert.Equal(0, rotated.ExitCode);
+        var second = rotated.Out.TrimEnd().Split('\n')[^1];
+        PortcullisServer.Secrets.Add(second);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(first).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(second).GetAsync("/api/v1/me")).StatusCode);
+
+        Assert.Equal(0, (await RunAsync("token revoke deploy")).ExitCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(second).GetAsync("/api/v1/me")).StatusCode);
+        var missing = await RunAsync("token revoke deploy");
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("no active token named 'deploy'", missing.Err);
+
+        // The server's own validation messages are passed through.
+        var bad = await RunAsync("token create \"\" --expires 5y");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--expires '5y'", bad.Err);
+        var unbounded = await RunAsync("token create x --scope galaxy");
+        Assert.Equal(1, unbounded.ExitCode);
+        Assert.Contains("galaxy", unbounded.Err);
+    }
+
+    [Fact]
+    public async Task LogoutRevokesTheCredentialOnTheServerThenForgetsIt()
+    {
+        await LoginAsync();
+        var jwt = StoredToken();
+        PortcullisServer.Secrets.Add(jwt);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        var logout = await RunAsync("logout");
+        Assert.Equal(0, logout.ExitCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
+        var who = await RunAsync("whoami");
+        Assert.Equal(1, who.ExitCode);
+        Assert.Contains("portcullis login", who.Err);
+    }
+
+    [Fact]
+    public async Task ContextsArePerServerAndTheEnvironmentOverridesThem()
+    {
+        await LoginAsync();
+        var other = $"http://localhost:{server.BaseAddress.Port}";
+        Assert.Equal(0, (await RunAsync($"login --host {other} --username admin --password-stdin", PortcullisServer.AdminPassword + "\n")).ExitCode);
+        var contexts = JsonDocument.Parse((await RunAsync("context list --json")).Out).RootElement.EnumerateArray().ToList();
+        Assert.Equal(2, contexts.Count);
+        Assert.Equal($"localhost:{server.BaseAddress.Port}", contexts.Single(c => c.GetProperty("current").GetBoolean()).GetProperty("name").GetString());
+
+        Assert.Equal(0, (await RunAsync($"context use 127.0.0.1:{server.BaseAddress.Port}")).ExitCode);
+        var current = JsonDocument.Parse((await RunAsync("context current --json")).Out).RootElement;
+        Assert.Equal(["name", "endpoint", "username", "api_token"], current.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(Url, current.GetProperty("endpoint").GetString());
+        Assert.Equal(1, (await RunAsync("context use nowhere")).ExitCode);
+
+        // PORTCULLIS_URL and PORTCULLIS_TOKEN win over the stored context (for CI).
+        var (name, _, token) = await server.CreateUserAsync();
+        var who = JsonDocument.Parse((await RunAsync("whoami --json", env: new() { ["PORTCULLIS_URL"] = other, ["PORTCULLIS_TOKEN"] = token })).Out).RootElement;
+        Assert.Equal(name, who.GetProperty("username").GetString());
+    }
+
+    [Fact]
+    public async Task ErrorsSayWhatToDoWithExitCodes()
+    {
+        var unreachable = await RunAsync("whoami", env: new() { ["PORTCULLIS_URL"] = "http://127.0.0.1:9", ["PORTCULLIS_TOKEN"] = "x" });
+        Assert.Equal(1, unreachable.ExitCode);
+        Assert.Contains("cannot reach http://127.0.0.1:9", unreachable.Err);
+
+        var revoked = await server.CreateTokenAsync(await server.AdminTokenAsync(), new { name = "soon-gone" });
+        using (var admin = server.Client(revoked))
+        {
+            var id = (await (await admin.GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+            await admin.DeleteAsync($"/api/v1/tokens/{id}");
+        }
+        var refused = await RunAsync("token list", env: new() { ["PORTCULLIS_URL"] = Url, ["PORTCULLIS_TOKEN"] = revoked });
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("log in again with `portcullis login`", refused.Err);
+
+        var usage = await RunAsync("token frobnicate");
+        Assert.Equal(2, usage.ExitCode);
+        var help = await RunAsync("token create --help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("Example", help.Out);
+        var wrongPassword = await RunAsync($"login --host {Url} --username admin --password-stdin", "wrong-password-x\n");
+        Assert.Equal(1, wrongPassword.ExitCode);
+        Assert.Contains("username or password is wrong", wrongPassword.Err);
+        var noTerminal = await RunAsync($"login --host {Url} --username admin");
+        Assert.Equal(2, noTerminal.ExitCode);
+        Assert.Contains("--password-stdin", noTerminal.Err);
+    }
+
+    [Fact]
+    public async Task ScanFindsRealTokensOnlyAndCanRevokeThem()
+    {
+        var (_, _, token) = await server.CreateUserAsync();
+        var lookalike = token[..^1] + (token[^1] == 'A' ? 'B' : 'A'); // same shape, wrong checksum
+        var dir = Directory.CreateTempSubdirectory("portcullis-scan-").FullName;
+        try
+        {
+            await File.WriteAllTextAsync(Path.Combine(dir, "app.env"), $"# settings\nAPI_TOKEN={token}\nOTHER={lookalike}\n");
+            Directory.CreateDirectory(Path.Combine(dir, "sub"));
+            await File.WriteAllTextAsync(Path.Combine(dir, "sub", "clean.txt"), "nothing here pcp_short\n");
+
+            var found = await RunAsync($"scan {dir}");
+            Assert.Equal(1, found.ExitCode);
+            Assert.Equal($"{Path.Combine(dir, "app.env")}:2: {token[..8]}…\n", found.Out);
+            Assert.DoesNotContain(token, found.Out + found.Err);
+            Assert.Equal(0, (await RunAsync($"scan {Path.Combine(dir, "sub")}")).ExitCode);
+
+            var revoke = await RunAsync($"scan {dir} --revoke --json", env: new() { ["PORTCULLIS_URL"] = Url });
+            Assert.Equal(1, revoke.ExitCode);
+            Assert.Equal(1, JsonDocument.Parse(revoke.Out).RootElement.GetProperty("revoked").GetInt32());
+            Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task AnInteractiveLoginPromptsAndHidesThePasswordOnATerminal()
+    {
+        // `script` gives the CLI a pseudo-terminal; what we write is what a person types.
+        var psi = new ProcessStartInfo("script") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-qec", $"dotnet {Cli} login --host {Url}", "/dev/null" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["PORTCULLIS_CONFIG_DIR"] = _config;
+        using var process = Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        await Task.Delay(1500);
+        await process.StandardInput.WriteAsync("admin\n");
+        await Task.Delay(800);
+        await process.StandardInput.WriteAsync(PortcullisServer.AdminPassword + "\n");
+        await process.StandardInput.FlushAsync();
+        var exited = process.WaitForExitAsync();
+        Assert.Same(exited, await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(30))));
+        var text = await output;
+        Assert.Contains("Username:", text);
+        Assert.Contains("Password:", text);
+        Assert.Contains($"Logged in to {Url} as admin", text);
+        Assert.DoesNotContain(PortcullisServer.AdminPassword, text);
+    }
+
+    [Fact]
+    public async Task AdminsManageUsersClientsServicesAndKeys()
+    {
+        await LoginAsync();
+        var user = "cli-" + Guid.NewGuid().ToString("N")[..6];
+        Assert.Equal(0, (await RunAsync($"user add {user} --password-stdin", "cli-user-password-1\n")).ExitCode);
+        PortcullisServer.Secrets.Add("cli-user-password-1");
+        Assert.Contains(user, (await RunAsync("user list")).Out);
+        Assert.Equal(0, (await RunAsync($"user disable {user}")).ExitCode);
+        Assert.True(JsonDocument.Parse((await RunAsync("user list --json")).Out).RootElement.EnumerateArray()
+            .Single(u => u.GetProperty("username").GetString() == user).GetProperty("disabled").GetBoolean());
+
+        var client = JsonDocument.Parse((await RunAsync("client create cli-client --scope services --json")).Out).RootElement;
+        PortcullisServer.Secrets.Add(client.GetProperty("client_secret").GetString()!);
+        Assert.Contains(client.GetProperty("client_id").GetString()!, (await RunAsync("client list")).Out);
+        Assert.Equal(0, (await RunAsync($"client delete {client.GetProperty("client_id").GetString()}")).ExitCode);
+
+        Assert.Equal(0, (await RunAsync("service add cli-svc 1.0 http://127.0.0.1:9")).ExitCode);
+        Assert.Contains("cli-svc", (await RunAsync("service list")).Out);
+        Assert.Equal(0, (await RunAsync("service remove cli-svc 1.0")).ExitCode);
+
+        var keys = await RunAsync("keys rotate --json");
+        Assert.Equal(0, keys.ExitCode);
+        Assert.True(JsonDocument.Parse(keys.Out).RootElement.TryGetProperty("kid", out _));
+    }
+}
