@@ -150,23 +150,9 @@ internal static class WebPages
         if (attempt.IsThrottled)
             return LoginPage(http, antiforgery, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
-        var normalized = User.Normalize(username);
-        var user = username.Length <= 64
-            ? await db.Users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized && u.Kind == PrincipalKind.User, http.RequestAborted)
-            : null;
-        // Unknown users go through a dummy hash too: neither the answer nor its timing tells whether the user exists.
-        var check = await hasher.VerifyAsync(user?.PasswordHash, password.Length <= PasswordHasher.MaxLength ? password : "", http.RequestAborted);
-        if (check == PasswordCheck.Failed || user is null || user.IsDisabled)
-        {
-            await attempt.RecordFailureAsync();
-            db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginFailed, username.Length <= 64 ? username : username[..64] + "…", user?.Id,
-                details: new { path = "web", reason = user is null ? "unknown user" : user.IsDisabled && check != PasswordCheck.Failed ? "disabled" : "wrong password" }));
-            await db.SaveChangesAsync(http.RequestAborted);
+        var user = await TokenEndpoint.CheckPasswordAsync(http, db, hasher, audit, attempt, username, password, "web");
+        if (user is null)
             return LoginPage(http, antiforgery, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
-        }
-        await attempt.RecordSuccessAsync();
-        if (check == PasswordCheck.SuccessRehashNeeded)
-            user.PasswordHash = await hasher.HashAsync(password, http.RequestAborted);
 
         var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));

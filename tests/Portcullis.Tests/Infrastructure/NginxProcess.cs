@@ -1,7 +1,3 @@
-using System.Diagnostics;
-using System.Net.Sockets;
-using System.Text;
-
 namespace Portcullis.Tests.Infrastructure;
 
 /// <summary>
@@ -9,28 +5,20 @@ namespace Portcullis.Tests.Infrastructure;
 /// its own pid file, logs and temporary paths, so nothing of the system's nginx is touched. The test
 /// gives the contents of the <c>http { }</c> block.
 /// </summary>
-public sealed class NginxProcess : IAsyncDisposable
+public sealed class NginxProcess : ProxyProcess
 {
-    private readonly Process _process;
-    private readonly string _dir;
-    private readonly StringBuilder _output = new();
+    private NginxProcess(string directory) : base(directory) { }
 
-    private NginxProcess(Process process, string dir)
-    {
-        _process = process;
-        _dir = dir;
-    }
+    public string ErrorLog => File.Exists(Path.Combine(Directory, "error.log")) ? File.ReadAllText(Path.Combine(Directory, "error.log")) : "";
 
-    public string ErrorLog => File.Exists(Path.Combine(_dir, "error.log")) ? File.ReadAllText(Path.Combine(_dir, "error.log")) : "";
+    protected override string Diagnostics() => ErrorLog;
 
     /// <param name="http">The inside of the <c>http</c> block: upstreams and servers.</param>
     /// <param name="port">The loopback port the config listens on; nginx is ready when it accepts.</param>
     public static async Task<NginxProcess> StartAsync(string http, int port)
     {
-        var nginx = new[] { "/usr/sbin/nginx", "/usr/bin/nginx" }.FirstOrDefault(File.Exists);
-        if (nginx is null)
-            Assert.Fail("nginx is missing. Install the Debian package 'nginx' (test.sh does).");
-        var dir = Directory.CreateTempSubdirectory("portcullis-nginx-").FullName;
+        var nginx = Find("nginx", "/usr/sbin/nginx", "/usr/bin/nginx");
+        var dir = System.IO.Directory.CreateTempSubdirectory("portcullis-nginx-").FullName;
         var user = Environment.UserName == "root" ? "user root;\n" : "";
         var config = $$"""
             {{user}}daemon off;
@@ -49,50 +37,8 @@ public sealed class NginxProcess : IAsyncDisposable
             }
             """;
         await File.WriteAllTextAsync(Path.Combine(dir, "nginx.conf"), config);
-        var psi = new ProcessStartInfo(nginx!) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-p", dir, "-c", Path.Combine(dir, "nginx.conf"), "-e", Path.Combine(dir, "error.log") })
-            psi.ArgumentList.Add(a);
-        var process = Process.Start(psi)!;
-        var result = new NginxProcess(process, dir);
-        process.OutputDataReceived += (_, e) => { lock (result._output) result._output.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { lock (result._output) result._output.AppendLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (process.HasExited)
-                Assert.Fail($"nginx exited with {process.ExitCode}: {result._output}{result.ErrorLog}\nconfig:\n{config}");
-            try
-            {
-                using var tcp = new TcpClient();
-                await tcp.ConnectAsync("127.0.0.1", port);
-                return result;
-            }
-            catch (SocketException)
-            {
-                await Task.Delay(20);
-            }
-        }
-        Assert.Fail($"nginx did not listen on {port}: {result.ErrorLog}");
-        return result;
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (!_process.HasExited)
-        {
-            _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
-        }
-        _process.Dispose();
-        try
-        {
-            Directory.Delete(_dir, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
+        var process = new NginxProcess(dir);
+        await process.StartAsync(nginx, ["-p", dir, "-c", Path.Combine(dir, "nginx.conf"), "-e", Path.Combine(dir, "error.log")], port, config);
+        return process;
     }
 }
