@@ -172,6 +172,31 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
+    public async Task EveryCommandHasHelpWithAnExample()
+    {
+        foreach (var command in new[] { "login", "logout", "whoami", "token", "token create", "token list", "token show", "token revoke", "token rotate",
+                     "context", "context list", "context use", "context current", "service list", "service add", "service remove", "user list", "user add",
+                     "user disable", "user remove", "user passwd", "client create", "client list", "client delete", "client rotate-secret", "keys rotate", "scan" })
+        {
+            var help = await RunAsync(command + " --help");
+            Assert.True(help.ExitCode == 0, $"{command} --help failed: {help.Err}");
+            Assert.True(help.Out.Contains("Example", StringComparison.Ordinal), $"`portcullis {command} --help` has no example");
+        }
+    }
+
+    [Fact]
+    public async Task TwoCliRunsAtOnceKeepBothContexts()
+    {
+        var first = RunAsync($"login --host {Url} --username admin --password-stdin", PortcullisServer.AdminPassword + "\n");
+        var second = RunAsync($"login --host http://localhost:{server.BaseAddress.Port} --username admin --password-stdin", PortcullisServer.AdminPassword + "\n");
+        Assert.All(await Task.WhenAll(first, second), r => Assert.Equal(0, r.ExitCode));
+        var contexts = JsonDocument.Parse((await RunAsync("context list --json")).Out).RootElement.EnumerateArray().Select(c => c.GetProperty("endpoint").GetString()).ToList();
+        Assert.Contains(Url, contexts);
+        Assert.Contains($"http://localhost:{server.BaseAddress.Port}", contexts);
+        Assert.Empty(Directory.GetFiles(_config, "*.tmp*"));
+    }
+
+    [Fact]
     public async Task ErrorsSayWhatToDoWithExitCodes()
     {
         var unreachable = await RunAsync("whoami", env: new() { ["PORTCULLIS_URL"] = "http://127.0.0.1:9", ["PORTCULLIS_TOKEN"] = "x" });

@@ -92,6 +92,7 @@ public sealed class ServicesTests : IAsyncLifetime
             with open({{JsonSerializer.Serialize(result)}}, "w") as f:
                 f.write(f"{r.status} {me['username']} {me['auth']['kind']} {os.environ['PORTCULLIS_SERVICE_NAME']} {os.environ.get('PORTCULLIS_Database__ConnectionString', 'no-inherited-settings')}")
             print("hello from the managed service", flush=True)
+            print("my token is " + os.environ["PORTCULLIS_API_TOKEN"], flush=True)
             time.sleep(600)
             """);
         await using var upstream = await TestUpstream.StartAsync();
@@ -102,6 +103,7 @@ public sealed class ServicesTests : IAsyncLifetime
         await WaitUntilAsync(() => File.Exists(result) && File.ReadAllText(result).Length > 0, "the managed service did not report");
         Assert.Equal("200 worker service worker no-inherited-settings", File.ReadAllText(result));
         await WaitUntilAsync(() => server.Output.Contains("[worker] hello from the managed service"), "the service's output was not logged under its name");
+        await WaitUntilAsync(() => server.Output.Contains("[worker] my token is [token]"), "a token the service printed was not masked in the log");
 
         var admin = await server.AdminTokenAsync();
         var states = await (await server.Client(admin).GetAsync("/api/v1/managed-services")).JsonAsync();
@@ -148,6 +150,7 @@ public sealed class ServicesTests : IAsyncLifetime
     public async Task NoChildSurvivesPortcullisStoppingGracefullyOrByKillDashNine()
     {
         var script = Script("sleeper.py", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n");
+        var parent = Script("parent.sh", "sleep 600 &\necho \"child $!\"\nwait\n");
         foreach (var graceful in new[] { true, false })
         {
             await using var server = PortcullisServer.With(Provider.Sqlite, Service(0, "sleeper", ("command:0", "python3"), ("command:1", script)));
@@ -164,6 +167,16 @@ public sealed class ServicesTests : IAsyncLifetime
 
             if (graceful)
             {
+                // A graceful stop reaches the service's own children too (its process group).
+                await using var withChild = PortcullisServer.With(Provider.Sqlite, Service(0, "parent", ("command:0", "sh"), ("command:1", parent)));
+                await withChild.InitializeAsync();
+                await WaitUntilAsync(() => withChild.Output.Contains("[parent] child "), "the parent service did not start its child");
+                var grandchild = int.Parse(System.Text.RegularExpressions.Regex.Match(withChild.Output, @"\[parent\] child (\d+)").Groups[1].Value);
+                Assert.True(IsAlive(grandchild));
+                using (var stop = Process.Start("kill", ["-TERM", withChild.ProcessId.ToString()]))
+                    await stop.WaitForExitAsync();
+                await WaitUntilAsync(() => !IsAlive(grandchild), $"the service's child {grandchild} outlived a graceful stop", TimeSpan.FromSeconds(15));
+
                 // SIGTERM: Portcullis stops its services (SIGTERM, then SIGKILL after 5 s) and exits by itself.
                 var portcullis = server.ProcessId;
                 using var term = Process.Start("kill", ["-TERM", portcullis.ToString()]);

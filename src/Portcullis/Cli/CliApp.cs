@@ -23,7 +23,10 @@ internal static class CliApp
             Console.Error.WriteLine("Run 'portcullis --help' for usage.");
             return 2;
         }
-        return await parse.InvokeAsync();
+        // `serve` leaves SIGTERM/SIGINT to the ASP.NET Core host, whose graceful stop (usage and audit flushed,
+        // managed services given SIGTERM then SIGKILL) must not be cut short by System.CommandLine's 2 s limit.
+        var invocation = parse.CommandResult.Command.Name == "serve" ? new InvocationConfiguration { ProcessTerminationTimeout = null } : new InvocationConfiguration();
+        return await parse.InvokeAsync(invocation);
     }
 
     private static Command ServeCommand()

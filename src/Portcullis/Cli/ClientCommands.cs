@@ -371,7 +371,7 @@ internal static partial class ClientCommands
     private static Command Context()
     {
         var command = new Command("context", "The servers you are logged in to; one is current.\n\nExamples:\n  portcullis context list\n  portcullis context use auth.example.com\n  portcullis context current --json");
-        var list = new Command("list", "List the stored contexts.");
+        var list = new Command("list", "List the stored contexts; * marks the current one.\n\nExample:\n  portcullis context list --json");
         list.SetAction(Run((parse, _) =>
         {
             var config = new CredentialStore().Load();
@@ -380,7 +380,7 @@ internal static partial class ClientCommands
             return Task.CompletedTask;
         }));
         var name = new Argument<string>("NAME");
-        var use = new Command("use", "Make a context current.") { name };
+        var use = new Command("use", "Make a context current.\n\nExample:\n  portcullis context use auth.example.com") { name };
         use.SetAction(Run((parse, _) =>
         {
             var wanted = parse.GetValue(name)!;
@@ -394,7 +394,7 @@ internal static partial class ClientCommands
             Print(parse, new { current = wanted }, () => Console.WriteLine($"Now using {wanted}."));
             return Task.CompletedTask;
         }));
-        var current = new Command("current", "Show the current context (with --json: name, endpoint, username, api_token).");
+        var current = new Command("current", "Show the current context (with --json: name, endpoint, username, api_token).\n\nExample:\n  TOKEN=$(portcullis context current --json | jq -r .api_token)");
         current.SetAction(Run((parse, _) =>
         {
             var (url, token, context) = Target.Resolve(needToken: false);
@@ -419,7 +419,7 @@ internal static partial class ClientCommands
             var result = (await Target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/keys/rotate", null, cancellationToken))!.Value;
             Print(parse, result, () => Console.WriteLine($"New signing key {result.GetProperty("kid").GetString()}."));
         }));
-        var command = new Command("keys", "JWT signing keys.");
+        var command = new Command("keys", "JWT signing keys.\n\nExample:\n  portcullis keys rotate");
         command.Subcommands.Add(rotate);
         return command;
     }
@@ -427,7 +427,7 @@ internal static partial class ClientCommands
     private static Command Service()
     {
         var command = new Command("service", "Services behind the gateway.\n\nExamples:\n  portcullis service list\n  portcullis service add model 1.0 http://127.0.0.1:5000\n  portcullis service remove model 1.0");
-        var list = new Command("list", "The services you may reach.");
+        var list = new Command("list", "The services you may reach.\n\nExample:\n  portcullis service list --json");
         list.SetAction(Run(async (parse, cancellationToken) =>
         {
             var services = await Target.Client().ListServicesAsync(cancellationToken);
@@ -438,14 +438,14 @@ internal static partial class ClientCommands
         var version = new Argument<string>("VERSION");
         var upstream = new Argument<string>("UPSTREAM");
         var unprotected = new Option<bool>("--unprotected") { Description = "Anyone may call it, without a credential." };
-        var add = new Command("add", "Register a service (admin).") { name, version, upstream, unprotected };
+        var add = new Command("add", "Register a service (admin).\n\nExample:\n  portcullis service add model 1.0 http://127.0.0.1:5000") { name, version, upstream, unprotected };
         add.SetAction(Run(async (parse, cancellationToken) =>
         {
             var created = (await Target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/services",
                 new { name = parse.GetValue(name), version = parse.GetValue(version), upstream = parse.GetValue(upstream), @protected = !parse.GetValue(unprotected) }, cancellationToken))!.Value;
             Print(parse, created, () => Console.WriteLine($"Registered {parse.GetValue(name)} {parse.GetValue(version)} at {created.GetProperty("path").GetString()}"));
         }));
-        var remove = new Command("remove", "Remove a service registered through the API (admin).") { name, version };
+        var remove = new Command("remove", "Remove a service registered through the API (admin).\n\nExample:\n  portcullis service remove model 1.0") { name, version };
         remove.SetAction(Run(async (parse, cancellationToken) =>
         {
             await Target.Client().SendJsonAsync(HttpMethod.Delete, $"api/v1/services/{Uri.EscapeDataString(parse.GetValue(name)!)}_{Uri.EscapeDataString(parse.GetValue(version)!)}", null, cancellationToken);
@@ -460,7 +460,7 @@ internal static partial class ClientCommands
     private static Command User()
     {
         var command = new Command("user", "Users (admin).\n\nExamples:\n  portcullis user list\n  echo \"$PASSWORD\" | portcullis user add bob --password-stdin\n  portcullis user disable bob");
-        var list = new Command("list", "List users.");
+        var list = new Command("list", "List users (admin).\n\nExample:\n  portcullis user list --json");
         list.SetAction(Run(async (parse, cancellationToken) =>
         {
             var users = (await Target.Client().SendJsonAsync(HttpMethod.Get, "api/v1/users", null, cancellationToken))!.Value;
@@ -470,26 +470,26 @@ internal static partial class ClientCommands
         var name = new Argument<string>("USERNAME");
         var admin = new Option<bool>("--admin") { Description = "Make the user an administrator." };
         var passwordStdin = new Option<bool>("--password-stdin") { Description = "Read the password from standard input." };
-        var add = new Command("add", "Create a user; the password is asked for (or read with --password-stdin).") { name, admin, passwordStdin };
+        var add = new Command("add", "Create a user; the password is asked for (or read with --password-stdin).\n\nExample:\n  echo \"$PASSWORD\" | portcullis user add bob --password-stdin") { name, admin, passwordStdin };
         add.SetAction(Run(async (parse, cancellationToken) =>
         {
             var password = parse.GetValue(passwordStdin) ? ReadSecretLine("password") : Prompt("Password:", hidden: true);
             await Target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/users", new { username = parse.GetValue(name), password, admin = parse.GetValue(admin) }, cancellationToken);
             Print(parse, new { username = parse.GetValue(name), created = true }, () => Console.WriteLine($"Created user {parse.GetValue(name)}."));
         }));
-        var disable = new Command("disable", "Disable a user: their tokens and sessions stop working at once.") { name };
+        var disable = new Command("disable", "Disable a user: their tokens and sessions stop working at once.\n\nExample:\n  portcullis user disable bob") { name };
         disable.SetAction(Run(async (parse, cancellationToken) =>
         {
             await Target.Client().SendJsonAsync(HttpMethod.Patch, $"api/v1/users/{Uri.EscapeDataString(parse.GetValue(name)!)}", new { disabled = true }, cancellationToken);
             Print(parse, new { username = parse.GetValue(name), disabled = true }, () => Console.WriteLine($"Disabled {parse.GetValue(name)}."));
         }));
-        var remove = new Command("remove", "Delete a user and their tokens.") { name };
+        var remove = new Command("remove", "Delete a user and their tokens.\n\nExample:\n  portcullis user remove bob") { name };
         remove.SetAction(Run(async (parse, cancellationToken) =>
         {
             await Target.Client().SendJsonAsync(HttpMethod.Delete, $"api/v1/users/{Uri.EscapeDataString(parse.GetValue(name)!)}", null, cancellationToken);
             Print(parse, new { username = parse.GetValue(name), removed = true }, () => Console.WriteLine($"Removed {parse.GetValue(name)}."));
         }));
-        var passwd = new Command("passwd", "Set a user's password (asked for, or --password-stdin).") { name, passwordStdin };
+        var passwd = new Command("passwd", "Set a user's password (asked for, or --password-stdin).\n\nExample:\n  portcullis user passwd bob") { name, passwordStdin };
         passwd.SetAction(Run(async (parse, cancellationToken) =>
         {
             var password = parse.GetValue(passwordStdin) ? ReadSecretLine("password") : Prompt("New password:", hidden: true);
@@ -506,7 +506,7 @@ internal static partial class ClientCommands
         var command = new Command("client", "OAuth clients (client credentials).\n\nExamples:\n  portcullis client create deployer --scope services\n  portcullis client list\n  portcullis client rotate-secret CLIENT_ID");
         var name = new Argument<string>("NAME");
         var scope = new Option<string[]>("--scope") { Description = "Scopes of the client; repeat for several." };
-        var create = new Command("create", "Create a client; prints its secret once.") { name, scope };
+        var create = new Command("create", "Create a client; prints its secret once.\n\nExample:\n  portcullis client create deployer --scope services:model") { name, scope };
         create.SetAction(Run(async (parse, cancellationToken) =>
         {
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : ["services"];
@@ -517,7 +517,7 @@ internal static partial class ClientCommands
                 Console.WriteLine($"client_secret: {created.GetProperty("client_secret").GetString()}  (shown only this once)");
             });
         }));
-        var list = new Command("list", "List your clients (all of them for admins).");
+        var list = new Command("list", "List your clients (all of them for admins).\n\nExample:\n  portcullis client list --json");
         list.SetAction(Run(async (parse, cancellationToken) =>
         {
             var clients = (await Target.Client().SendJsonAsync(HttpMethod.Get, "api/v1/clients", null, cancellationToken))!.Value;
@@ -526,13 +526,13 @@ internal static partial class ClientCommands
                   c.GetProperty("owner").GetString()!, c.GetProperty("secret_hint").GetString()! })));
         }));
         var id = new Argument<string>("CLIENT_ID");
-        var delete = new Command("delete", "Delete a client; its tokens stop working at once.") { id };
+        var delete = new Command("delete", "Delete a client; its tokens stop working at once.\n\nExample:\n  portcullis client delete client-3k9x...") { id };
         delete.SetAction(Run(async (parse, cancellationToken) =>
         {
             await Target.Client().SendJsonAsync(HttpMethod.Delete, $"api/v1/clients/{Uri.EscapeDataString(parse.GetValue(id)!)}", null, cancellationToken);
             Print(parse, new { client_id = parse.GetValue(id), deleted = true }, () => Console.WriteLine($"Deleted {parse.GetValue(id)}."));
         }));
-        var rotate = new Command("rotate-secret", "Give a client a new secret; the old one and its tokens stop at once.") { id };
+        var rotate = new Command("rotate-secret", "Give a client a new secret; the old one and its tokens stop at once.\n\nExample:\n  portcullis client rotate-secret client-3k9x...") { id };
         rotate.SetAction(Run(async (parse, cancellationToken) =>
         {
             var result = (await Target.Client().SendJsonAsync(HttpMethod.Post, $"api/v1/clients/{Uri.EscapeDataString(parse.GetValue(id)!)}/rotate-secret", null, cancellationToken))!.Value;

@@ -13,9 +13,10 @@ internal sealed record ManagedServiceState(string Name, string State, int? Pid, 
 /// Runs the services that have a <c>command</c> (SPEC §7): started with their environment, output
 /// logged line by line under their name, restarted when they exit with a backoff from 1 s doubling
 /// to 60 s (back to 1 s after a minute of running), stopped with SIGTERM then SIGKILL when Portcullis
-/// stops. So that no child outlives a <c>kill -9</c> of Portcullis, each is started through
-/// <c>setpriv --pdeathsig KILL</c> from one dedicated thread that lives as long as the process (the
-/// kernel sends the signal when the thread that forked the child ends, so a pool thread would not do).
+/// stops, to its whole process group (each leads its own, through <c>setsid</c>). So that no service
+/// outlives a <c>kill -9</c> of Portcullis, each is started through <c>setpriv --pdeathsig KILL</c> from one
+/// dedicated thread that lives as long as the process (the kernel sends the signal when the thread that
+/// forked the child ends, so a pool thread would not do).
 /// </summary>
 internal sealed partial class ManagedProcesses(
     IOptions<ServicesOptions> options, ServiceSync sync, PublicUrl publicUrl,
@@ -111,8 +112,10 @@ internal sealed partial class ManagedProcesses(
             runner.StartedAt = time.GetUtcNow().UtcDateTime;
             runner.NextStartAt = null;
             LogServiceStarted(name, process.Id);
-            process.OutputDataReceived += (_, e) => { if (e.Data is not null) LogServiceOutput(name, e.Data); };
-            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) LogServiceOutput(name, e.Data); };
+            // A service that prints its own token must not put it in Portcullis's log.
+            var token = sync.ProcessTokens.GetValueOrDefault(name);
+            process.OutputDataReceived += (_, e) => { if (e.Data is not null) LogServiceOutput(name, Mask(e.Data, token)); };
+            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) LogServiceOutput(name, Mask(e.Data, token)); };
             process.BeginOutputReadLine();
             process.BeginErrorReadLine();
             try
@@ -139,6 +142,9 @@ internal sealed partial class ManagedProcesses(
         }
         runner.State = "stopped";
     }
+
+    private static string Mask(string line, string? token) =>
+        token is { Length: > 0 } && line.Contains(token, StringComparison.Ordinal) ? line.Replace(token, "[token]", StringComparison.Ordinal) : line;
 
     private static TimeSpan Next(TimeSpan backoff) => backoff * 2 > MaxBackoff ? MaxBackoff : backoff * 2;
 
@@ -168,7 +174,8 @@ internal sealed partial class ManagedProcesses(
             UseShellExecute = false,
             WorkingDirectory = service.WorkingDirectory ?? Environment.CurrentDirectory,
         };
-        foreach (var arg in (string[])["--pdeathsig", "KILL", "--", .. service.Command!])
+        // setsid: the service leads a process group of its own, so stopping it reaches its children too.
+        foreach (var arg in (string[])["--pdeathsig", "KILL", "--", "setsid", "--", .. service.Command!])
             info.ArgumentList.Add(arg);
         // Nothing of Portcullis's own configuration is inherited (it may hold the database password).
         foreach (var key in info.Environment.Keys.Where(k => k.StartsWith("PORTCULLIS_", StringComparison.OrdinalIgnoreCase)).ToList())
@@ -191,16 +198,16 @@ internal sealed partial class ManagedProcesses(
     {
         await base.StopAsync(cancellationToken);
         var running = _runners.Values.Select(r => r.Process).OfType<Process>().Where(p => !p.HasExited).ToList();
+        // The negative pid addresses the service's whole process group (see setsid above).
         foreach (var p in running)
-            _ = Kill(p.Id, SigTerm);
+            _ = Kill(-p.Id, SigTerm);
         var deadline = time.GetUtcNow() + StopGrace;
         foreach (var p in running)
         {
             var left = deadline - time.GetUtcNow();
             if (left > TimeSpan.Zero && !p.WaitForExit(left))
                 logger.LogWarning("Service process {Pid} did not stop within {Seconds} s of SIGTERM; killing it", p.Id, StopGrace.TotalSeconds);
-            if (!p.HasExited)
-                _ = Kill(p.Id, SigKill);
+            _ = Kill(-p.Id, SigKill); // whatever is left of the group, the leader included
         }
         _launches.CompleteAdding();
     }
