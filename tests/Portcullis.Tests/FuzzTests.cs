@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Net.Sockets;
 using System.Text;
 using Portcullis.Security;
@@ -27,7 +28,8 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         "/api/v1/users", "/api/v1/users/admin", "/api/v1/clients", "/api/v1/clients/x/rotate-secret", "/api/v1/audit?limit=5",
         "/api/v1/keys/rotate", "/api/v1/services", "/api/v1/services/x_1", "/api/v1/managed-services",
         "/services/x/", "/services/x_1/a/b", "/.well-known/openid-configuration", "/.well-known/jwks.json",
-        "/login", "/logout", "/tokens", "/healthz", "/readyz", "/metrics", "/openapi/v1.json",
+        "/login", "/logout", "/tokens", "/tokens/new", "/tokens/1", "/tokens/1/delete", "/services", "/admin/users", "/admin/users/admin",
+        "/admin/services", "/admin/clients", "/admin/tokens?owner=admin", "/admin/audit?before=5", "/", "/healthz", "/readyz", "/metrics", "/openapi/v1.json",
     ];
 
     private static readonly string[] PathTricks =
@@ -46,6 +48,16 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
     public async Task TenThousandMalformedRequestsGetNoServerErrorAndTheServerKeepsServing()
     {
         var admin = await server.AdminTokenAsync();
+        using (var create = server.Client(admin))
+            await create.PostAsJsonAsync("/api/v1/users", new { username = "fuzz-victim", password = "fuzz-victim-password" });
+        PortcullisServer.Secrets.Add("fuzz-victim-password");
+        // A real web session of the admin, with its antiforgery pair, so that the pages' POST handlers get garbage too.
+        using var browser = new Browser(server.BaseAddress);
+        await browser.LogInAsync("admin", PortcullisServer.AdminPassword);
+        var page = await (await browser.GetAsync("/tokens/new")).Content.ReadAsStringAsync();
+        var session = new Session(
+            string.Join("; ", browser.Cookies.GetCookies(server.BaseAddress).Select(c => $"{c.Name}={c.Value}")),
+            Browser.CsrfToken(page));
         // The fuzzer may well revoke or rotate the admin's token (id 1): it is allowed to. This one it cannot name.
         var spare = await server.CreateTokenAsync(admin, new { name = "spare" });
         var format = new TokenFormat("pc");
@@ -63,7 +75,7 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
             while ((i = Interlocked.Increment(ref next)) < HttpRequests)
             {
                 var random = new Random(i);
-                using var request = Generate(random, admin, format);
+                using var request = Generate(random, admin, format, session);
                 var described = $"#{i} {request.Method} {request.RequestUri}";
                 try
                 {
@@ -97,13 +109,34 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         Assert.True(failures.IsEmpty, $"{failures.Count} requests failed; the first ones:\n" + string.Join("\n", failures.Take(10)));
         Assert.Equal(System.Net.HttpStatusCode.OK, (await server.Client().GetAsync("/healthz")).StatusCode);
         Assert.Equal(System.Net.HttpStatusCode.OK, (await server.Client(spare).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await browser.GetAsync("/tokens")).StatusCode); // the session survived the garbage
         Assert.DoesNotContain("unhandled exception", server.Output, StringComparison.OrdinalIgnoreCase);
     }
 
-    private static HttpRequestMessage Generate(Random r, string admin, TokenFormat format)
+    private sealed record Session(string Cookies, string CsrfToken);
+
+    private static HttpRequestMessage Generate(Random r, string admin, TokenFormat format, Session session)
     {
+        // One in six: a form posted to a page with a valid session and antiforgery token, and junk in the fields.
+        if (r.Next(6) == 0)
+        {
+            // Not /logout nor changes to the admin itself: the session must live through the run to be useful.
+            var target = Pick(r, ["/tokens/new", "/tokens/1/delete", "/admin/users", "/admin/users/fuzz-victim", "/admin/users/nobody", "/admin/services",
+                "/admin/services/x_1/remove", "/admin/clients", "/admin/clients/client-x/delete", "/login"]);
+            var fields = new List<KeyValuePair<string, string>> { new("csrf_token", session.CsrfToken) };
+            foreach (var name in new[] { "name", "description", "expiration", "custom_date", "api", "services", "service_choice", "service", "admin",
+                         "username", "password", "action", "version", "upstream", "public", "scopes", "returnUrl" })
+            {
+                if (r.Next(2) == 0)
+                    fields.Add(new(name, r.Next(4) switch { 0 => "", 1 => "on", 2 => RandomText(r, r.Next(1, 3000)), _ => Pick(r, ["never", "custom", "7", "-1", "disable", "promote", "password", "http://x", "9999-99-99"]) }));
+            }
+            var post = new HttpRequestMessage(HttpMethod.Post, target) { Content = new FormUrlEncodedContent(fields) };
+            post.Headers.TryAddWithoutValidation("Cookie", session.Cookies);
+            return post;
+        }
+
         var path = Pick(r, Paths);
-        if (r.Next(3) == 0)
+        if (r.Next(3) == 0 && path != "/")
             path = path.Split('?')[0] + Pick(r, PathTricks) + (r.Next(4) == 0 ? "?" + RandomText(r, r.Next(1, 200), urlSafe: true) : "");
         var method = r.Next(10) switch
         {
