@@ -76,7 +76,7 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
         var revoked = Stopwatch.StartNew();
         Assert.Equal(HttpStatusCode.NoContent, (await a.Client(token).DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
         var answered = revoked.Elapsed;
-        var elapsed = await UntilUnauthorizedAsync(onB, revoked);
+        var elapsed = await onB.UntilUnauthorizedAsync(revoked);
         output.WriteLine($"revocation: DELETE on A answered after {answered.TotalMilliseconds:F1} ms; B refused the token {elapsed.TotalMilliseconds:F1} ms after the DELETE was sent");
         Assert.True(elapsed <= TimeSpan.FromSeconds(1), $"B still accepted the revoked token after {elapsed.TotalMilliseconds:F0} ms");
         // And through nginx, whichever instance answers.
@@ -100,8 +100,8 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
 
         var disabled = Stopwatch.StartNew();
         Assert.Equal(HttpStatusCode.OK, (await a.Client(await a.AdminTokenAsync()).PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
-        var tokenElapsed = await UntilUnauthorizedAsync(tokenOnB, disabled);
-        var jwtElapsed = await UntilUnauthorizedAsync(jwtOnB, disabled);
+        var tokenElapsed = await tokenOnB.UntilUnauthorizedAsync(disabled);
+        var jwtElapsed = await jwtOnB.UntilUnauthorizedAsync(disabled);
         output.WriteLine($"disable: B refused the API token after {tokenElapsed.TotalMilliseconds:F1} ms and the JWT after {jwtElapsed.TotalMilliseconds:F1} ms");
         Assert.True(tokenElapsed <= TimeSpan.FromSeconds(1), $"B still accepted the disabled user's token after {tokenElapsed.TotalMilliseconds:F0} ms");
         Assert.True(jwtElapsed <= TimeSpan.FromSeconds(1), $"B still accepted the disabled user's JWT after {jwtElapsed.TotalMilliseconds:F0} ms");
@@ -170,20 +170,6 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
         using var onB = await _b.Client().PostAsJsonAsync("/auth/token", new { username, password });
         Assert.Equal(HttpStatusCode.TooManyRequests, onA.StatusCode);
         Assert.Equal(HttpStatusCode.TooManyRequests, onB.StatusCode);
-    }
-
-    /// <summary>Polls every 10 ms (bounded to 5 s) until the credential is refused; returns the time since <paramref name="since"/>.</summary>
-    private static async Task<TimeSpan> UntilUnauthorizedAsync(HttpClient client, Stopwatch? since = null)
-    {
-        since ??= Stopwatch.StartNew();
-        var limit = since.Elapsed + TimeSpan.FromSeconds(5);
-        while (since.Elapsed < limit)
-        {
-            if ((await client.GetAsync("/api/v1/me")).StatusCode == HttpStatusCode.Unauthorized)
-                return since.Elapsed;
-            await Task.Delay(10);
-        }
-        return since.Elapsed;
     }
 
     private static async Task<double> MeRequestsAsync(PortcullisServer server)

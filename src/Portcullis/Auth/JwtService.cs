@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Collections.Concurrent;
 using System.Security.Claims;
 using System.Security.Cryptography;
@@ -77,7 +76,7 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     public async ValueTask<JwtClaims?> ValidateAsync(string token, CancellationToken cancellationToken = default)
     {
-        var digest = Digest(token);
+        var digest = TokenFormat.Digest(token);
         var now = time.GetUtcNow().UtcDateTime;
         if (_validated.TryGetValue(digest, out var cached))
         {
@@ -123,25 +122,6 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         finally
         {
             Volatile.Write(ref _sweeping, 0);
-        }
-    }
-
-    private static TokenDigest Digest(string token)
-    {
-        var length = System.Text.Encoding.UTF8.GetByteCount(token);
-        byte[]? rented = length <= 8192 ? null : ArrayPool<byte>.Shared.Rent(length);
-        try
-        {
-            Span<byte> bytes = rented ?? stackalloc byte[8192];
-            System.Text.Encoding.UTF8.GetBytes(token, bytes);
-            Span<byte> hash = stackalloc byte[32];
-            ShortSha256.Hash(bytes[..length], hash);
-            return new TokenDigest(hash);
-        }
-        finally
-        {
-            if (rented is not null)
-                ArrayPool<byte>.Shared.Return(rented);
         }
     }
 

@@ -214,7 +214,8 @@ internal static class ServerApp
         app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
-        app.Use(Web.WebPages.HttpsForPages);
+        if (app.Services.GetRequiredService<PublicUrl>().Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+            app.Use(Web.WebPages.HttpsForPages);
         app.UseAuthentication();
         app.Use(Web.WebPages.SessionAntiforgery);
         app.UseAuthorization();

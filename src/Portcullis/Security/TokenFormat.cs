@@ -113,11 +113,22 @@ internal sealed class TokenFormat
     /// <summary>SHA-256 of the token's text as UTF-8: the only form in which a secret is stored.</summary>
     public static TokenDigest Digest(ReadOnlySpan<char> token)
     {
+        // Tokens fit the stack; longer texts (JWTs, session ids) use their exact size, pooled past 8 KiB.
         var max = Encoding.UTF8.GetMaxByteCount(token.Length);
-        Span<byte> buffer = max <= 512 ? stackalloc byte[max] : new byte[max];
-        var length = Encoding.UTF8.GetBytes(token, buffer);
-        Span<byte> hash = stackalloc byte[32];
-        ShortSha256.Hash(buffer[..length], hash);
-        return new TokenDigest(hash);
+        var size = max <= 512 ? max : Encoding.UTF8.GetByteCount(token);
+        byte[]? rented = size <= 8192 ? null : System.Buffers.ArrayPool<byte>.Shared.Rent(size);
+        try
+        {
+            Span<byte> buffer = rented ?? stackalloc byte[size];
+            var length = Encoding.UTF8.GetBytes(token, buffer);
+            Span<byte> hash = stackalloc byte[32];
+            ShortSha256.Hash(buffer[..length], hash);
+            return new TokenDigest(hash);
+        }
+        finally
+        {
+            if (rented is not null)
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
     }
 }

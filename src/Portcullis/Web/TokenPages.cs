@@ -49,7 +49,7 @@ internal static class TokenPages
     {
         var result = await TokensApi.ListAsync(http, db, time, null, null, cancellationToken);
         if (result.Result is not Ok<TokenResponse[]> { Value: { } tokens })
-            return Problem(result.Result);
+            return result.Result;
         var now = time.GetUtcNow().UtcDateTime;
         var body = new StringBuilder("<h1>Your tokens</h1>");
         if (http.Request.Query["deleted"] is { Count: 1 } deleted)
@@ -304,8 +304,6 @@ internal static class TokenPages
         }
         return Page(http, "Services — Portcullis", body.ToString());
     }
-
-    internal static IResult Problem(IResult result) => result;
 
     internal static string Date(DateTime d) => d.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture) + " UTC";
 }

@@ -34,12 +34,13 @@ internal static class WebPages
     /// When clients reach Portcullis over HTTPS (<c>PublicUrl</c> is https://), the pages are only served over
     /// HTTPS, so that their cookies can be <c>Secure</c> and <c>__Host-</c>: a page asked for over plain HTTP is
     /// redirected there. Behind a proxy that terminates TLS, the proxy says so with <c>X-Forwarded-Proto</c>.
+    /// Only in the pipeline when <c>PublicUrl</c> is https.
     /// </summary>
     public static Task HttpsForPages(HttpContext http, Func<Task> next)
     {
-        var publicUrl = http.RequestServices.GetRequiredService<PublicUrl>().Value;
-        if (!http.Request.IsHttps && publicUrl.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && IsPage(http.Request.Path))
+        if (!http.Request.IsHttps && IsPage(http.Request.Path))
         {
+            var publicUrl = http.RequestServices.GetRequiredService<PublicUrl>().Value;
             http.Response.StatusCode = StatusCodes.Status308PermanentRedirect;
             http.Response.Headers.Location = publicUrl + http.Request.Path + http.Request.QueryString;
             return Task.CompletedTask;

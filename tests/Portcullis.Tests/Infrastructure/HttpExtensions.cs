@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 
@@ -29,4 +31,21 @@ public static class HttpExtensions
         : response.Content.Headers.TryGetValues(name, out var contentValues) ? string.Join(", ", contentValues) : "";
 
     public static AuthenticationHeaderValue Bearer(string token) => new("Bearer", token);
+
+    /// <summary>
+    /// Polls <c>/api/v1/me</c> every 10 ms (bounded to 5 s) until the client's credential is refused; returns the
+    /// time since <paramref name="since"/> (default: now). How fast a change reaches another instance.
+    /// </summary>
+    public static async Task<TimeSpan> UntilUnauthorizedAsync(this HttpClient client, Stopwatch? since = null)
+    {
+        since ??= Stopwatch.StartNew();
+        var limit = since.Elapsed + TimeSpan.FromSeconds(5);
+        while (since.Elapsed < limit)
+        {
+            if ((await client.GetAsync("/api/v1/me")).StatusCode == HttpStatusCode.Unauthorized)
+                return since.Elapsed;
+            await Task.Delay(10);
+        }
+        return since.Elapsed;
+    }
 }
