@@ -5,9 +5,13 @@
 #   gateway     wrk -> Portcullis /services/bench_1/ (valid token) -> upstream
 #   nginx+pc    wrk -> nginx auth_request -> Portcullis /auth/verify, then -> upstream
 #   nginx+stub  wrk -> nginx auth_request -> nginx stub answering 200, then -> upstream
+#   bare        wrk -> bench/BareProxy: Kestrel + SocketsHttpHandler, no middleware, no checks -> upstream
+#   nginx+bare  wrk -> nginx auth_request -> bench/BareProxy answering 200 (Kestrel, nothing else), then -> upstream
 #   verify      wrk -> Portcullis /auth/verify alone
 #   healthz     wrk -> Portcullis /healthz alone
 # 1,000 distinct tokens, taken in turn; 5 s warm-up each; ROUNDS rounds of SECONDS each.
+# The two bare rows are floors: what .NET itself costs on this machine, so that the ratios can be read as
+# "the platform" and "what Portcullis adds on top of it".
 #   bench/gateway.sh [SECONDS] [ROUNDS] [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,12 +21,15 @@ connections=${3:-32}
 for tool in wrk nginx; do command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "$tool is missing: apt-get install $tool" >&2; exit 1; }; done
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 dotnet build -c Release src/Portcullis -v q -nologo >/dev/null
+dotnet build -c Release bench/BareProxy -v q -nologo >/dev/null
 dll=src/Portcullis/bin/Release/net10.0/portcullis.dll
+bare_dll=bench/BareProxy/bin/Release/net10.0/BareProxy.dll
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(free_port); proxy=$(free_port); stub=$(free_port); fa_pc=$(free_port); fa_stub=$(free_port); pc=$(free_port)
+bare=$(free_port); bare_stub=$(free_port); fa_bare=$(free_port)
 
 # Portcullis, with the upstream as a service and 1,000 tokens put in its database.
 start_portcullis() {
@@ -37,6 +44,11 @@ start_portcullis() {
 start_portcullis; kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true
 python3 bench/scale_seed.py "$work/data/portcullis.db" 1000 1000 "$work/tokens" >/dev/null
 start_portcullis; pids+=("$pc_pid")
+dotnet "$bare_dll" "http://127.0.0.1:$bare" "http://127.0.0.1:$up" >"$work/bare.log" 2>&1 &
+pids+=($!)
+dotnet "$bare_dll" "http://127.0.0.1:$bare_stub" ok >"$work/bare-stub.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1000); do curl -sf "http://127.0.0.1:$bare_stub/" >/dev/null 2>&1 && break; sleep 0.01; done
 
 # One nginx: the upstream, plain proxy_pass, the stub, and both auth_request set-ups (docs/examples/nginx-forward-auth.conf).
 mkdir -p "$work/nginx"
@@ -45,6 +57,9 @@ forward_auth=$(sed -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$pc;/" -e "s/se
 stub_auth=$(sed -e "s/^upstream portcullis {/upstream stub_auth {/" -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$stub;/" \
     -e "/^upstream app {/,/^}/d" -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$fa_stub;/" -e "s#http://portcullis/auth/verify?service=app#http://stub_auth/#" \
     -e "s/_portcullis_verify/_stub_verify/g" docs/examples/nginx-forward-auth.conf)
+bare_auth=$(sed -e "s/^upstream portcullis {/upstream bare_auth {/" -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$bare_stub;/" \
+    -e "/^upstream app {/,/^}/d" -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$fa_bare;/" -e "s#http://portcullis/auth/verify?service=app#http://bare_auth/#" \
+    -e "s/_portcullis_verify/_bare_verify/g" docs/examples/nginx-forward-auth.conf)
 cat >"$work/nginx/nginx.conf" <<NGINX
 $( [ "$(id -u)" = 0 ] && echo "user root;" )
 worker_processes auto;
@@ -64,6 +79,7 @@ http {
     }
 $forward_auth
 $stub_auth
+$bare_auth
 }
 NGINX
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
@@ -83,8 +99,9 @@ LUA
 declare -A urls=(
     [direct]="http://127.0.0.1:$up/" [nginx]="http://127.0.0.1:$proxy/" [gateway]="http://127.0.0.1:$pc/services/bench_1/"
     ["nginx+pc"]="http://127.0.0.1:$fa_pc/" ["nginx+stub"]="http://127.0.0.1:$fa_stub/"
+    [bare]="http://127.0.0.1:$bare/" ["nginx+bare"]="http://127.0.0.1:$fa_bare/"
     [verify]="http://127.0.0.1:$pc/auth/verify?service=bench" [healthz]="http://127.0.0.1:$pc/healthz")
-order=(direct nginx gateway nginx+pc nginx+stub verify healthz)
+order=(direct nginx bare gateway nginx+pc nginx+bare nginx+stub verify healthz)
 for name in "${order[@]}"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$work/tokens")" "${urls[$name]}")
     [ "$status" = 200 ] || { echo "$name answers $status, not 200: ${urls[$name]}" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
@@ -116,4 +133,10 @@ print()
 ratio("gateway", "nginx", 0.8)
 ratio("verify", "healthz", 0.9)
 ratio("nginx+pc", "nginx+stub", 0.85)
+print("\nfloors (.NET itself; no target):")
+ratio("bare", "nginx", "-")
+ratio("nginx+bare", "nginx+stub", "-")
+print("\nwhat Portcullis adds on top of the floor:")
+ratio("gateway", "bare", "-")
+ratio("nginx+pc", "nginx+bare", "-")
 PY

@@ -201,6 +201,13 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
         var metrics = await (await Server.Client().GetAsync("/metrics")).Content.ReadAsStringAsync();
         Assert.Contains("portcullis_upstream_request_duration_seconds_count{service=\"down\"}", metrics);
         Assert.Contains("portcullis_upstream_request_duration_seconds_bucket{service=\"raw\",le=\"+Inf\"}", metrics);
+        // Buckets are cumulative: never decreasing, the slow request above the smallest one, all within 30 s.
+        var buckets = metrics.Split('\n').Where(l => l.StartsWith("portcullis_upstream_request_duration_seconds_bucket{service=\"raw\"", StringComparison.Ordinal))
+            .Select(l => long.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal(13, buckets.Count);
+        Assert.Equal(buckets.Order(), buckets);
+        Assert.True(buckets[0] < buckets[^1], "the request that timed out must lie above the 5 ms bucket");
+        Assert.Equal(buckets[^1], buckets[^2]);
         // The upstream's own error statuses pass through untouched.
         Assert.Equal(HttpStatusCode.Conflict, (await admin.GetAsync("/services/raw_1/status/409")).StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await admin.GetAsync("/services/raw_1/status/503")).StatusCode);

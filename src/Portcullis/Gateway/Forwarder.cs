@@ -82,7 +82,7 @@ internal sealed class Forwarder : IDisposable
         var isUpgrade = upgrade is { IsUpgradableRequest: true }
             && request.Headers.Upgrade.ToString().Equals("websocket", StringComparison.OrdinalIgnoreCase);
 
-        using var message = new HttpRequestMessage(HttpMethod.Parse(request.Method), Target(service.Upstream, request))
+        using var message = new HttpRequestMessage(HttpMethod.Parse(request.Method), Target(service, request))
         {
             Version = HttpVersion.Version11,
             VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
@@ -169,12 +169,11 @@ internal sealed class Forwarder : IDisposable
             && request.HttpContext.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true);
 
     /// <summary>upstream + the path after the service segment, as the caller encoded it (normalised by Kestrel) + the query.</summary>
-    private static Uri Target(Uri upstream, HttpRequest request)
+    private static Uri Target(ServiceEntry service, HttpRequest request)
     {
         var path = request.RouteValues["path"] as string;
-        var basePath = upstream.AbsolutePath.TrimEnd('/');
         var rest = new PathString("/" + (path ?? ""));
-        return new Uri(upstream.GetLeftPart(UriPartial.Authority) + basePath + rest.ToUriComponent() + request.QueryString.ToUriComponent());
+        return new Uri(service.UpstreamBase + rest.ToUriComponent() + request.QueryString.ToUriComponent());
     }
 
     private void CopyRequestHeaders(HttpContext http, HttpRequestMessage message, string prefix, Credential? credential)
@@ -203,7 +202,7 @@ internal sealed class Forwarder : IDisposable
         // X-Forwarded-*: ours, replacing whatever the caller sent, unless a trusted proxy stands before us.
         var remote = http.Connection.RemoteIpAddress;
         var clientIp = remote?.IsIPv4MappedToIPv6 == true ? remote.MapToIPv4().ToString() : remote?.ToString() ?? "";
-        var forwardedFor = _trusted.Contains(remote) && request.Headers["X-Forwarded-For"] is { Count: > 0 } previous
+        var forwardedFor = request.Headers["X-Forwarded-For"] is { Count: > 0 } previous && _trusted.Contains(remote)
             ? $"{previous}, {clientIp}" : clientIp;
         message.Headers.TryAddWithoutValidation("X-Forwarded-For", forwardedFor);
         message.Headers.TryAddWithoutValidation("X-Forwarded-Proto", request.Scheme);

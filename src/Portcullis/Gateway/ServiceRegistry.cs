@@ -12,6 +12,9 @@ internal sealed record ServiceEntry(string Name, string Version, Uri Upstream, b
     public const string FromApi = "api";
 
     public string Key => $"{Name}_{Version}";
+
+    /// <summary>Scheme, authority and base path of the upstream, without a trailing '/': what every forwarded path is appended to.</summary>
+    public string UpstreamBase { get; } = Upstream.GetLeftPart(UriPartial.Authority) + Upstream.AbsolutePath.TrimEnd('/');
 }
 
 /// <summary>

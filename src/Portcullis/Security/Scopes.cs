@@ -113,7 +113,9 @@ internal sealed partial class ScopeSet : IEquatable<ScopeSet>
     }
 
     /// <summary>Space-separated form used in storage, OAuth fields and JWT <c>scope</c> claims.</summary>
-    public override string ToString() => string.Join(' ', ToNames());
+    public override string ToString() => _text ??= string.Join(' ', ToNames());
+
+    private string? _text;
 
     public static bool TryParse(IEnumerable<string> names, out ScopeSet scopes, out string? error)
     {

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Net;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Storage;
 using Microsoft.Extensions.Options;
 using Portcullis.Data;
 using Portcullis.Hosting;
@@ -82,19 +84,31 @@ internal sealed class UsageRecorder(IServiceScopeFactory scopes, TimeProvider ti
             await using var scope = scopes.CreateAsyncScope();
             var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
             await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
+            // Two prepared statements reused for every entry: with thousands of tokens in use, one EF query
+            // per entry cost more than the writes themselves.
+            var connection = db.Database.GetDbConnection();
+            await using var lastUsed = Sql.Command(connection, """
+                UPDATE api_tokens SET last_used_at = @last, last_used_ip = @ip
+                WHERE id = @id AND (last_used_at IS NULL OR last_used_at < @last)
+                """, ("@id", 0L), ("@last", DateTime.UnixEpoch), ("@ip", ""));
+            await using var count = Sql.Command(connection, """
+                INSERT INTO token_usage (token_id, day, count)
+                SELECT @id, @day, @count WHERE EXISTS (SELECT 1 FROM api_tokens WHERE id = @id)
+                ON CONFLICT (token_id, day) DO UPDATE SET count = token_usage.count + excluded.count
+                """, ("@id", 0L), ("@day", ""), ("@count", 0L));
+            lastUsed.Transaction = count.Transaction = tx.GetDbTransaction();
+            await lastUsed.PrepareAsync(cancellationToken);
+            await count.PrepareAsync(cancellationToken);
             foreach (var item in batch)
             {
-                var last = new DateTime(item.Last, DateTimeKind.Utc);
-                var ip = item.Ip?.ToString();
-                var day = DateOnly.FromDayNumber(item.Day).ToString("yyyy-MM-dd");
-                await db.ApiTokens
-                    .Where(t => t.Id == item.TokenId && (t.LastUsedAt == null || t.LastUsedAt < last))
-                    .ExecuteUpdateAsync(s => s.SetProperty(t => t.LastUsedAt, last).SetProperty(t => t.LastUsedIp, ip), cancellationToken);
-                await db.Database.ExecuteSqlAsync($"""
-                    INSERT INTO token_usage (token_id, day, count)
-                    SELECT {item.TokenId}, {day}, {item.Count} WHERE EXISTS (SELECT 1 FROM api_tokens WHERE id = {item.TokenId})
-                    ON CONFLICT (token_id, day) DO UPDATE SET count = token_usage.count + excluded.count
-                    """, cancellationToken);
+                lastUsed.Parameters["@id"].Value = item.TokenId;
+                lastUsed.Parameters["@last"].Value = new DateTime(item.Last, DateTimeKind.Utc);
+                lastUsed.Parameters["@ip"].Value = (object?)item.Ip?.ToString() ?? DBNull.Value;
+                await lastUsed.ExecuteNonQueryAsync(cancellationToken);
+                count.Parameters["@id"].Value = item.TokenId;
+                count.Parameters["@day"].Value = DateOnly.FromDayNumber(item.Day).ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+                count.Parameters["@count"].Value = item.Count;
+                await count.ExecuteNonQueryAsync(cancellationToken);
             }
             await tx.CommitAsync(cancellationToken);
         }
