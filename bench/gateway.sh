@@ -54,12 +54,13 @@ for _ in $(seq 1000); do curl -sf "http://127.0.0.1:$bare_stub/" >/dev/null 2>&1
 mkdir -p "$work/nginx"
 forward_auth=$(sed -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$pc;/" -e "s/server 127.0.0.1:5000;/server 127.0.0.1:$up;/" \
     -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$fa_pc;/" -e "s/services=app/services=bench/" docs/examples/nginx-forward-auth.conf)
-stub_auth=$(sed -e "s/^upstream portcullis {/upstream stub_auth {/" -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$stub;/" \
-    -e "/^upstream app {/,/^}/d" -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$fa_stub;/" -e "s#http://portcullis/auth/verify?service=app#http://stub_auth/#" \
-    -e "s/_portcullis_verify/_stub_verify/g" docs/examples/nginx-forward-auth.conf)
-bare_auth=$(sed -e "s/^upstream portcullis {/upstream bare_auth {/" -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$bare_stub;/" \
-    -e "/^upstream app {/,/^}/d" -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$fa_bare;/" -e "s#http://portcullis/auth/verify?service=app#http://bare_auth/#" \
-    -e "s/_portcullis_verify/_bare_verify/g" docs/examples/nginx-forward-auth.conf)
+# The same auth_request set-up with another checker in Portcullis's place, answering 200 to everything.
+#   stub_auth NAME CHECKER_PORT LISTEN_PORT
+stub_auth() {
+    sed -e "s/^upstream portcullis {/upstream $1 {/" -e "s/server 127.0.0.1:8080;/server 127.0.0.1:$2;/" \
+        -e "/^upstream app {/,/^}/d" -e "s/listen 127.0.0.1:8000;/listen 127.0.0.1:$3;/" -e "s#http://portcullis/auth/verify?service=app#http://$1/#" \
+        -e "s/_portcullis_verify/_$1_verify/g" docs/examples/nginx-forward-auth.conf
+}
 cat >"$work/nginx/nginx.conf" <<NGINX
 $( [ "$(id -u)" = 0 ] && echo "user root;" )
 worker_processes auto;
@@ -78,8 +79,8 @@ http {
         location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 $forward_auth
-$stub_auth
-$bare_auth
+$(stub_auth nginx_stub_auth "$stub" "$fa_stub")
+$(stub_auth bare_stub_auth "$bare_stub" "$fa_bare")
 }
 NGINX
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
