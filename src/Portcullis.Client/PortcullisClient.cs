@@ -23,7 +23,20 @@ public sealed record CreateTokenRequest(string Name, string? Description = null,
 
 public sealed record AccessToken(string Token, string TokenType, int ExpiresIn, string Scope);
 
-public sealed record ServiceInfo(string Name, string Version, string Upstream, bool Protected, string? Description, string Source, string Path);
+public sealed record ServiceInfo(string Name, string Version, string Upstream, bool Protected, string? Description, string Source, string Path)
+{
+    /// <summary>The service's own origin, where browsers use it (e.g. <c>http://model.localhost:8080/</c>).</summary>
+    public string Origin { get; init; } = "";
+
+    /// <summary>Its replicas (admins only; empty for others).</summary>
+    public IReadOnlyList<string> Upstreams { get; init; } = [];
+
+    /// <summary>Each replica's health as the gateway sees it (admins only).</summary>
+    public IReadOnlyList<ServiceDestination>? Destinations { get; init; }
+}
+
+/// <summary>A replica of a service: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c>.</summary>
+public sealed record ServiceDestination(string Address, string Health);
 
 /// <summary>What the server said when it refused: the HTTP status, and the problem or OAuth error it sent.</summary>
 public sealed class PortcullisApiException(HttpStatusCode status, string? error, string message) : Exception(message)

@@ -27,6 +27,7 @@ public sealed class GatewayFixture : IAsyncLifetime
         {
             ("echo", Upstream.Url + "/echo", true), ("open", Upstream.Url + "/echo", false), ("secret", Upstream.Url + "/echo", true),
             ("raw", Upstream.Url, true), ("down", "http://127.0.0.1:9", true),
+            ("c", Upstream.Url + "/c-base", true), ("d", Upstream.Url + "/d-admin", true),
         };
         for (var i = 0; i < services.Length; i++)
         {
@@ -134,14 +135,28 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task ABrowserWithoutCredentialIsSentToLoginWithALocalReturnUrl()
+    public async Task ABrowserInPathModeIsSentToTheServicesOwnOrigin()
     {
         using var client = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = Server.BaseAddress };
-        using var request = new HttpRequestMessage(HttpMethod.Get, "/services/echo_1/page?q=1");
-        request.Headers.Accept.ParseAdd("text/html,application/xhtml+xml");
-        using var response = await client.SendAsync(request);
-        Assert.Equal(HttpStatusCode.Found, response.StatusCode);
-        Assert.Equal("/login?returnUrl=%2Fservices%2Fecho_1%2Fpage%3Fq%3D1", response.Headers.Location!.OriginalString);
+        var port = Server.BaseAddress.Port;
+        foreach (var (path, expected) in new[]
+        {
+            ("/services/echo_1/page?q=1", $"http://echo--1.localhost:{port}/page?q=1"),
+            ("/services/echo/page", $"http://echo.localhost:{port}/page"),
+            ("/services/echo_1", $"http://echo--1.localhost:{port}/"),
+        })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, path);
+            request.Headers.Accept.ParseAdd("text/html,application/xhtml+xml");
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Found, response.StatusCode);
+            Assert.Equal(expected, response.Headers.Location!.OriginalString);
+        }
+        // A program (no Accept: text/html, or an Authorization header) is never redirected to a page.
+        using var withToken = new HttpRequestMessage(HttpMethod.Get, "/services/echo_1/page");
+        withToken.Headers.Accept.ParseAdd("text/html");
+        withToken.Headers.Authorization = new AuthenticationHeaderValue("Bearer", await TokenAsync("services:echo"));
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(withToken)).StatusCode);
         // /services/echo without the slash first gains it, so that the service's relative links work.
         using var bare = await client.GetAsync("/services/echo_1?q=1");
         Assert.Equal(HttpStatusCode.TemporaryRedirect, bare.StatusCode);
@@ -158,6 +173,85 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
     {
         var (status, _) = await Server.RawAsync($"GET {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {await Server.AdminTokenAsync()}\nConnection: close\n");
         Assert.Equal(400, status);
+    }
+
+    /// <summary>
+    /// Service c lives at /c-base and d at /d-admin on the same upstream; a token for c must never reach /d-admin,
+    /// however the path is encoded. Each path is sent raw, in path mode and on c's own origin, and either refused
+    /// (400, or 404 when Kestrel's own normalisation leaves no such service) or forwarded under /c-base/.
+    /// </summary>
+    [Theory]
+    [InlineData("/%252e%252e/d-admin/secret", 400)]
+    [InlineData("/%252E%252E/d-admin/secret", 400)]
+    [InlineData("/.%252e/d-admin/secret", 400)]
+    [InlineData("/%25252e%25252e/d-admin/secret", 400)]
+    [InlineData("/%2525252e%2525252e/d-admin/secret", 400)]
+    [InlineData("/..;/d-admin/secret", 400)]
+    [InlineData("/.;/x", 400)]
+    [InlineData("/%2e%2e;/d-admin/secret", 400)]
+    [InlineData("/..%3b/d-admin/secret", 400)]
+    [InlineData("/..%253B/d-admin/secret", 400)]
+    [InlineData("/%5c..%5cd-admin%5csecret", 400)]
+    [InlineData("/a%255cb", 400)]
+    [InlineData("/%c0%ae%c0%ae/d-admin/secret", 400)]
+    [InlineData("/%25c0%25ae%25c0%25ae/d-admin/secret", 400)]
+    [InlineData("/%e0%80%ae%e0%80%ae/d-admin/secret", 400)]
+    [InlineData("/%c0%af", 400)]
+    [InlineData("/a%00b", 400)]
+    [InlineData("/a%2500b", 400)]
+    [InlineData("/%2f..%2fd-admin", 400)]
+    [InlineData("/..%2F..%2Fd-admin", 400)]
+    [InlineData("/a%252Fb", 400)]
+    [InlineData("/a/b%20c?x=1", 200)]
+    [InlineData("/a;b", 200)]
+    [InlineData("/a%3Bb", 200)]
+    [InlineData("/100%25", 200)]
+    [InlineData("/caf%C3%A9", 200)]
+    [InlineData("/a/./b/../c", 200)]
+    public async Task PathsThatCouldLeaveTheServiceBasePathAreRefused(string rest, int expected)
+    {
+        var cOnly = await TokenAsync("services:c");
+        foreach (var (target, host) in new[] { ("/services/c_1" + rest, "x"), (rest, $"c--1.localhost:{Server.BaseAddress.Port}") })
+        {
+            var (status, response) = await Server.RawAsync($"GET {target} HTTP/1.1\nHost: {host}\nAuthorization: Bearer {cOnly}\nConnection: close\n");
+            Assert.True(status == expected, $"{target} on {host}: expected {expected}, got {status}: {response}");
+            if (status == 200)
+            {
+                var path = System.Text.RegularExpressions.Regex.Match(response, "\"path\":\"([^\"]*)\"").Groups[1].Value;
+                Assert.StartsWith("/c-base/", path);
+                Assert.DoesNotContain("d-admin", path);
+            }
+            Assert.DoesNotContain("d-admin", response.Contains("\"path\"", StringComparison.Ordinal) ? response : "");
+        }
+    }
+
+    [Theory]
+    [InlineData("/services/c_1/%2e%2e/d-admin/secret")]
+    [InlineData("/services/c_1/%2E%2e/d_1/secret")]
+    [InlineData("/services/c_1/../d_1/secret")]
+    public async Task DotSegmentsKestrelResolvesChooseAnotherServiceWhichIsAuthorisedAsSuch(string path)
+    {
+        var (status, _) = await Server.RawAsync($"GET {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {await TokenAsync("services:c")}\nConnection: close\n");
+        Assert.True(status is 403 or 404, $"{path}: {status}");
+    }
+
+    [Fact]
+    public async Task PathModeAnswersAreSandboxedAndUpstreamsCannotSetPortcullisCookies()
+    {
+        using var client = Server.Client(await TokenAsync("services:raw"));
+        using var response = await client.GetAsync("/services/raw_1/cookies");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var csp = Assert.Single(response.Headers.GetValues("Content-Security-Policy"));
+        Assert.StartsWith("sandbox ", csp);
+        Assert.DoesNotContain("allow-same-origin", csp);
+        var cookies = response.Headers.GetValues("Set-Cookie").ToList();
+        Assert.Equal(["theirs=kept; path=/"], cookies);
+        // On the service's own origin the service keeps its origin (no sandbox), and still cannot set ours.
+        using var own = new HttpRequestMessage(HttpMethod.Get, "/cookies");
+        own.Headers.Host = $"raw--1.localhost:{Server.BaseAddress.Port}";
+        using var ownResponse = await client.SendAsync(own);
+        Assert.False(ownResponse.Headers.Contains("Content-Security-Policy"));
+        Assert.Equal(["theirs=kept; path=/"], ownResponse.Headers.GetValues("Set-Cookie").ToList());
     }
 
     [Fact]

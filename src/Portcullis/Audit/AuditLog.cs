@@ -34,6 +34,9 @@ internal static class AuditEvents
     public const string ServiceRegistered = "service.registered";
     public const string ServiceRemoved = "service.removed";
     public const string GatewayDenied = "gateway.denied";
+    public const string OriginCodeIssued = "gateway.origin_code_issued";
+    public const string OriginLogin = "gateway.origin_login";
+    public const string OriginLoginRefused = "gateway.origin_login_refused";
 }
 
 /// <summary>

@@ -29,45 +29,57 @@ internal sealed class CredentialAuthenticationHandler(
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
-        var headers = Request.Headers.Authorization;
-        if (headers.Count == 0)
+        if (Request.Headers.Authorization.Count == 0)
             return await AuthenticateSessionAsync();
+        var (credential, failure) = await ReadAuthorizationAsync(Context, verifier, metrics);
+        if (failure is not null)
+            return Fail(failure);
+        // Not a scheme we speak (e.g. Basic): as if no credential was sent.
+        return credential is null ? AuthenticateResult.NoResult() : Success(Context, credential, Scheme.Name);
+    }
+
+    /// <summary>
+    /// The credential of <c>Authorization: Bearer|token &lt;credential&gt;</c>: (credential, null) when valid,
+    /// (null, failure) when malformed or refused, (null, null) when there is none in a scheme Portcullis speaks.
+    /// The gateway calls this directly; everything else goes through the authentication middleware.
+    /// </summary>
+    public static async ValueTask<(Credential? Credential, AuthFailure? Failure)> ReadAuthorizationAsync(
+        HttpContext http, CredentialVerifier verifier, Hosting.PrometheusMetrics metrics)
+    {
+        var headers = http.Request.Headers.Authorization;
+        if (headers.Count == 0)
+            return (null, null);
         if (headers.Count > 1)
-            return Fail(AuthFailure.InvalidRequest("Send exactly one Authorization header."));
+            return (null, AuthFailure.InvalidRequest("Send exactly one Authorization header."));
 
         var header = headers[0] ?? "";
         var space = header.IndexOf(' ');
         var scheme = space < 0 ? header : header[..space];
         if (!scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) && !scheme.Equals("token", StringComparison.OrdinalIgnoreCase))
-        {
-            // Not a scheme we speak (e.g. Basic): as if no credential was sent.
-            return AuthenticateResult.NoResult();
-        }
+            return (null, null);
         var token = space < 0 ? "" : header[(space + 1)..].Trim();
         if (token.Length == 0)
-            return Fail(AuthFailure.InvalidRequest($"The Authorization header names the {scheme} scheme but carries no credential."));
+            return (null, AuthFailure.InvalidRequest($"The Authorization header names the {scheme} scheme but carries no credential."));
         if (token.Length > 8192 || token.AsSpan().IndexOfAny(' ', '\t') >= 0)
-            return Fail(AuthFailure.InvalidToken("The credential is malformed."));
+            return (null, AuthFailure.InvalidToken("The credential is malformed."));
 
-        var result = await verifier.VerifyAsync(token, Context.Connection.RemoteIpAddress, Context.RequestAborted);
+        var result = await verifier.VerifyAsync(token, http.Connection.RemoteIpAddress, http.RequestAborted);
         metrics.CountVerification(result.Failure);
-        if (result.Credential is not { } credential)
-        {
-            return Fail(result.Failure switch
-            {
-                VerifyFailure.Unavailable => AuthFailure.Unavailable,
-                VerifyFailure.Expired => AuthFailure.InvalidToken("The token has expired."),
-                VerifyFailure.OwnerDisabled => AuthFailure.InvalidToken("The account that owns this token is disabled."),
-                _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
-            });
-        }
-        return Success(Context, credential, Scheme.Name);
+        return result.Credential is { } credential ? (credential, null) : (null, FailureOf(result.Failure));
     }
+
+    public static AuthFailure FailureOf(VerifyFailure failure) => failure switch
+    {
+        VerifyFailure.Unavailable => AuthFailure.Unavailable,
+        VerifyFailure.Expired => AuthFailure.InvalidToken("The token has expired."),
+        VerifyFailure.OwnerDisabled => AuthFailure.InvalidToken("The account that owns this token is disabled."),
+        _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
+    };
 
     /// <summary>The web UI's session cookie, when no Authorization header was sent (SPEC §4).</summary>
     private async Task<AuthenticateResult> AuthenticateSessionAsync()
     {
-        var id = Request.Cookies[SessionStore.CookieName(SessionStore.IsSecure(Context))];
+        var id = Request.Cookies[PortcullisCookies.Session(SessionStore.IsSecure(Context))];
         if (string.IsNullOrEmpty(id))
             return AuthenticateResult.NoResult();
         var result = await sessions.VerifyAsync(id, Context.RequestAborted);

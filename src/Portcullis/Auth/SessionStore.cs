@@ -18,7 +18,7 @@ namespace Portcullis.Auth;
 /// </summary>
 internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions)
 {
-    private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks);
+    private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks, string? Service, TokenDigest? Parent);
 
     private readonly ConcurrentDictionary<TokenDigest, Entry> _cache = new();
     private readonly long _maxAgeTicks = tokenOptions.Value.CacheMaxAge.Ticks;
@@ -27,7 +27,6 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
     /// <summary>256 bits, base64url: 43 characters.</summary>
     public const int IdLength = 43;
 
-    public static string CookieName(bool https) => https ? "__Host-portcullis" : "portcullis";
 
     /// <summary>
     /// Whether cookies must be <c>Secure</c> and <c>__Host-</c>: the request came over HTTPS, directly or through a
@@ -53,11 +52,22 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         return (id, expires);
     }
 
-    public async ValueTask<VerifyResult> VerifyAsync(string id, CancellationToken cancellationToken)
+    /// <summary>A web session of the UI origin (never one of a service origin).</summary>
+    public ValueTask<VerifyResult> VerifyAsync(string id, CancellationToken cancellationToken) => VerifyAsync(id, service: null, cancellationToken);
+
+    /// <summary>
+    /// A session: of the UI origin when <paramref name="service"/> is null, else of that service's own origin,
+    /// which is valid only while its parent web session is.
+    /// </summary>
+    public async ValueTask<VerifyResult> VerifyAsync(string id, string? service, CancellationToken cancellationToken)
     {
         if (id.Length != IdLength || !Base64Url.IsValid(id))
             return VerifyResult.Fail(VerifyFailure.Malformed);
-        var digest = Digest(id);
+        return (await VerifyDigestAsync(Digest(id), service, cancellationToken)).Result;
+    }
+
+    private async ValueTask<(VerifyResult Result, Entry? Entry)> VerifyDigestAsync(TokenDigest digest, string? service, CancellationToken cancellationToken)
+    {
         var now = time.GetUtcNow();
         try
         {
@@ -67,23 +77,48 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
                 if (_cache.Count < Capacity)
                     _cache[digest] = entry;
             }
-            if (!entry.Known)
-                return VerifyResult.Fail(VerifyFailure.Unknown);
+            if (!entry.Known || !string.Equals(entry.Service, service, StringComparison.Ordinal))
+                return (VerifyResult.Fail(VerifyFailure.Unknown), null);
             if (now.UtcDateTime >= entry.ExpiresAt)
-                return VerifyResult.Fail(VerifyFailure.Expired);
+                return (VerifyResult.Fail(VerifyFailure.Expired), null);
+            // A service origin's session lives exactly as long as the web session it came from.
+            if (entry.Parent is { } parent && (await VerifyDigestAsync(parent, null, cancellationToken)).Result.Credential is null)
+                return (VerifyResult.Fail(VerifyFailure.Revoked), null);
             var owner = await principals.GetAsync(entry.UserId, cancellationToken);
             if (owner is null)
-                return VerifyResult.Fail(VerifyFailure.Unknown);
+                return (VerifyResult.Fail(VerifyFailure.Unknown), null);
             if (owner.IsDisabled)
-                return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+                return (VerifyResult.Fail(VerifyFailure.OwnerDisabled), null);
             if (owner.CredentialVersion != entry.CredentialVersion)
-                return VerifyResult.Fail(VerifyFailure.Revoked);
-            return new VerifyResult(new Credential(CredentialKinds.Session, null, owner, owner.Rights), VerifyFailure.None);
+                return (VerifyResult.Fail(VerifyFailure.Revoked), null);
+            return (new VerifyResult(new Credential(CredentialKinds.Session, null, owner, owner.Rights), VerifyFailure.None), entry);
         }
         catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
         {
-            return VerifyResult.Fail(VerifyFailure.Unavailable);
+            return (VerifyResult.Fail(VerifyFailure.Unavailable), null);
         }
+    }
+
+    /// <summary>
+    /// Opens a session on a service's own origin for the person of a web session (given by its digest), if
+    /// that session is still valid: it names the service, ends with its parent, and never outlives it.
+    /// </summary>
+    public async Task<(string Id, Credential Credential)?> CreateForServiceAsync(TokenDigest parent, string service, HttpContext http, CancellationToken cancellationToken)
+    {
+        var (result, entry) = await VerifyDigestAsync(parent, null, cancellationToken);
+        if (result.Credential is not { } credential || entry is null)
+            return null;
+        var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
+        await using var scope = scopes.CreateAsyncScope();
+        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        var userAgent = http.Request.Headers.UserAgent.ToString();
+        await Sql.ExecuteAsync(db.Database.GetDbConnection(),
+            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent, service, parent_hash) VALUES (@h, @u, @v, @c, @e, @ip, @ua, @s, @p)",
+            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", entry.UserId), ("@v", entry.CredentialVersion), ("@c", time.GetUtcNow().UtcDateTime),
+            ("@e", entry.ExpiresAt), ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent),
+            ("@s", service), ("@p", parent.ToHex()));
+        return (id, credential);
     }
 
     private async Task<Entry> LoadAsync(TokenDigest digest, long nowTicks, CancellationToken cancellationToken)
@@ -92,11 +127,12 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         await db.Database.OpenConnectionAsync(cancellationToken);
         await using var cmd = Sql.Command(db.Database.GetDbConnection(),
-            "SELECT user_id, credential_version, expires_at FROM sessions WHERE id_hash = @h AND revoked_at IS NULL", ("@h", digest.ToHex()));
+            "SELECT user_id, credential_version, expires_at, service, parent_hash FROM sessions WHERE id_hash = @h AND revoked_at IS NULL", ("@h", digest.ToHex()));
         await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
         return await reader.ReadAsync(cancellationToken)
-            ? new Entry(reader.GetInt64(0), reader.GetInt32(1), Sql.Utc(reader, 2), true, nowTicks)
-            : new Entry(0, 0, DateTime.MinValue, false, nowTicks);
+            ? new Entry(reader.GetInt64(0), reader.GetInt32(1), Sql.Utc(reader, 2), true, nowTicks,
+                reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(4) ? null : TokenDigest.FromHex(reader.GetString(4)))
+            : new Entry(0, 0, DateTime.MinValue, false, nowTicks, null, null);
     }
 
     /// <summary>Ends a session on the server: it fails on every instance from now on.</summary>
@@ -109,7 +145,8 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         {
             var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
             await db.Database.OpenConnectionAsync(cancellationToken);
-            await Sql.ExecuteAsync(db.Database.GetDbConnection(), "UPDATE sessions SET revoked_at = @now WHERE id_hash = @h AND revoked_at IS NULL",
+            // The sessions it opened on service origins end with it (they also check it on every request).
+            await Sql.ExecuteAsync(db.Database.GetDbConnection(), "UPDATE sessions SET revoked_at = @now WHERE (id_hash = @h OR parent_hash = @h) AND revoked_at IS NULL",
                 cancellationToken, ("@now", time.GetUtcNow().UtcDateTime), ("@h", digest.ToHex()));
         }
         await bus.SessionEndedAsync(digest.ToHex(), cancellationToken);

@@ -9,11 +9,19 @@ using Portcullis.Security;
 
 namespace Portcullis.Gateway;
 
-internal sealed record RegisterServiceRequest(string? Name, string? Version, string? Upstream, bool? Protected, string? Description);
+internal sealed record RegisterServiceRequest(string? Name, string? Version, string? Upstream, string[]? Upstreams, bool? Protected, string? Description,
+    HealthCheckRequest? HealthCheck);
 
-internal sealed record ServiceResponse(string Name, string Version, string Upstream, bool Protected, string? Description, string Source, string Path, DateTime RegisteredAt);
+/// <summary>An active health check: <c>GET path</c> on every replica each <c>interval_seconds</c> (default 10).</summary>
+internal sealed record HealthCheckRequest(string? Path, int? IntervalSeconds);
 
-/// <summary>The service registry: <c>/api/v1/services</c> (SPEC §4 Services).</summary>
+internal sealed record ServiceResponse(string Name, string Version, string Upstream, string[] Upstreams, bool Protected, string? Description, string Source,
+    string Path, string Origin, DateTime RegisteredAt, HealthCheckRequest? HealthCheck, DestinationResponse[]? Destinations);
+
+/// <summary>One replica and its health as the gateway sees it: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c> (not probed, no failures).</summary>
+internal sealed record DestinationResponse(string Address, string Health);
+
+/// <summary>The service registry: <c>/api/v1/services</c> (docs/gateway.md).</summary>
 internal static class ServicesApi
 {
     public const int MaxDescriptionLength = 500;
@@ -29,53 +37,63 @@ internal static class ServicesApi
     }
 
     /// <summary>The services the caller may reach (all of them for <c>services</c> or <c>admin</c>), and every unprotected one.</summary>
-    private static Ok<ServiceResponse[]> List(HttpContext http, ServiceRegistry registry)
+    private static Ok<ServiceResponse[]> List(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas)
     {
         var caller = http.Credential();
         var admin = caller.Allows(ScopeRequirement.Admin);
         return TypedResults.Ok(registry.All
             .Where(s => !s.Protected || caller.Allows(ScopeRequirement.ForService(s.Name)))
-            .Select(s => ToResponse(s, admin))
+            .Select(s => ToResponse(s, admin, hosts, replicas))
             .ToArray());
     }
 
     internal static async Task<Results<Created<ServiceResponse>, ProblemHttpResult>> RegisterAsync(
-        RegisterServiceRequest? request, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus, AuditLog audit,
-        TimeProvider time, CancellationToken cancellationToken)
+        RegisterServiceRequest? request, HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, InvalidationBus bus,
+        AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"model\", \"version\": \"1.0\", \"upstream\": \"http://127.0.0.1:5000\"}.");
-        var errors = ServiceRules.Check(request.Name, request.Version, request.Upstream).ToList();
+        if (request.Upstream is not null && request.Upstreams is { Length: > 0 })
+            return ProblemResponses.BadRequest("Give either 'upstream' (one address) or 'upstreams' (the replicas), not both.");
+        IReadOnlyList<string?> upstreamTexts = request.Upstreams is { Length: > 0 } many ? many : request.Upstream is null ? [] : [request.Upstream];
+        var interval = request.HealthCheck?.IntervalSeconds is { } seconds ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
+        if (request.HealthCheck is { Path: null })
+            return ProblemResponses.BadRequest("The health check needs a 'path', e.g. {\"path\": \"/healthz\", \"interval_seconds\": 10}.");
+        var errors = ServiceRules.Check(request.Name, request.Version, upstreamTexts, request.HealthCheck?.Path, interval).ToList();
         if (errors.Count > 0)
             return ProblemResponses.BadRequest(string.Join(" ", errors.Select(e => e.Error)));
         if (request.Description is { Length: > MaxDescriptionLength })
             return ProblemResponses.BadRequest($"The description is {request.Description.Length} characters long; at most {MaxDescriptionLength} are allowed.");
         if (registry.Find(request.Name!, request.Version!) is { } existing)
             return ProblemResponses.Conflict($"The service '{existing.Key}' is already registered (from {existing.Source}). Remove it first, or register another version.");
+        if (registry.LabelTakenBy(request.Name!, request.Version!) is { } clash)
+            return ProblemResponses.Conflict($"The service '{request.Name}_{request.Version}' would have the same host name as '{clash.Key}' ({ServiceHosts.Label(request.Name!, request.Version!)}). Choose another name or version.");
 
         var now = time.GetUtcNow().UtcDateTime;
         var caller = http.Credential();
-        ServiceRules.TryParseUpstream(request.Upstream, out var upstream);
+        var upstreams = upstreamTexts.Select(u => ServiceRules.TryParseUpstream(u, out var uri) ? uri.ToString().TrimEnd('/') : "").ToArray();
         await db.Database.OpenConnectionAsync(cancellationToken);
         try
         {
             await Sql.ExecuteAsync(db.Database.GetDbConnection(),
-                "INSERT INTO gateway_services (name, version, upstream, protected, description, created_at, created_by) VALUES (@name, @version, @upstream, @protected, @description, @at, @by)",
-                cancellationToken, ("@name", request.Name), ("@version", request.Version), ("@upstream", upstream.ToString().TrimEnd('/')),
-                ("@protected", request.Protected ?? true), ("@description", request.Description), ("@at", now), ("@by", caller.Owner.Name));
+                "INSERT INTO gateway_services (name, version, upstream, protected, description, created_at, created_by, health_check_path, health_check_interval_seconds) " +
+                "VALUES (@name, @version, @upstream, @protected, @description, @at, @by, @health, @interval)",
+                cancellationToken, ("@name", request.Name), ("@version", request.Version), ("@upstream", string.Join('\n', upstreams)),
+                ("@protected", request.Protected ?? true), ("@description", request.Description), ("@at", now), ("@by", caller.Owner.Name),
+                ("@health", request.HealthCheck?.Path), ("@interval", request.HealthCheck is null ? null : (int)(interval ?? TimeSpan.FromSeconds(10)).TotalSeconds));
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
             return ProblemResponses.Conflict($"The service '{request.Name}_{request.Version}' is already registered. Remove it first, or register another version.");
         }
         db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRegistered, $"{request.Name}_{request.Version}",
-            details: new { upstream = upstream.ToString().TrimEnd('/'), @protected = request.Protected ?? true }));
+            details: new { upstreams, @protected = request.Protected ?? true, health_check = request.HealthCheck?.Path }));
         await db.SaveChangesAsync(cancellationToken);
         await registry.ReloadAsync(cancellationToken);
         await bus.ServicesChangedAsync(cancellationToken);
         var entry = registry.Find(request.Name!, request.Version!)
-            ?? new ServiceEntry(request.Name!, request.Version!, upstream, request.Protected ?? true, request.Description, ServiceEntry.FromApi, now);
-        return TypedResults.Created($"/api/v1/services/{entry.Key}", ToResponse(entry, admin: true));
+            ?? new ServiceEntry(request.Name!, request.Version!, [.. upstreams.Select(u => new Uri(u))], request.Protected ?? true, request.Description, ServiceEntry.FromApi, now);
+        return TypedResults.Created($"/api/v1/services/{entry.Key}", ToResponse(entry, admin: true, hosts, replicas));
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> RemoveAsync(
@@ -99,9 +117,12 @@ internal static class ServicesApi
         return TypedResults.NoContent();
     }
 
-    private static ServiceResponse ToResponse(ServiceEntry s, bool admin) =>
-        // The upstream is an internal address: only admins see it.
-        new(s.Name, s.Version, admin ? s.Upstream.ToString().TrimEnd('/') : "", s.Protected, s.Description, s.Source, $"/services/{s.Key}/", s.RegisteredAt);
+    internal static ServiceResponse ToResponse(ServiceEntry s, bool admin, ServiceHosts hosts, Replicas replicas) =>
+        // Upstreams are internal addresses: only admins see them, and the replicas' health.
+        new(s.Name, s.Version, admin ? s.UpstreamTexts.First() : "", admin ? [.. s.UpstreamTexts] : [], s.Protected, s.Description, s.Source,
+            $"/services/{s.Key}/", hosts.Origin(s.Label) + "/", s.RegisteredAt,
+            s.HealthCheck is { } check ? new HealthCheckRequest(check.Path, (int)check.Interval.TotalSeconds) : null,
+            admin ? replicas.Health(s) : null);
 
     private static bool IsUniqueViolation(DbException e) =>
         e is Npgsql.PostgresException { SqlState: "23505" } || (e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 19 });

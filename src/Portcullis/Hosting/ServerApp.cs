@@ -82,10 +82,9 @@ internal static class ServerApp
         services.AddSingleton<TokenCache>();
         services.AddSingleton<PrincipalCache>();
         services.AddSingleton<InvalidationBus>();
-        services.AddSingleton<ServiceRegistry>();
         services.AddSingleton<SessionStore>();
         services.AddSingleton<TrustedProxies>();
-        services.AddSingleton<Forwarder>();
+        services.AddGateway();
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<JwtService>();
         services.AddSingleton<RevokedJwts>();
@@ -116,7 +115,7 @@ internal static class ServerApp
         {
             // Under HTTPS (or behind a proxy that terminates it, per PublicUrl): Secure and __Host-, like the session cookie.
             var https = url.Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
-            o.Cookie.Name = https ? "__Host-portcullis-antiforgery" : "portcullis-antiforgery";
+            o.Cookie.Name = PortcullisCookies.Antiforgery(https);
             o.Cookie.SecurePolicy = https ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest;
             o.Cookie.SameSite = SameSiteMode.Strict;
             o.Cookie.HttpOnly = true;
@@ -212,6 +211,8 @@ internal static class ServerApp
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
         app.UseStatusCodePages();
         app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
+        // Forwarded requests go no further than this: nothing of the UI's or the API's middleware applies to them.
+        app.UseMiddleware<GatewayMiddleware>();
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
         if (app.Services.GetRequiredService<PublicUrl>().Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
@@ -237,6 +238,8 @@ internal static class ServerApp
         app.MapGroup("/api/v1").MapMe();
         app.MapServices();
         app.MapGateway();
+        // No routes: YARP only keeps the services' replicas and their health (Gateway/UpstreamClusters.cs).
+        app.MapReverseProxy();
         app.MapWebPages();
         app.MapTokenPages();
         app.MapAdminPages();

@@ -119,7 +119,7 @@ internal sealed class ServiceSync(IOptions<ServicesOptions> options, TokenFormat
 
         // Services with a url are reachable through the gateway at /services/<name>/.
         registry.SetSource("services", configured.Where(s => s.Url is not null).Select((s, i) =>
-            new ServiceEntry(s.Name!, "service", new Uri(s.Url!), Protected: true, $"Service {s.Name}", "services", now.AddTicks(i))));
+            new ServiceEntry(s.Name!, "service", [new Uri(s.Url!)], Protected: true, $"Service {s.Name}", "services", now.AddTicks(i))));
     }
 
     private static string Hint(string token) => token.Length <= 8 ? "…" : string.Concat(token.AsSpan(0, 4), "…");

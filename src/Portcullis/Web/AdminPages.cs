@@ -128,10 +128,11 @@ internal static class AdminPages
 
     // --- Services ------------------------------------------------------------------------------
 
-    private static IResult ServicesPage(HttpContext http, ServiceRegistry registry, ManagedProcesses processes) =>
-        ServicesPageWith(http, registry, processes, null, http.Request.Query["done"], StatusCodes.Status200OK);
+    private static IResult ServicesPage(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, ManagedProcesses processes) =>
+        ServicesPageWith(http, registry, hosts, replicas, processes, null, http.Request.Query["done"], StatusCodes.Status200OK);
 
-    private static IResult ServicesPageWith(HttpContext http, ServiceRegistry registry, ManagedProcesses processes, string? error, string? done, int status)
+    private static IResult ServicesPageWith(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, ManagedProcesses processes,
+        string? error, string? done, int status)
     {
         var csrf = Csrf(http);
         var rows = new StringBuilder();
@@ -140,7 +141,9 @@ internal static class AdminPages
             var remove = s.Source == ServiceEntry.FromApi
                 ? $"<form class=\"inline\" method=\"post\" action=\"/admin/services/{H(s.Key)}/remove\">{csrf}<button type=\"submit\" aria-label=\"Remove {H(s.Key)}\">Remove</button></form>"
                 : $"from {H(s.Source)}";
-            rows.Append($"<tr><td><a href=\"/services/{H(s.Key)}/\">{H(s.Name)}</a></td><td>{H(s.Version)}</td><td><code>{H(s.Upstream.ToString())}</code></td><td>{(s.Protected ? "yes" : "no")}</td><td>{H(s.Description ?? "")}</td><td>{remove}</td></tr>");
+            var destinations = string.Join("<br>", replicas.Health(s).Select(d => $"<code>{H(d.Address)}</code> <span class=\"health-{H(d.Health)}\">{H(d.Health)}</span>"));
+            var check = s.HealthCheck is { } c ? $"<br><small>checked: GET {H(c.Path)} every {c.Interval.TotalSeconds:0} s</small>" : "";
+            rows.Append($"<tr><td><a href=\"{H(hosts.Origin(s.Label))}/\">{H(s.Name)}</a></td><td>{H(s.Version)}</td><td>{destinations}{check}</td><td>{(s.Protected ? "yes" : "no")}</td><td>{H(s.Description ?? "")}</td><td>{remove}</td></tr>");
         }
         var managed = new StringBuilder();
         foreach (var m in processes.States)
@@ -148,12 +151,14 @@ internal static class AdminPages
         var body = $"""
             <h1>Manage services</h1>
             {Message(error, done)}
-            <div class="table"><table><thead><tr><th>Service</th><th>Version</th><th>Upstream</th><th>Protected</th><th>Description</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>
+            <div class="table"><table><thead><tr><th>Service</th><th>Version</th><th>Upstreams and health</th><th>Protected</th><th>Description</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>
             <h2>Register a service</h2>
             <form method="post" action="/admin/services">{csrf}
               <label for="svc-name">Service name</label><input id="svc-name" name="name" required maxlength="64">
               <label for="svc-version">Version</label><input id="svc-version" name="version" required maxlength="64">
-              <label for="svc-upstream">Upstream URL</label><input id="svc-upstream" name="upstream" required placeholder="http://127.0.0.1:5000">
+              <label for="svc-upstream">Upstream URL</label><input id="svc-upstream" name="upstream" required placeholder="http://127.0.0.1:5000" aria-describedby="svc-upstream-help">
+              <p id="svc-upstream-help"><small>For replicas, give several URLs separated by spaces.</small></p>
+              <label for="svc-health">Health check path (optional)</label><input id="svc-health" name="health_check" placeholder="/healthz" maxlength="200">
               <label for="svc-description">Service description</label><input id="svc-description" name="description" maxlength="500">
               <p><input type="checkbox" id="svc-public" name="public" value="on"> <label class="inline" for="svc-public">Unprotected (anyone may call it)</label></p>
               <button type="submit">Register service</button>
@@ -164,24 +169,26 @@ internal static class AdminPages
         return Page(http, "Manage services — Portcullis", body, status);
     }
 
-    private static async Task<IResult> RegisterServiceAsync(HttpContext http, PortcullisDb db, ServiceRegistry registry, ManagedProcesses processes, InvalidationBus bus,
-        AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
+    private static async Task<IResult> RegisterServiceAsync(HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas,
+        ManagedProcesses processes, InvalidationBus bus, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
-        var request = new RegisterServiceRequest(form["name"], form["version"], form["upstream"], form["public"] != "on",
-            form["description"].ToString() is { Length: > 0 } d ? d : null);
-        var result = await ServicesApi.RegisterAsync(request, http, db, registry, bus, audit, time, cancellationToken);
+        var upstreams = form["upstream"].ToString().Split((char[])[' ', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        var request = new RegisterServiceRequest(form["name"], form["version"], upstreams.Length == 1 ? upstreams[0] : null, upstreams.Length > 1 ? upstreams : null,
+            form["public"] != "on", form["description"].ToString() is { Length: > 0 } d ? d : null,
+            form["health_check"].ToString() is { Length: > 0 } path ? new HealthCheckRequest(path, null) : null);
+        var result = await ServicesApi.RegisterAsync(request, http, db, registry, hosts, replicas, bus, audit, time, cancellationToken);
         if (Detail(result.Result) is { } error)
-            return ServicesPageWith(http, registry, processes, error, null, StatusCodes.Status400BadRequest);
+            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null, StatusCodes.Status400BadRequest);
         return Results.Redirect("/admin/services?done=" + Uri.EscapeDataString($"Service {request.Name}_{request.Version} registered."));
     }
 
-    private static async Task<IResult> RemoveServiceAsync(string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, ManagedProcesses processes,
-        InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken)
+    private static async Task<IResult> RemoveServiceAsync(string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas,
+        ManagedProcesses processes, InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken)
     {
         var result = await ServicesApi.RemoveAsync(key, http, db, registry, bus, audit, cancellationToken);
         if (Detail(result.Result) is { } error)
-            return ServicesPageWith(http, registry, processes, error, null, StatusCodes.Status400BadRequest);
+            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null, StatusCodes.Status400BadRequest);
         return Results.Redirect("/admin/services?done=" + Uri.EscapeDataString($"Service {key} removed."));
     }
 

@@ -288,7 +288,7 @@ internal static class TokenPages
         return Results.Redirect($"{back}?deleted={Uri.EscapeDataString(found.Value.Name)}");
     }
 
-    private static IResult Services(HttpContext http, ServiceRegistry registry)
+    private static IResult Services(HttpContext http, ServiceRegistry registry, ServiceHosts hosts)
     {
         var credential = http.Features.Get<Credential>()!;
         var mine = registry.All.Where(s => !s.Protected || credential.Allows(ScopeRequirement.ForService(s.Name))).ToList();
@@ -299,7 +299,7 @@ internal static class TokenPages
         {
             body.Append("<div class=\"table\"><table><thead><tr><th>Service</th><th>Version</th><th>Description</th></tr></thead><tbody>");
             foreach (var s in mine)
-                body.Append($"<tr><td><a href=\"/services/{H(s.Key)}/\">{H(s.Name)}</a></td><td>{H(s.Version)}</td><td>{H(s.Description ?? "")}</td></tr>");
+                body.Append($"<tr><td><a href=\"{H(hosts.Origin(s.Label))}/\">{H(s.Name)}</a></td><td>{H(s.Version)}</td><td>{H(s.Description ?? "")}</td></tr>");
             body.Append("</tbody></table></div>");
         }
         return Page(http, "Services — Portcullis", body.ToString());

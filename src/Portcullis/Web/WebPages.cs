@@ -83,7 +83,7 @@ internal static class WebPages
         }
     }
 
-    private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry)
+    private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry, ServiceHosts hosts)
     {
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session } credential)
             return Results.Redirect("/login");
@@ -98,7 +98,7 @@ internal static class WebPages
         {
             body.Append("<ul>");
             foreach (var s in services)
-                body.Append($"<li><a href=\"/services/{Html.H(s.Key)}/\">{Html.H(s.Name)} {Html.H(s.Version)}</a>{(s.Description is null ? "" : " — " + Html.H(s.Description))}</li>");
+                body.Append($"<li><a href=\"{Html.H(hosts.Origin(s.Label))}/\">{Html.H(s.Name)} {Html.H(s.Version)}</a>{(s.Description is null ? "" : " — " + Html.H(s.Description))}</li>");
             body.Append("</ul>");
         }
         body.Append($"<meta name=\"csrf-token\" content=\"{Html.H(tokens.RequestToken!)}\">");
@@ -158,7 +158,7 @@ internal static class WebPages
         var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));
         await db.SaveChangesAsync(http.RequestAborted);
-        http.Response.Cookies.Append(SessionStore.CookieName(SessionStore.IsSecure(http)), id, new CookieOptions
+        http.Response.Cookies.Append(PortcullisCookies.Session(SessionStore.IsSecure(http)), id, new CookieOptions
         {
             HttpOnly = true,
             SameSite = SameSiteMode.Lax,
@@ -184,7 +184,7 @@ internal static class WebPages
     {
         if (!await IsValidAsync(antiforgery, http))
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the page and try again.");
-        var name = SessionStore.CookieName(SessionStore.IsSecure(http));
+        var name = PortcullisCookies.Session(SessionStore.IsSecure(http));
         if (http.Request.Cookies[name] is { Length: > 0 } id)
         {
             await sessions.RevokeAsync(id, bus, http.RequestAborted);

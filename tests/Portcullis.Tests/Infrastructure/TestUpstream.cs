@@ -85,6 +85,14 @@ public sealed class TestUpstream : IAsyncDisposable
             return Results.Text("finally");
         });
         app.MapGet("/status/{code:int}", (int code) => Results.StatusCode(code));
+        // Tries to set Portcullis's cookies, in every spelling, beside one of its own.
+        app.MapGet("/cookies", (HttpContext http) =>
+        {
+            foreach (var name in new[] { "portcullis", "__Host-portcullis", "portcullis-service", "Portcullis-Antiforgery", "__Secure-portcullis-state", ".AspNetCore.Antiforgery.x" })
+                http.Response.Headers.Append("Set-Cookie", $"{name}=planted; path=/");
+            http.Response.Headers.Append("Set-Cookie", "theirs=kept; path=/");
+            return Results.Text("cookies");
+        });
         app.Map("/ws", async (HttpContext http) =>
         {
             if (!http.WebSockets.IsWebSocketRequest)
