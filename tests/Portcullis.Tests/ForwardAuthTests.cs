@@ -5,10 +5,15 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §5: <c>GET /auth/verify</c>, asked directly as a proxy would.</summary>
-public sealed class ForwardAuthTests(SqliteServer server, GatewayFixture untrusted) : IClassFixture<SqliteServer>, IClassFixture<GatewayFixture>
+/// <summary>A server that reads the service from X-Original-URI (Gateway:ForwardAuthSource), as behind nginx.</summary>
+public sealed class OriginalUriServer() : PortcullisServer(Provider.Sqlite, new() { ["Gateway:ForwardAuthSource"] = "X-Original-URI" });
+
+/// <summary>docs/gateway.md, "Forward-auth": <c>GET /auth/verify</c>, asked directly as a proxy would.</summary>
+public sealed class ForwardAuthTests(SqliteServer server, OriginalUriServer byHeader, GatewayFixture untrusted)
+    : IClassFixture<SqliteServer>, IClassFixture<OriginalUriServer>, IClassFixture<GatewayFixture>
 {
-    private static async Task<HttpResponseMessage> VerifyAsync(PortcullisServer server, string? token, string query = "", string? originalUri = null)
+    private static async Task<HttpResponseMessage> VerifyAsync(PortcullisServer server, string? token, string query = "", string? originalUri = null,
+        params (string Name, string Value)[] headers)
     {
         using var client = server.Client();
         using var request = new HttpRequestMessage(HttpMethod.Get, "/auth/verify" + query);
@@ -16,6 +21,8 @@ public sealed class ForwardAuthTests(SqliteServer server, GatewayFixture untrust
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
         if (originalUri is not null)
             request.Headers.TryAddWithoutValidation("X-Original-URI", originalUri);
+        foreach (var (name, value) in headers)
+            request.Headers.TryAddWithoutValidation(name, value);
         return await client.SendAsync(request);
     }
 
@@ -55,14 +62,59 @@ public sealed class ForwardAuthTests(SqliteServer server, GatewayFixture untrust
     }
 
     [Fact]
-    public async Task TheServiceComesFromTheOriginalUriOfATrustedProxyNormalised()
+    public async Task TheServiceComesFromTheConfiguredHeaderOfATrustedProxyNormalised()
+    {
+        var echoOnly = await TokenAsync(byHeader, "services:echo");
+        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo_1/x?y=1")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/secret/x")).StatusCode);
+        // Dot segments are resolved as the upstream would: this is a request for 'secret'.
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo_1/../secret/x")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo_1/%2e%2e/secret/x")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo%2F..%2Fsecret/x")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo_1/%252e%252e/secret/x")).StatusCode);
+        // Only the configured header counts: X-Forwarded-Uri alone names nothing here, so 'services' would be needed.
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(byHeader, echoOnly, headers: ("X-Forwarded-Uri", "/services/echo/x"))).StatusCode);
+        // ... and ?service= is not read at all when a header is the source.
+        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(byHeader, echoOnly, "?service=echo")).StatusCode);
+    }
+
+    [Fact]
+    public async Task TwoDisagreeingHeadersOrAMalformedUriAre400NotA500()
+    {
+        var echoOnly = await TokenAsync(byHeader, "services:echo");
+        // Caddy and Traefik copy the client's headers and add X-Forwarded-Uri: a client-sent X-Original-URI must not win.
+        using var spoofed = await VerifyAsync(byHeader, echoOnly, originalUri: "/services/echo/", headers: ("X-Forwarded-Uri", "/services/secret/x"));
+        Assert.Equal(HttpStatusCode.BadRequest, spoofed.StatusCode);
+        Assert.Contains("disagree", await spoofed.Content.ReadAsStringAsync());
+        foreach (var malformed in new[] { "http://[::1", "//", "/services/%zz%/x", "/services/echo/%c0%ae%c0%ae/x", "relative/path", "/services/\\x", "/a\u0001b" })
+        {
+            using var response = await VerifyAsync(byHeader, echoOnly, originalUri: malformed);
+            Assert.True((int)response.StatusCode is 400 or 403, $"{malformed}: {(int)response.StatusCode}");
+        }
+    }
+
+    [Fact]
+    public async Task InQueryModeTheClientsHeadersNeverChooseTheService()
     {
         var echoOnly = await TokenAsync(server, "services:echo");
-        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo_1/x?y=1")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, originalUri: "/services/secret/x")).StatusCode);
-        // Dot segments are resolved as the upstream would: this is a request for 'secret'.
-        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo_1/../secret/x")).StatusCode);
-        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(server, echoOnly, originalUri: "/services/echo%2F..%2Fsecret/x")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, "?service=secret", originalUri: "/services/echo/")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(server, echoOnly, "?service=echo", originalUri: "/services/secret/")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await VerifyAsync(server, echoOnly, "?service=Not_A_Name")).StatusCode);
+    }
+
+    [Fact]
+    public async Task AServiceHostInXForwardedHostNamesTheServiceAndBrowsersAreToldWhereToLogIn()
+    {
+        var echoOnly = await TokenAsync(server, "services:echo");
+        Assert.Equal(HttpStatusCode.OK, (await VerifyAsync(server, echoOnly, headers: ("X-Forwarded-Host", "echo.localhost:8000"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await VerifyAsync(server, echoOnly, headers: ("X-Forwarded-Host", "secret.localhost"))).StatusCode);
+        // A browser without a session on that host: 401, and where the proxy should send it (a path on the application's host).
+        using var browser = await VerifyAsync(server, null, headers: [("X-Forwarded-Host", "echo.localhost:8000"), ("Accept", "text/html"), ("X-Forwarded-Uri", "/page?q=1")]);
+        Assert.Equal(HttpStatusCode.Unauthorized, browser.StatusCode);
+        Assert.Equal("/.portcullis/start?returnUrl=%2Fpage%3Fq%3D1", browser.Headers.GetValues("X-Portcullis-Login").Single());
+        // A program is not sent to a login page.
+        using var program = await VerifyAsync(server, null, headers: ("X-Forwarded-Host", "echo.localhost:8000"));
+        Assert.False(program.Headers.Contains("X-Portcullis-Login"));
     }
 
     [Fact]

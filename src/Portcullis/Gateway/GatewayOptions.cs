@@ -149,7 +149,7 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
             errors.Add($"Gateway:ConnectTimeout is {o.ConnectTimeout}. Set it between 00:00:00.1 and 00:05:00.");
         if (o.ReactivationPeriod < TimeSpan.FromSeconds(1) || o.ReactivationPeriod > TimeSpan.FromHours(1))
             errors.Add($"Gateway:ReactivationPeriod is {o.ReactivationPeriod}. Set it between 00:00:01 and 01:00:00.");
-        if (!ServiceHosts.TryParsePattern(o.ServiceHost, out _, out var hostError))
+        if (!ServiceHosts.TryParsePattern(o.ServiceHost, out _, out _, out var hostError))
             errors.Add($"Gateway:ServiceHost is '{o.ServiceHost}'. {hostError}");
         if (!ForwardAuthSources.All.Contains(o.ForwardAuthSource, StringComparer.OrdinalIgnoreCase))
             errors.Add($"Gateway:ForwardAuthSource is '{o.ForwardAuthSource}'. Set it to one of: {string.Join(", ", ForwardAuthSources.All)}.");

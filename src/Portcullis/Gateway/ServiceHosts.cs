@@ -6,8 +6,9 @@ namespace Portcullis.Gateway;
 /// The origins of services (docs/gateway.md, "Service origins"): <c>Gateway:ServiceHost</c> is a pattern such
 /// as <c>{service}.svc.example.com</c>, whose first label names the service. <c>model</c> is the newest
 /// version of <c>model</c>; <c>model--1-0</c> is version <c>1.0</c> (<c>.</c> written as <c>-</c>, since a DNS
-/// label has no dots). Scheme and port are those of <c>PublicUrl</c>, so that a local start needs no set-up:
-/// browsers resolve every <c>*.localhost</c> name to loopback.
+/// label has no dots). Scheme and port are those of <c>PublicUrl</c> (unless the pattern names a port, as when a
+/// proxy in front of the applications listens elsewhere), so that a local start needs no set-up: browsers resolve
+/// every <c>*.localhost</c> name to loopback.
 /// </summary>
 internal sealed class ServiceHosts
 {
@@ -23,17 +24,19 @@ internal sealed class ServiceHosts
 
     public ServiceHosts(IOptions<GatewayOptions> options, Auth.PublicUrl publicUrl)
     {
-        TryParsePattern(options.Value.ServiceHost, out var suffix, out _);
+        TryParsePattern(options.Value.ServiceHost, out var suffix, out var port, out _);
         _suffix = suffix ?? DefaultPattern[Placeholder.Length..];
         var url = new Uri(publicUrl.Value);
         _scheme = url.Scheme;
-        _port = url.IsDefaultPort ? "" : ":" + url.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var effectivePort = port ?? (url.IsDefaultPort ? null : url.Port);
+        _port = effectivePort is { } p ? ":" + p.ToString(System.Globalization.CultureInfo.InvariantCulture) : "";
     }
 
-    /// <summary>The pattern must be <c>{service}</c> followed by a dot and a host name.</summary>
-    public static bool TryParsePattern(string? pattern, out string? suffix, out string? error)
+    /// <summary>The pattern must be <c>{service}</c> followed by a dot and a host name, and optionally <c>:port</c>.</summary>
+    public static bool TryParsePattern(string? pattern, out string? suffix, out int? port, out string? error)
     {
         suffix = null;
+        port = null;
         error = null;
         if (pattern is null || !pattern.StartsWith(Placeholder + ".", StringComparison.Ordinal))
         {
@@ -41,9 +44,20 @@ internal sealed class ServiceHosts
             return false;
         }
         var rest = pattern[Placeholder.Length..];
-        if (Uri.CheckHostName(rest[1..]) != UriHostNameType.Dns || rest.Contains(':') || rest.Contains('{'))
+        var colon = rest.IndexOf(':');
+        if (colon >= 0)
         {
-            error = "After '{service}.' give a DNS name without a port, e.g. 'svc.example.com'; the scheme and port are those of PublicUrl.";
+            if (!int.TryParse(rest.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var p) || p is < 1 or > 65535)
+            {
+                error = "The port after the host must be a number from 1 to 65535, e.g. '{service}.svc.example.com:8443'.";
+                return false;
+            }
+            port = p;
+            rest = rest[..colon];
+        }
+        if (Uri.CheckHostName(rest[1..]) != UriHostNameType.Dns || rest.Contains('{'))
+        {
+            error = "After '{service}.' give a DNS name, e.g. 'svc.example.com'; the scheme (and, unless given, the port) are those of PublicUrl.";
             return false;
         }
         suffix = rest.ToLowerInvariant();
