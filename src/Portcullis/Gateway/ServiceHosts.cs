@@ -84,6 +84,9 @@ internal sealed class ServiceHosts
         return separator < 0 ? label : label[..separator];
     }
 
+    /// <summary>Every service origin, as a CSP source: <c>http://*.localhost:8080</c>.</summary>
+    public string AnyOrigin => $"{_scheme}://*{_suffix}{_port}";
+
     /// <summary><c>http://model.localhost:8080</c>: where a browser uses the service.</summary>
     public string Origin(string label) => $"{_scheme}://{label}{_suffix}{_port}";
 }

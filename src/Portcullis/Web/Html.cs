@@ -11,7 +11,9 @@ internal static class Html
     public static IResult Page(HttpContext http, string title, string body, int status = StatusCodes.Status200OK)
     {
         var headers = http.Response.Headers;
-        headers.ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+        // A form may lead to a service origin: logging in on the way to a service ends there (Gateway/ServiceOrigins.cs).
+        var services = http.RequestServices.GetRequiredService<Gateway.ServiceHosts>().AnyOrigin;
+        headers.ContentSecurityPolicy = $"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' {services}; frame-ancestors 'none'; base-uri 'none'";
         headers.XFrameOptions = "DENY";
         headers["Referrer-Policy"] = "no-referrer";
         headers.CacheControl = "no-store";

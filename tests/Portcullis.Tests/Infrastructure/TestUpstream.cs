@@ -85,6 +85,8 @@ public sealed class TestUpstream : IAsyncDisposable
             return Results.Text("finally");
         });
         app.MapGet("/status/{code:int}", (int code) => Results.StatusCode(code));
+        // A hostile page: tries to act as the person in Portcullis's origin, and reports what worked.
+        app.MapGet("/evil", () => Results.Content(EvilPage, "text/html; charset=utf-8"));
         // Tries to set Portcullis's cookies, in every spelling, beside one of its own.
         app.MapGet("/cookies", (HttpContext http) =>
         {
@@ -117,6 +119,24 @@ public sealed class TestUpstream : IAsyncDisposable
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new TestUpstream(app, new Uri(address));
     }
+
+    private const string EvilPage = """
+        <!doctype html><title>running</title><pre id="out"></pre><script>
+        (async () => {
+          const ui = new URLSearchParams(location.search).get('ui');
+          const r = {};
+          async function attempt(key, f) { try { r[key] = await f(); } catch (e) { r[key] = 'blocked'; } }
+          await attempt('readTokens', async () => (await (await fetch(ui + '/tokens', { credentials: 'include' })).text()).length > 0 ? 'read' : 'empty');
+          await attempt('readRelative', async () => (await (await fetch('/tokens', { credentials: 'include' })).text()).length > 0 ? 'read' : 'empty');
+          await attempt('createToken', async () => 'status ' + (await fetch(ui + '/api/v1/tokens', { method: 'POST', credentials: 'include',
+            headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'stolen', scopes: ['api', 'admin'] }) })).status);
+          await attempt('cookie', async () => { document.cookie = 'portcullis=planted; path=/'; return document.cookie.includes('portcullis=planted') ? 'set-here' : 'not-set'; });
+          r.origin = String(self.origin);
+          document.getElementById('out').textContent = JSON.stringify(r);
+          document.title = 'done';
+        })();
+        </script>
+        """;
 
     /// <summary>What <c>/echo</c> answered, parsed.</summary>
     public static async Task<JsonElement> EchoAsync(HttpResponseMessage response)
