@@ -18,12 +18,7 @@ public sealed class ServiceOriginBrowserTests(GatewayFixture fixture, BrowserFix
     private async Task<IBrowserContext> NewContextAsync() =>
         await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = Server.BaseAddress.ToString() });
 
-    private static async Task LogInAsync(IPage page, string username, string password)
-    {
-        await page.GetByLabel("Username").FillAsync(username);
-        await page.GetByLabel("Password").FillAsync(password);
-        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
-    }
+    private static Task LogInAsync(IPage page, string username, string password) => WebUiTests.LogInAsync(page, username, password);
 
     private static async Task<JsonElement> AttackResultsAsync(IPage page)
     {
