@@ -16,67 +16,11 @@ internal static partial class GatewayApi
 {
     public static IEndpointRouteBuilder MapGateway(this IEndpointRouteBuilder app)
     {
-        app.MapMethods("/auth/verify", ["GET", "HEAD"], VerifyAsync).WithTags("Gateway");
+        // Answered by GatewayMiddleware ahead of the pipeline; mapped here so that it is documented and other methods get 405.
+        app.MapMethods("/auth/verify", ["GET", "HEAD"], (HttpContext http, ForwardAuth forwardAuth) => forwardAuth.VerifyAsync(http)).WithTags("Gateway");
         app.MapGet("/auth/handshake", HandshakeAsync).WithTags("Gateway").ExcludeFromDescription();
         return app;
     }
-
-    /// <summary>
-    /// Forward-auth for nginx <c>auth_request</c>, Caddy <c>forward_auth</c> and Traefik <c>ForwardAuth</c>: 200 with the
-    /// identity headers, 401 with a challenge (and, for a browser on a service's own host, where to log in), 403,
-    /// 400 for a malformed or contradictory request, 503 when it cannot decide.
-    /// </summary>
-    private static async Task VerifyAsync(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, TrustedProxies trusted, SessionStore sessions,
-        IOptions<GatewayOptions> options, AuditLog audit, PrometheusMetrics metrics)
-    {
-        http.Response.Headers.CacheControl = "no-store";
-        var target = ForwardAuthTarget.Read(http, options.Value.ForwardAuthSource, trusted, hosts, registry);
-        if (target.Error is { } error)
-        {
-            await ProblemResponses.WriteAsync(http, StatusCodes.Status400BadRequest, "Bad request", error);
-            return;
-        }
-        var credential = http.Features.Get<Credential>();
-        var failure = http.Items[CredentialAuthenticationHandler.FailureKey] as AuthFailure;
-        var https = http.Request.IsHttps || http.Request.Headers["X-Forwarded-Proto"].ToString() == "https" && trusted.Contains(http.Connection.RemoteIpAddress);
-        // A browser on the application's own host brings the session cookie of that origin (docs/gateway.md, "Forward-auth").
-        if (credential is null && failure is null && target.Label is { } label
-            && http.Request.Cookies[PortcullisCookies.ServiceSession(https)] is { Length: > 0 } cookie)
-        {
-            var result = await sessions.VerifyAsync(cookie, label, http.RequestAborted);
-            metrics.CountVerification(result.Failure);
-            credential = result.Credential;
-            if (result.Failure == VerifyFailure.Unavailable)
-                failure = AuthFailure.Unavailable;
-        }
-
-        // Without a service, any credential with the 'services' scope passes: nginx protecting one app may not name it.
-        var protectedService = target.Name is null || registry.FindByLabel(target.Name) is not { Protected: false };
-        if (protectedService)
-        {
-            if (credential is null)
-            {
-                if (failure is null && target.Label is not null && GatewayMiddleware.IsBrowser(http.Request))
-                    http.Response.Headers[LoginHeader] = $"{ServiceOrigins.StartPath}?returnUrl={Uri.EscapeDataString(target.ReturnUrl ?? "/")}";
-                await CredentialAuthenticationHandler.WriteChallengeAsync(http, failure);
-                return;
-            }
-            var needed = target.Name is null ? new ScopeRequirement(ScopeFlags.Services) : ScopeRequirement.ForService(target.Name);
-            if (!credential.Allows(needed))
-            {
-                audit.Enqueue(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,
-                    new { service = target.Name, scopes = credential.Effective.ToString() }));
-                await CredentialAuthenticationHandler.WriteForbiddenAsync(http, needed);
-                return;
-            }
-        }
-        if (credential is not null)
-            IdentityHeaders.Add(credential, (header, value) => http.Response.Headers[header] = value);
-        http.Response.StatusCode = StatusCodes.Status200OK;
-    }
-
-    /// <summary>Where a proxy sends a browser that has no session on the application's host yet (a path on that host).</summary>
-    public const string LoginHeader = "X-Portcullis-Login";
 
     /// <summary>
     /// The UI side of the service-origin handshake (<see cref="ServiceOrigins"/>): a person logged in here, who

@@ -25,6 +25,7 @@ internal sealed class GatewayMiddleware(
     GatewayForwarder forwarder,
     CredentialVerifier verifier,
     SessionStore sessions,
+    ForwardAuth forwardAuth,
     PrometheusMetrics metrics,
     AuditLog audit,
     PublicUrl publicUrl)
@@ -36,6 +37,8 @@ internal sealed class GatewayMiddleware(
         if (hosts.LabelOf(http.Request.Host) is { } label)
             return CountedAsync(http, "{service-origin}", ServiceOriginAsync(http, label));
         var path = http.Request.Path.Value;
+        if (path == ForwardAuth.Path && (HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method)))
+            return CountedAsync(http, ForwardAuth.Path, forwardAuth.VerifyAsync(http));
         // "/services/" alone is not a service (the UI's /services page and the API list them).
         if (path is not null && path.Length > PathPrefix.Length && path.StartsWith(PathPrefix, StringComparison.Ordinal))
             return CountedAsync(http, "/services/{target}/{**path}", PathModeAsync(http, path));

@@ -30,6 +30,10 @@ internal sealed record ServiceEntry(string Name, string Version, ImmutableArray<
 
     /// <summary>The upstreams as stored and shown: URLs without a trailing '/'.</summary>
     public IEnumerable<string> UpstreamTexts => Upstreams.Select(u => u.ToString().TrimEnd('/'));
+
+    /// <summary>What the entry's YARP cluster is made of: the cluster serves this entry only while its stamp is this.</summary>
+    public string ClusterStamp { get; } = string.Join(' ', Upstreams.Select(u => u.ToString().TrimEnd('/')))
+        + (HealthCheck is { } check ? $" {check.Path} {check.Interval.TotalSeconds}" : "");
 }
 
 /// <summary>

@@ -65,14 +65,12 @@ internal sealed class UpstreamClusters : IProxyConfigProvider
                 AvailableDestinationsPolicy = HealthCheckConstants.AvailableDestinations.HealthyAndUnknown,
             },
             // Which entry a cluster was made from: requests use it only once YARP has applied that very entry.
-            Metadata = new Dictionary<string, string> { [StampKey] = Stamp(service) },
+            Metadata = new Dictionary<string, string> { [StampKey] = service.ClusterStamp },
         };
     }
 
     internal const string StampKey = "portcullis.entry";
 
-    internal static string Stamp(ServiceEntry service) =>
-        string.Join(' ', service.UpstreamTexts) + (service.HealthCheck is { } check ? $" {check.Path} {check.Interval.TotalSeconds}" : "");
 
 
     private sealed class Snapshot : IProxyConfig
@@ -102,7 +100,7 @@ internal sealed class Replicas(IProxyStateLookup state, IEnumerable<IPassiveHeal
     /// <summary>The cluster YARP made from exactly this entry, or null while a change is being applied.</summary>
     public ClusterState? ClusterOf(ServiceEntry service) =>
         state.TryGetCluster(service.Key, out var cluster) && cluster.Model.Config.Metadata is { } metadata
-        && metadata.TryGetValue(UpstreamClusters.StampKey, out var stamp) && stamp == UpstreamClusters.Stamp(service) ? cluster : null;
+        && metadata.TryGetValue(UpstreamClusters.StampKey, out var stamp) && stamp == service.ClusterStamp ? cluster : null;
 
     /// <summary>
     /// One healthy replica, chosen by the power of two choices (two at random, the one with fewer requests in
@@ -166,6 +164,7 @@ internal static class GatewayServiceCollectionExtensions
         services.AddSingleton<UpstreamClusters>();
         services.AddSingleton<Replicas>();
         services.AddSingleton<GatewayForwarder>();
+        services.AddSingleton<ForwardAuth>();
         services.AddReverseProxy();
         services.AddSingleton<IProxyConfigProvider>(sp => sp.GetRequiredService<UpstreamClusters>());
         // A replica whose requests fail (at least 5 in 10 s, 30 % of them) is left out for Gateway:ReactivationPeriod.

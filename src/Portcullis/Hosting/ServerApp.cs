@@ -40,6 +40,11 @@ internal static class ServerApp
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ "; o.UseUtcTimestamp = true; });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        // YARP logs every forwarded request at Information ("Proxying to ..."): a formatted console line per request.
+        builder.Logging.AddFilter("Yarp", LogLevel.Warning);
+        // With this category enabled at any level, hosting makes an Activity and a logging scope for every request.
+        // Nothing is lost: start-up failures are reported by Program.cs, request failures by the exception handler.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         // The base handler logs every unauthenticated request and challenge at Information: noise at best,
         // and a cost per request under a flood of bad credentials. Failures are counted in /metrics instead.
         builder.Logging.AddFilter("Portcullis.Auth.CredentialAuthenticationHandler", LogLevel.Warning);
@@ -209,10 +214,12 @@ internal static class ServerApp
             forwarded.KnownIPNetworks.Add(network);
         app.UseForwardedHeaders(forwarded);
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
-        app.UseStatusCodePages();
         app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
-        // Forwarded requests go no further than this: nothing of the UI's or the API's middleware applies to them.
+        // Forwarded requests go no further than this: nothing of the UI's or the API's middleware applies to them,
+        // not even routing (hence the explicit UseRouting after it).
         app.UseMiddleware<GatewayMiddleware>();
+        app.UseRouting();
+        app.UseStatusCodePages();
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
         if (app.Services.GetRequiredService<PublicUrl>().Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase))

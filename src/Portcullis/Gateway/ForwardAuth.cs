@@ -1,0 +1,89 @@
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Hosting;
+using Portcullis.Security;
+
+namespace Portcullis.Gateway;
+
+/// <summary>
+/// Forward-auth for nginx <c>auth_request</c>, Caddy <c>forward_auth</c> and Traefik <c>ForwardAuth</c>
+/// (<c>GET /auth/verify</c>, docs/gateway.md): 200 with the identity headers, 401 with a challenge (and, for a
+/// browser on a service's own host, where to log in), 403, 400 for a malformed or contradictory request, 503
+/// when it cannot decide. Answered ahead of the pipeline by <see cref="GatewayMiddleware"/>: it is asked on every
+/// request the proxy lets through.
+/// </summary>
+internal sealed class ForwardAuth(
+    ServiceRegistry registry,
+    ServiceHosts hosts,
+    TrustedProxies trusted,
+    SessionStore sessions,
+    CredentialVerifier verifier,
+    IOptions<GatewayOptions> options,
+    AuditLog audit,
+    PrometheusMetrics metrics)
+{
+    public const string Path = "/auth/verify";
+
+    /// <summary>Where a proxy sends a browser that has no session on the application's host yet (a path on that host).</summary>
+    public const string LoginHeader = "X-Portcullis-Login";
+
+    public async Task VerifyAsync(HttpContext http)
+    {
+        var headers = http.Response.Headers;
+        headers.CacheControl = "no-store";
+        headers.XContentTypeOptions = "nosniff";
+        var target = ForwardAuthTarget.Read(http, options.Value.ForwardAuthSource, trusted, hosts, registry);
+        if (target.Error is { } error)
+        {
+            await ProblemResponses.WriteAsync(http, StatusCodes.Status400BadRequest, "Bad request", error);
+            return;
+        }
+        var (credential, failure) = await CredentialOfAsync(http, target.Label);
+
+        // Without a service, any credential with the 'services' scope passes: nginx protecting one app may not name it.
+        var protectedService = target.Name is null || registry.FindByLabel(target.Name) is not { Protected: false };
+        if (protectedService)
+        {
+            if (credential is null)
+            {
+                if (failure is null && target.Label is not null && GatewayMiddleware.IsBrowser(http.Request))
+                    headers[LoginHeader] = $"{ServiceOrigins.StartPath}?returnUrl={Uri.EscapeDataString(target.ReturnUrl ?? "/")}";
+                await CredentialAuthenticationHandler.WriteChallengeAsync(http, failure);
+                return;
+            }
+            var needed = target.Name is null ? new ScopeRequirement(ScopeFlags.Services) : ScopeRequirement.ForService(target.Name);
+            if (!credential.Allows(needed))
+            {
+                http.Features.Set(credential);
+                audit.Enqueue(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,
+                    new { service = target.Name, scopes = credential.Effective.ToString() }));
+                await CredentialAuthenticationHandler.WriteForbiddenAsync(http, needed);
+                return;
+            }
+        }
+        if (credential is not null)
+            IdentityHeaders.Add(credential, (header, value) => headers[header] = value);
+        http.Response.StatusCode = StatusCodes.Status200OK;
+    }
+
+    /// <summary>
+    /// <c>Authorization</c>; else the UI's session cookie (an application on Portcullis's own host); else, for a
+    /// service host, the session cookie of that origin.
+    /// </summary>
+    private async ValueTask<(Credential? Credential, AuthFailure? Failure)> CredentialOfAsync(HttpContext http, string? label)
+    {
+        if (http.Request.Headers.Authorization.Count > 0)
+            return await CredentialAuthenticationHandler.ReadAuthorizationAsync(http, verifier, metrics);
+        var https = http.Request.IsHttps;
+        var (cookie, service) = http.Request.Cookies[PortcullisCookies.Session(https)] is { Length: > 0 } session
+            ? (session, (string?)null)
+            : label is not null && http.Request.Cookies[PortcullisCookies.ServiceSession(https)] is { Length: > 0 } origin ? (origin, label) : (null, null);
+        if (cookie is null)
+            return (null, null);
+        var result = await sessions.VerifyAsync(cookie, service, http.RequestAborted);
+        metrics.CountVerification(result.Failure);
+        return result.Credential is { } credential ? (credential, null)
+            : (null, result.Failure == VerifyFailure.Unavailable ? AuthFailure.Unavailable : AuthFailure.InvalidToken("The session has ended. Log in again."));
+    }
+}
