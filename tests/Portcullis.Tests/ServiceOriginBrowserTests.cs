@@ -105,6 +105,7 @@ public sealed class ServiceOriginBrowserTests(GatewayFixture fixture, BrowserFix
 
         await page.GotoAsync("/");
         await page.GetByRole(AriaRole.Button, new() { Name = "Log out" }).ClickAsync();
+        await page.WaitForURLAsync("**/login");
         await page.GotoAsync(service);
         Assert.Contains("/login?returnUrl=", page.Url);
     }

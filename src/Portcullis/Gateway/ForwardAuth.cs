@@ -28,6 +28,9 @@ internal sealed class ForwardAuth(
     /// <summary>Where a proxy sends a browser that has no session on the application's host yet (a path on that host).</summary>
     public const string LoginHeader = "X-Portcullis-Login";
 
+    /// <summary>The request's cookies without Portcullis's own: what the application may see.</summary>
+    public const string CookieHeader = "X-Portcullis-Cookie";
+
     public async Task VerifyAsync(HttpContext http)
     {
         var headers = http.Response.Headers;
@@ -64,11 +67,14 @@ internal sealed class ForwardAuth(
         }
         if (credential is not null)
             IdentityHeaders.Add(credential, (header, value) => headers[header] = value);
+        // The client's cookies without Portcullis's, for the proxy to pass on instead of the Cookie header.
+        if (http.Request.Headers.Cookie.Count > 0)
+            headers[CookieHeader] = PortcullisCookies.Without(http.Request.Headers.Cookie);
         http.Response.StatusCode = StatusCodes.Status200OK;
     }
 
     /// <summary>
-    /// <c>Authorization</c>; else the UI's session cookie (an application on Portcullis's own host); else, for a
+    /// <c>Authorization</c> (a bad one is refused as such); else the UI's session cookie (an application on Portcullis's own host); else, for a
     /// service host, the session cookie of that origin.
     /// </summary>
     private async ValueTask<(Credential? Credential, AuthFailure? Failure)> CredentialOfAsync(HttpContext http, string? label)
@@ -83,7 +89,7 @@ internal sealed class ForwardAuth(
             return (null, null);
         var result = await sessions.VerifyAsync(cookie, service, http.RequestAborted);
         metrics.CountVerification(result.Failure);
-        return result.Credential is { } credential ? (credential, null)
-            : (null, result.Failure == VerifyFailure.Unavailable ? AuthFailure.Unavailable : AuthFailure.InvalidToken("The session has ended. Log in again."));
+        // A session that has ended is as good as none: a browser is sent to log in again.
+        return result.Credential is { } credential ? (credential, null) : (null, result.Failure == VerifyFailure.Unavailable ? AuthFailure.Unavailable : null);
     }
 }
