@@ -296,8 +296,16 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
         Assert.Contains(client.GetProperty("client_id").GetString()!, (await RunAsync("client list")).Out);
         Assert.Equal(0, (await RunAsync($"client delete {client.GetProperty("client_id").GetString()}")).ExitCode);
 
-        Assert.Equal(0, (await RunAsync("service add cli-svc 1.0 http://127.0.0.1:9")).ExitCode);
-        Assert.Contains("cli-svc", (await RunAsync("service list")).Out);
+        var added = await RunAsync("service add cli-svc 1.0 http://127.0.0.1:9 http://127.0.0.1:1 --health-check /healthz --health-interval 5");
+        Assert.Equal(0, added.ExitCode);
+        Assert.Contains("2 upstreams", added.Out);
+        Assert.Contains("browsers use http://cli-svc--1-0.localhost:", added.Out);
+        var listed = (await RunAsync("service list")).Out;
+        Assert.Contains("cli-svc", listed);
+        Assert.Contains("http://127.0.0.1:9 (", listed);
+        var health = JsonDocument.Parse((await RunAsync("service list --json")).Out).RootElement.EnumerateArray()
+            .Single(s => s.GetProperty("name").GetString() == "cli-svc").GetProperty("destinations");
+        Assert.Equal(2, health.GetArrayLength());
         Assert.Equal(0, (await RunAsync("service remove cli-svc 1.0")).ExitCode);
 
         var keys = await RunAsync("keys rotate --json");

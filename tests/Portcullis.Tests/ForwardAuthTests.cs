@@ -247,3 +247,70 @@ internal static class ForwardAuthChecks
         }
     }
 }
+
+/// <summary>A server that reads the service from X-Forwarded-Uri, as behind Caddy or Traefik.</summary>
+public sealed class ForwardedUriServer() : PortcullisServer(Provider.Sqlite, new() { ["Gateway:ForwardAuthSource"] = "X-Forwarded-Uri" });
+
+/// <summary>
+/// The real Caddy guarding /services/NAME/... by path: Caddy copies the client's own headers into the auth request,
+/// so a client-sent X-Original-URI naming a service it may reach must not open another one.
+/// </summary>
+public sealed class CaddyPathSpoofingTests(ForwardedUriServer server) : IClassFixture<ForwardedUriServer>, IAsyncLifetime
+{
+    private TestUpstream _app = null!;
+    private CaddyProcess _caddy = null!;
+    private HttpClient _front = null!;
+
+    public async Task InitializeAsync()
+    {
+        _app = await TestUpstream.StartAsync();
+        var port = PortcullisServer.FreePort();
+        var config = $$"""
+            {
+                admin off
+                auto_https off
+            }
+            http://127.0.0.1:{{port}} {
+                forward_auth 127.0.0.1:{{server.BaseAddress.Port}} {
+                    uri /auth/verify
+                    copy_headers X-Portcullis-User X-Portcullis-Token-Id X-Portcullis-Scopes
+                }
+                reverse_proxy 127.0.0.1:{{_app.BaseAddress.Port}} {
+                    header_up -Authorization
+                }
+            }
+            """;
+        _caddy = await CaddyProcess.StartAsync(config, port);
+        _front = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _front.Dispose();
+        await _caddy.DisposeAsync();
+        await _app.DisposeAsync();
+    }
+
+    private async Task<HttpStatusCode> GetAsync(string path, string token, params (string Name, string Value)[] headers)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        foreach (var (name, value) in headers)
+            request.Headers.TryAddWithoutValidation(name, value);
+        using var response = await _front.SendAsync(request);
+        return response.StatusCode;
+    }
+
+    [Fact]
+    public async Task ATokenForOneServiceCannotReachAnotherWithForgedUriHeaders()
+    {
+        var (_, _, token) = await server.CreateUserAsync();
+        var aOnly = await server.CreateTokenAsync(token, new { name = "a-only", scopes = new[] { "services:a" } });
+        Assert.Equal(HttpStatusCode.OK, await GetAsync("/services/a/x", aOnly));
+        Assert.Equal(HttpStatusCode.Forbidden, await GetAsync("/services/b/x", aOnly));
+        Assert.Equal(HttpStatusCode.BadRequest, await GetAsync("/services/b/x", aOnly, ("X-Original-URI", "/services/a/")));
+        // Caddy sets X-Forwarded-Uri itself: the client's value is replaced, and b is still b.
+        Assert.Equal(HttpStatusCode.Forbidden, await GetAsync("/services/b/x", aOnly, ("X-Forwarded-Uri", "/services/a/")));
+        Assert.Equal(HttpStatusCode.Forbidden, await GetAsync("/services/a/../b/x", aOnly));
+    }
+}
