@@ -27,7 +27,8 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         "/api/v1/me", "/api/v1/me/password", "/api/v1/tokens", "/api/v1/tokens/1", "/api/v1/tokens/1/rotate", "/api/v1/tokens/1/usage?days=30",
         "/api/v1/users", "/api/v1/users/admin", "/api/v1/clients", "/api/v1/clients/x/rotate-secret", "/api/v1/audit?limit=5",
         "/api/v1/keys/rotate", "/api/v1/services", "/api/v1/services/x_1", "/api/v1/managed-services",
-        "/services/x/", "/services/x_1/a/b", "/.well-known/openid-configuration", "/.well-known/jwks.json",
+        "/services/x/", "/services/x_1/a/b", "/services/x_1/%252e%252e/y", "/services/x_1/..;/y", "/auth/handshake?service=x&state=",
+        "/auth/handshake?service=a--1-0&state=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&returnUrl=//evil", "/.well-known/openid-configuration", "/.well-known/jwks.json",
         "/login", "/logout", "/tokens", "/tokens/new", "/tokens/1", "/tokens/1/delete", "/services", "/admin/users", "/admin/users/admin",
         "/admin/services", "/admin/clients", "/admin/tokens?owner=admin", "/admin/audit?before=5", "/", "/healthz", "/readyz", "/metrics", "/openapi/v1.json",
     ];
@@ -187,7 +188,7 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
     private static string RawRequest(Random r, string admin)
     {
         var path = Pick(r, Paths);
-        return r.Next(10) switch
+        return r.Next(11) switch
         {
             0 => $"GET {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {admin}\u0000\n\n",
             1 => $"GET {path}\u0001 HTTP/1.1\nHost: x\n\n",
@@ -198,6 +199,8 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
             6 => $"GET {path} HTTP/9.9\nHost: x\n\n",
             7 => $"GET {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {new string('A', 40_000)}\n\n",
             8 => $"{RandomText(r, r.Next(1, 20))} {path} HTTP/1.1\nHost: x\n\n",
+            // A service origin's host: its /.portcullis/ paths and everything else of the service, with junk.
+            9 => $"GET {Pick(r, ["/.portcullis/callback?code=" + RandomText(r, 43), "/.portcullis/start?returnUrl=" + RandomText(r, 30), "/.portcullis/x", path])} HTTP/1.1\nHost: {Pick(r, ["x", "x--1", "a-b", RandomText(r, 8)])}.localhost\nAccept: text/html\nCookie: portcullis-service={RandomText(r, 43)}; portcullis-state={RandomText(r, 43)}\n\n",
             _ => $"GET {path}?{RandomText(r, r.Next(1, 300), urlSafe: true)} HTTP/1.1\nHost: x\nAuthorization: Basic {RandomText(r, 30)}\nContent-Type: {Pick(r, ContentTypes)}\n\n",
         };
     }
