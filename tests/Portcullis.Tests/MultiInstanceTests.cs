@@ -33,3 +33,54 @@ public sealed class MultiInstanceTests(PostgresServer a) : IClassFixture<Postgre
         Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still accepted a disabled user's token after {elapsed.TotalMilliseconds} ms");
     }
 }
+
+/// <summary>docs/gateway.md on two instances of one PostgreSQL database: registry changes and service-origin sessions.</summary>
+public sealed class GatewayMultiInstanceTests(PostgresServer a) : IClassFixture<PostgresServer>
+{
+    private static async Task<TimeSpan> UntilAsync(Func<Task<bool>> condition)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!await condition() && watch.Elapsed < TimeSpan.FromSeconds(5))
+            await Task.Delay(20);
+        return watch.Elapsed;
+    }
+
+    [Fact]
+    public async Task ServicesAndServiceOriginSessionsReachTheOtherInstanceAtOnce()
+    {
+        await using var upstream = await TestUpstream.StartAsync();
+        await using var b = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString! });
+        await b.InitializeAsync();
+        using var adminOnA = a.Client(await a.AdminTokenAsync());
+        using var adminOnB = b.Client(await a.AdminTokenAsync());
+
+        var created = await adminOnA.PostAsJsonAsync("/api/v1/services", new { name = "shared", version = "1", upstreams = new[] { upstream.Url + "/echo", upstream.Url + "/echo" } });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var elapsed = await UntilAsync(async () => (await adminOnB.GetAsync("/services/shared_1/x")).StatusCode == HttpStatusCode.OK);
+        Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B did not know the new service after {elapsed.TotalMilliseconds} ms");
+
+        // A code made on A is redeemed on B (the state cookie goes with the host, whatever the port).
+        var (username, password, _) = await a.CreateUserAsync();
+        using var browser = new Browser(a.BaseAddress);
+        await browser.LogInAsync(username, password);
+        using var start = await browser.GetAsync($"http://shared.localhost:{a.BaseAddress.Port}/x");
+        using var code = await browser.GetAsync(start.Headers.Location!.PathAndQuery);
+        var onB = new UriBuilder(code.Headers.Location!) { Port = b.BaseAddress.Port }.Uri;
+        using var landed = await browser.GetAsync(onB.ToString());
+        Assert.Equal(HttpStatusCode.Found, landed.StatusCode);
+        var origin = $"http://shared.localhost:{b.BaseAddress.Port}/x";
+        Assert.Equal(username, (await TestUpstream.EchoAsync(await browser.GetAsync(origin))).GetProperty("headers").GetProperty("x-portcullis-user").GetString());
+
+        // Logging out on A ends the origin's session on B.
+        var home = await (await browser.GetAsync("/")).Content.ReadAsStringAsync();
+        using (var logout = await browser.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/logout") { Content = new FormUrlEncodedContent([new("csrf_token", Browser.CsrfToken(home))]) }))
+            Assert.Equal(HttpStatusCode.SeeOther, logout.StatusCode);
+        elapsed = await UntilAsync(async () => (await browser.GetAsync(origin)).StatusCode == HttpStatusCode.Found);
+        Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still served the ended session after {elapsed.TotalMilliseconds} ms");
+
+        Assert.Equal(HttpStatusCode.NoContent, (await adminOnA.DeleteAsync("/api/v1/services/shared_1")).StatusCode);
+        elapsed = await UntilAsync(async () => (await adminOnB.GetAsync("/services/shared_1/x")).StatusCode == HttpStatusCode.NotFound);
+        Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still forwarded to the removed service after {elapsed.TotalMilliseconds} ms");
+    }
+}

@@ -233,6 +233,24 @@ public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser)
         await page.GetByText($"Service {service}_1.0 removed.").WaitForAsync();
         Assert.Equal(HttpStatusCode.NotFound, (await Server.Client(await Server.AdminTokenAsync()).GetAsync($"/services/{service}_1.0/x")).StatusCode);
 
+        // Replicas, one of them down: requests still succeed, and the page shows which replica is unhealthy.
+        await page.GetByLabel("Service name").FillAsync(service);
+        await page.GetByLabel("Version").FillAsync("2.0");
+        await page.GetByLabel("Upstream URL").FillAsync($"{fixture.Upstream.Url}/echo http://127.0.0.1:9/echo");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Register service" }).ClickAsync();
+        await page.GetByText($"Service {service}_2.0 registered.").WaitForAsync();
+        using (var admin = Server.Client(await Server.AdminTokenAsync()))
+        {
+            for (var i = 0; i < 30; i++)
+                Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync($"/services/{service}_2.0/x")).StatusCode);
+        }
+        await page.ReloadAsync();
+        var row = page.GetByRole(AriaRole.Row).Filter(new() { HasText = "http://127.0.0.1:9/echo" });
+        Assert.Contains("unhealthy", await row.InnerTextAsync());
+        await ScreenshotAsync(page, "admin-services-replicas");
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Remove {service}_2.0" }).ClickAsync();
+        await page.GetByText($"Service {service}_2.0 removed.").WaitForAsync();
+
         await page.GotoAsync("/admin/clients");
         await page.GetByLabel("Client name").FillAsync("ui-client");
         await page.GetByRole(AriaRole.Button, new() { Name = "Create client" }).ClickAsync();
