@@ -38,18 +38,27 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
 
     public async Task<(string Id, DateTime ExpiresAt)> CreateAsync(User user, HttpContext http, CancellationToken cancellationToken)
     {
+        var expires = time.GetUtcNow().UtcDateTime + options.Value.SessionLifetime;
+        var id = await InsertAsync(user.Id, user.CredentialVersion, expires, service: null, parent: null, http, cancellationToken);
+        return (id, expires);
+    }
+
+    /// <summary>Stores a new session (its digest only) and returns its id, the cookie's value.</summary>
+    private async Task<string> InsertAsync(long userId, int credentialVersion, DateTime expires, string? service, TokenDigest? parent, HttpContext http,
+        CancellationToken cancellationToken)
+    {
         var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
-        var now = time.GetUtcNow().UtcDateTime;
-        var expires = now + options.Value.SessionLifetime;
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         await db.Database.OpenConnectionAsync(cancellationToken);
         var userAgent = http.Request.Headers.UserAgent.ToString();
         await Sql.ExecuteAsync(db.Database.GetDbConnection(),
-            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent) VALUES (@h, @u, @v, @c, @e, @ip, @ua)",
-            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", user.Id), ("@v", user.CredentialVersion), ("@c", now), ("@e", expires),
-            ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent));
-        return (id, expires);
+            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent, service, parent_hash) " +
+            "VALUES (@h, @u, @v, @c, @e, @ip, @ua, @s, @p)",
+            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", userId), ("@v", credentialVersion), ("@c", time.GetUtcNow().UtcDateTime), ("@e", expires),
+            ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent),
+            ("@s", service), ("@p", parent?.ToHex()));
+        return id;
     }
 
     /// <summary>A web session of the UI origin (never one of a service origin).</summary>
@@ -108,16 +117,7 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         var (result, entry) = await VerifyDigestAsync(parent, null, cancellationToken);
         if (result.Credential is not { } credential || entry is null)
             return null;
-        var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        var userAgent = http.Request.Headers.UserAgent.ToString();
-        await Sql.ExecuteAsync(db.Database.GetDbConnection(),
-            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent, service, parent_hash) VALUES (@h, @u, @v, @c, @e, @ip, @ua, @s, @p)",
-            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", entry.UserId), ("@v", entry.CredentialVersion), ("@c", time.GetUtcNow().UtcDateTime),
-            ("@e", entry.ExpiresAt), ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent),
-            ("@s", service), ("@p", parent.ToHex()));
+        var id = await InsertAsync(entry.UserId, entry.CredentialVersion, entry.ExpiresAt, service, parent, http, cancellationToken);
         return (id, credential);
     }
 
