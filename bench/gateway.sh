@@ -7,6 +7,7 @@
 #   nginx+pc    wrk -> nginx auth_request -> Portcullis /auth/verify, then -> upstream
 #   nginx+stub  wrk -> nginx auth_request -> nginx stub answering 200, then -> upstream
 #   bare        wrk -> bench/BareProxy: Kestrel + SocketsHttpHandler, no middleware, no checks -> upstream
+#   bare-yarp   wrk -> bench/BareProxy on YARP's IHttpForwarder (default transform), no middleware, no checks -> upstream
 #   nginx+bare  wrk -> nginx auth_request -> bench/BareProxy answering 200 (Kestrel, nothing else), then -> upstream
 #   verify      wrk -> Portcullis /auth/verify alone
 #   healthz     wrk -> Portcullis /healthz alone
@@ -31,7 +32,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(free_port); proxy=$(free_port); stub=$(free_port); fa_pc=$(free_port); fa_stub=$(free_port); pc=$(free_port)
-bare=$(free_port); bare_stub=$(free_port); fa_bare=$(free_port); up2=$(free_port); up3=$(free_port)
+bare=$(free_port); bare_yarp=$(free_port); bare_stub=$(free_port); fa_bare=$(free_port); up2=$(free_port); up3=$(free_port)
 
 # Portcullis, with the upstream as a service and 1,000 tokens put in its database.
 start_portcullis() {
@@ -50,6 +51,8 @@ start_portcullis; kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true
 python3 bench/scale_seed.py "$work/data/portcullis.db" 1000 1000 "$work/tokens" >/dev/null
 start_portcullis; pids+=("$pc_pid")
 dotnet "$bare_dll" "http://127.0.0.1:$bare" "http://127.0.0.1:$up" >"$work/bare.log" 2>&1 &
+pids+=($!)
+dotnet "$bare_dll" "http://127.0.0.1:$bare_yarp" "http://127.0.0.1:$up" yarp >"$work/bare-yarp.log" 2>&1 &
 pids+=($!)
 dotnet "$bare_dll" "http://127.0.0.1:$bare_stub" ok >"$work/bare-stub.log" 2>&1 &
 pids+=($!)
@@ -105,9 +108,9 @@ LUA
 declare -A urls=(
     [direct]="http://127.0.0.1:$up/" [nginx]="http://127.0.0.1:$proxy/" [gateway]="http://127.0.0.1:$pc/services/bench_1/" [replicas]="http://127.0.0.1:$pc/services/bench3_1/"
     ["nginx+pc"]="http://127.0.0.1:$fa_pc/" ["nginx+stub"]="http://127.0.0.1:$fa_stub/"
-    [bare]="http://127.0.0.1:$bare/" ["nginx+bare"]="http://127.0.0.1:$fa_bare/"
+    [bare]="http://127.0.0.1:$bare/" [bare-yarp]="http://127.0.0.1:$bare_yarp/" ["nginx+bare"]="http://127.0.0.1:$fa_bare/"
     [verify]="http://127.0.0.1:$pc/auth/verify?service=bench" [healthz]="http://127.0.0.1:$pc/healthz")
-order=(${ROWS:-direct nginx bare gateway replicas nginx+pc nginx+bare nginx+stub verify healthz})
+order=(${ROWS:-direct nginx bare bare-yarp gateway replicas nginx+pc nginx+bare nginx+stub verify healthz})
 for name in "${order[@]}"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$work/tokens")" "${urls[$name]}")
     [ "$status" = 200 ] || { echo "$name answers $status, not 200: ${urls[$name]}" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
@@ -144,6 +147,8 @@ ratio("gateway", "nginx", 0.8)
 ratio("replicas", "gateway", "-")
 print("\nfloors (.NET itself; no target):")
 ratio("bare", "nginx", "-")
+ratio("bare-yarp", "bare", "-")
+ratio("gateway", "bare-yarp", "-")
 ratio("nginx+bare", "nginx+stub", "-")
 ratio("nginx+pc", "nginx+stub", "-")
 PY
