@@ -15,6 +15,58 @@ namespace Portcullis.Tests;
 public abstract class OAuthClientTests(PortcullisServer server)
 {
     [Fact]
+    public async Task AClientsTokenCannotCreateOrChangeAnyCredentialButMayReadAndRevoke()
+    {
+        var admin = await server.AdminTokenAsync();
+        var sibling = await server.CreateClientAsync(admin, ["services"]);
+        var jwt = await server.ClientTokenAsync(await server.CreateClientAsync(admin, ["api", "services", "admin"]));
+        using var client = server.Client(jwt);
+        var victim = await server.CreateTokenAsync(admin, new { name = "victim-" + Guid.NewGuid().ToString("N")[..6] });
+        using var adminClient = server.Client(admin);
+        var victimId = (await (await server.Client(victim).GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+
+        var refused = new (HttpMethod Method, string Path, object? Body)[]
+        {
+            (HttpMethod.Post, "/api/v1/tokens", new { name = "persistent" }),
+            (HttpMethod.Post, $"/api/v1/tokens/{victimId}/rotate", new { }),
+            (HttpMethod.Post, "/api/v1/clients", new { name = "child", scopes = new[] { "services" } }),
+            (HttpMethod.Post, $"/api/v1/clients/{sibling.ClientId}/rotate-secret", null),
+            (HttpMethod.Delete, $"/api/v1/clients/{sibling.ClientId}", null),
+            (HttpMethod.Post, "/api/v1/users", new { username = "made-by-client", password = "a-long-password-1", admin = true }),
+            (HttpMethod.Patch, "/api/v1/users/admin", new { password = "taken-over-password-1" }),
+            (HttpMethod.Post, "/api/v1/me/password", new { current_password = "x", new_password = "y-long-password-1" }),
+            (HttpMethod.Post, "/api/v1/keys/rotate", null),
+        };
+        foreach (var (method, path, body) in refused)
+        {
+            using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body) };
+            using var response = await client.SendAsync(request);
+            Assert.True(response.StatusCode == HttpStatusCode.Forbidden, $"{method} {path}: {(int)response.StatusCode}");
+            Assert.Contains("outlive the client", await response.Content.ReadAsStringAsync());
+        }
+        // Reading within its scopes, and taking access away, remain.
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/v1/tokens?all=true")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/v1/tokens/{victimId}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(victim).GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
+    public async Task AClientsTokenStaysDeadWhenItsOwnerIsDisabledAndEnabledAgain()
+    {
+        var (username, _, token) = await server.CreateUserAsync();
+        var credentials = await server.CreateClientAsync(token, ["api", "services"]);
+        var before = await server.ClientTokenAsync(credentials);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(before).GetAsync("/api/v1/me")).StatusCode);
+        using var admin = server.Client(await server.AdminTokenAsync());
+        Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(before).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = false })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(before).GetAsync("/api/v1/me")).StatusCode);
+        // A token the client asks for now works: the client itself was not disabled.
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(await server.ClientTokenAsync(credentials)).GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
     public async Task CreatingAClientShowsItsSecretOnceInPccFormat()
     {
         var admin = await server.AdminTokenAsync();

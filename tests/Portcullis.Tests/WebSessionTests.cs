@@ -175,6 +175,21 @@ public sealed class WebSessionTests(GatewayFixture fixture) : IClassFixture<Gate
     }
 
     [Theory]
+    [InlineData("/%E3%80%82/x", "/%E3%80%82/x")]
+    [InlineData("/tokens?name=caf%C3%A9", "/tokens?name=caf%C3%A9")]
+    [InlineData("/%EF%BC%8Fevil.example", "/%EF%BC%8Fevil.example")]
+    [InlineData("//evil.example", "/")]
+    public async Task ALoggedInPersonIsRedirectedToANonAsciiReturnUrlPercentEncodedNeverA500(string returnUrl, string expected)
+    {
+        var (username, password, _) = await Server.CreateUserAsync();
+        using var browser = new Browser(Server.BaseAddress);
+        await browser.LogInAsync(username, password);
+        using var response = await browser.GetAsync("/login?returnUrl=" + Uri.EscapeDataString(Uri.UnescapeDataString(returnUrl)));
+        Assert.Equal(HttpStatusCode.Redirect, response.StatusCode);
+        Assert.Equal(expected, response.Headers.Location!.OriginalString);
+    }
+
+    [Theory]
     [InlineData("//evil.example/x")]
     [InlineData("/\\evil.example")]
     [InlineData("/%09/evil.example")]

@@ -45,7 +45,7 @@ internal sealed class ClientCredentialsGrant(ClientAuthenticator authenticator, 
 
         // Client tokens always get the access-token lifetime, on /auth/token/cli too: a client can
         // ask again at any moment, so a long-lived token would only outlive a secret rotation.
-        var issued = jwts.Issue(client.ClientId, scopes, options.Value.AccessTokenLifetime, owner.Id, client.SecretVersion, client.ClientId);
+        var issued = jwts.Issue(client.ClientId, scopes, options.Value.AccessTokenLifetime, owner.Id, client.SecretVersion, client.ClientId, owner.CredentialVersion);
         // Queued rather than written with the request: issuing tokens to machines must not wait for the database
         // (only for room in the queue, when the writer falls behind: an issued token is never left unaudited).
         await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginSucceeded, owner.Name, owner.Id, issued.Jti,

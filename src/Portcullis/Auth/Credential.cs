@@ -47,8 +47,31 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
     /// <summary>The validated claims when the credential is a JWT (introspection reports them).</summary>
     public JwtClaims? Jwt { get; } = jwt;
 
+    /// <summary>
+    /// An OAuth client's own token (client credentials: <c>sub</c> is the client). It may not create or change
+    /// credentials, which would outlive it (docs/decisions.md, "What an OAuth client may do").
+    /// </summary>
+    public bool IsClientCredentials => Kind == CredentialKinds.Jwt && ClientId is not null && Jwt?.Subject == ClientId;
+
     /// <summary>Granted scopes intersected with the owner's current rights.</summary>
     public ScopeSet Effective => Granted.Intersect(Owner.Rights);
 
     public bool Allows(ScopeRequirement requirement) => Granted.Allows(requirement) && Owner.Rights.Allows(requirement);
+}
+
+internal static class ClientCredentialRules
+{
+    public const string Reason =
+        "An OAuth client's access token cannot create or change credentials (tokens, client secrets, passwords, users, signing keys): " +
+        "they would outlive the client. Use a person's or a service's API token for this.";
+
+    /// <summary>
+    /// Refuses the endpoint (403) to an OAuth client's own token: anything it created could outlive the client
+    /// and its secret (docs/decisions.md, "What an OAuth client may do").
+    /// </summary>
+    public static TBuilder NotForClientCredentials<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
+        builder.AddEndpointFilter(async (context, next) =>
+            context.HttpContext.Features.Get<Credential>() is { IsClientCredentials: true }
+                ? ProblemResponses.Forbidden(Reason)
+                : await next(context));
 }

@@ -221,7 +221,9 @@ internal sealed class CredentialVerifier(
     /// <summary>
     /// A client-credentials JWT (<c>sub</c> = <c>client_id</c>) lives only as long as its client and
     /// the secret it was issued for: deleting the client or rotating (or revoking) its secret ends
-    /// it at once. It acts for the client's owner, so a disabled owner stops it too.
+    /// it at once. It acts for the client's owner, so a disabled owner stops it too, and for good: the owner's
+    /// credential version at issue is in the token, and disabling the owner moves it on (re-enabling does not
+    /// bring the token back, as with the owner's own JWTs and sessions).
     /// </summary>
     private async ValueTask<VerifyResult> VerifyClientJwtAsync(JwtClaims claims, CancellationToken cancellationToken)
     {
@@ -235,6 +237,8 @@ internal sealed class CredentialVerifier(
             return VerifyResult.Fail(VerifyFailure.Unknown);
         if (owner.IsDisabled)
             return VerifyResult.Fail(VerifyFailure.OwnerDisabled);
+        if (claims.OwnerVersion != owner.CredentialVersion)
+            return VerifyResult.Fail(VerifyFailure.Revoked);
         return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId, claims), VerifyFailure.None);
     }
 

@@ -10,7 +10,8 @@ using Portcullis.Security;
 namespace Portcullis.Auth;
 
 /// <summary>A validated access token's claims that Portcullis acts on.</summary>
-internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, long? PrincipalId, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt, DateTime? NotBefore = null);
+internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, long? PrincipalId, int? CredentialVersion, string? ClientId, DateTime IssuedAt, DateTime ExpiresAt,
+    DateTime? NotBefore = null, int? OwnerVersion = null);
 
 /// <summary>
 /// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
@@ -30,6 +31,9 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
     /// <summary>The owner's database id, never reused: a JWT dies with its user even if the name is taken again.</summary>
     public const string PrincipalIdClaim = "pcu";
 
+    /// <summary>In a client's token: its owner's credential version at issue, so that disabling the owner ends it for good.</summary>
+    public const string OwnerVersionClaim = "pco";
+
     private readonly JsonWebTokenHandler _handler = new() { SetDefaultTimesOnTokenCreation = false, MapInboundClaims = false };
     private readonly JwtOptions _options = options.Value;
 
@@ -42,7 +46,7 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     public sealed record Issued(string AccessToken, string Jti, int ExpiresIn, ScopeSet Scopes);
 
-    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, long? principalId, int? credentialVersion, string? clientId = null)
+    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, long? principalId, int? credentialVersion, string? clientId = null, int? ownerVersion = null)
     {
         var now = time.GetUtcNow().UtcDateTime;
         var jti = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(16));
@@ -58,6 +62,8 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
             claims[CredentialVersionClaim] = v;
         if (clientId is not null)
             claims["client_id"] = clientId;
+        if (ownerVersion is { } owner)
+            claims[OwnerVersionClaim] = owner;
         var descriptor = new SecurityTokenDescriptor
         {
             Issuer = publicUrl.Value,
@@ -161,8 +167,9 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         long? principalId = jwt.TryGetPayloadValue<long>(PrincipalIdClaim, out var id) ? id : null;
         jwt.TryGetPayloadValue<string>("client_id", out var clientId);
         jwt.TryGetPayloadValue<string>("scope", out var scope);
+        int? ownerVersion = jwt.TryGetPayloadValue<int>(OwnerVersionClaim, out var o) ? o : null;
         return new JwtClaims(jwt.Subject, jwt.Id, ScopeSet.Parse(scope), principalId, version, clientId, issuedAt, jwt.ValidTo,
-            jwt.ValidFrom == DateTime.MinValue ? null : jwt.ValidFrom);
+            jwt.ValidFrom == DateTime.MinValue ? null : jwt.ValidFrom, ownerVersion);
     }
 
     /// <summary>

@@ -21,7 +21,7 @@ internal static class KeysApi
     {
         var keys = api.MapGroup("/keys").WithTags("Keys").RequireAuthorization(Policies.Admin);
         keys.MapGet("/", (SigningKeys signingKeys) => TypedResults.Ok(signingKeys.Info.Select(SigningKeyResponse.From).ToArray()));
-        keys.MapPost("/rotate", RotateAsync);
+        keys.MapPost("/rotate", RotateAsync).NotForClientCredentials();
         return keys;
     }
 

@@ -16,11 +16,11 @@ internal static class ClientsApi
     public static RouteGroupBuilder MapClients(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/clients").WithTags("OAuth clients");
-        group.MapPost("/", CreateAsync);
+        group.MapPost("/", CreateAsync).NotForClientCredentials();
         group.MapGet("/", ListAsync);
         group.MapGet("/{clientId}", GetAsync);
-        group.MapDelete("/{clientId}", DeleteAsync);
-        group.MapPost("/{clientId}/rotate-secret", RotateSecretAsync);
+        group.MapDelete("/{clientId}", DeleteAsync).NotForClientCredentials();
+        group.MapPost("/{clientId}/rotate-secret", RotateSecretAsync).NotForClientCredentials();
         return group;
     }
 

@@ -20,11 +20,11 @@ internal static class TokensApi
     public static RouteGroupBuilder MapTokens(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/tokens").WithTags("Tokens");
-        group.MapPost("/", CreateAsync);
+        group.MapPost("/", CreateAsync).NotForClientCredentials();
         group.MapGet("/", ListAsync);
         group.MapGet("/{id:long}", GetAsync);
         group.MapDelete("/{id:long}", RevokeAsync);
-        group.MapPost("/{id:long}/rotate", RotateAsync);
+        group.MapPost("/{id:long}/rotate", RotateAsync).NotForClientCredentials();
         group.MapGet("/{id:long}/usage", UsageAsync);
         return group;
     }

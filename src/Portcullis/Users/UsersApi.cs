@@ -30,10 +30,10 @@ internal static partial class UsersApi
     {
         var users = api.MapGroup("/users").WithTags("Users").RequireAuthorization(Policies.Admin);
         users.MapGet("/", ListAsync);
-        users.MapPost("/", CreateAsync);
+        users.MapPost("/", CreateAsync).NotForClientCredentials();
         users.MapGet("/{name}", GetAsync);
-        users.MapPatch("/{name}", UpdateAsync);
-        users.MapDelete("/{name}", DeleteAsync);
+        users.MapPatch("/{name}", UpdateAsync).NotForClientCredentials();
+        users.MapDelete("/{name}", DeleteAsync).NotForClientCredentials();
         return users;
     }
 
@@ -42,7 +42,7 @@ internal static partial class UsersApi
         var me = api.MapGroup("/me").WithTags("Me");
         // Any valid credential may ask who it is, even one without the 'api' scope.
         me.MapGet("/", GetMe).RequireAuthorization(Policies.Authenticated);
-        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api);
+        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api).NotForClientCredentials();
         return me;
     }
 

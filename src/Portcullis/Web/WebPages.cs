@@ -226,7 +226,26 @@ internal static class WebPages
                 || candidate.Contains('\\') || candidate.Any(c => char.IsControl(c) || c == '\u2028' || c == '\u2029'))
                 return null;
         }
-        return url;
+        // A Location header is ASCII: anything else is sent percent-encoded (UTF-8), still a path on this site.
+        return url.All(char.IsAscii) ? url : EncodeNonAscii(url);
+    }
+
+    private static string EncodeNonAscii(string url)
+    {
+        var builder = new StringBuilder(url.Length * 2);
+        Span<byte> bytes = stackalloc byte[4];
+        foreach (var rune in url.EnumerateRunes())
+        {
+            if (rune.IsAscii)
+            {
+                builder.Append((char)rune.Value);
+                continue;
+            }
+            var length = rune.EncodeToUtf8(bytes);
+            foreach (var b in bytes[..length])
+                builder.Append('%').Append(b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return builder.ToString();
     }
 
 }
