@@ -33,6 +33,25 @@ public sealed class LifetimeTests(LimitedLifetimeServer server) : IClassFixture<
     }
 
     [Fact]
+    public async Task RotatingAnOldNeverExpiringTokenUnderAMaximumGivesASuccessorWithinIt()
+    {
+        // A token made before the maximum was configured...
+        await using var before = new SqliteServer();
+        await before.InitializeAsync();
+        var old = await before.CreateTokenAsync(await before.AdminTokenAsync(), new { name = "from-before-the-cap" });
+        var id = (await (await before.Client(old).GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        await before.StopAsync();
+        // ...rotated after: the successor lives at most Tokens:MaxLifetimeDays, like any token made today.
+        await using var after = PortcullisServer.With(Provider.Sqlite, new() { ["DataDir"] = Path.Combine(before.DataDir, "data"), ["Tokens:MaxLifetimeDays"] = "30" });
+        await after.InitializeAsync();
+        using var rotated = await after.Client(await after.LoginAsync()).PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { });
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        var body = await rotated.JsonAsync();
+        PortcullisServer.Secrets.Add(body.GetProperty("token").GetString()!);
+        Assert.Equal(TimeSpan.FromDays(30), body.GetProperty("expires_at").GetDateTime() - body.GetProperty("created_at").GetDateTime());
+    }
+
+    [Fact]
     public async Task ATokenWithABadChecksumIsRejectedWithoutACacheOrDatabaseLookup()
     {
         var token = await server.AdminTokenAsync();

@@ -51,6 +51,37 @@ public abstract class OAuthClientTests(PortcullisServer server)
     }
 
     [Fact]
+    public async Task ThePasswordGrantVerifiesPresentedClientCredentialsAndNamesTheClient()
+    {
+        using var anonymous = server.Client();
+        FormUrlEncodedContent Form() => new([new("grant_type", "password"), new("username", "admin"), new("password", PortcullisServer.AdminPassword)]);
+
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/auth/token") { Content = Form() })
+        {
+            request.Headers.Authorization = BasicRaw("client-doesnotexist:pcc_wrong");
+            using var refused = await anonymous.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            Assert.Equal("invalid_client", (await refused.JsonAsync()).GetProperty("error").GetString());
+        }
+
+        var credentials = await server.CreateClientAsync(await server.AdminTokenAsync(), ["services"]);
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/auth/token") { Content = Form() })
+        {
+            request.Headers.Authorization = Basic(credentials.ClientId, credentials.ClientSecret);
+            using var issued = await anonymous.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, issued.StatusCode);
+            var jwt = (await issued.JsonAsync()).GetProperty("access_token").GetString()!;
+            PortcullisServer.Secrets.Add(jwt);
+            Assert.Equal(credentials.ClientId, Payload(jwt)["client_id"]!.GetValue<string>());
+            Assert.Equal("admin", Payload(jwt)["sub"]!.GetValue<string>());
+            // It is the person's token, with the person's rights, not the client's.
+            var me = await (await server.Client(jwt).GetAsync("/api/v1/me")).JsonAsync();
+            Assert.Equal("admin", me.GetProperty("username").GetString());
+            Assert.Equal(HttpStatusCode.Created, (await server.Client(jwt).PostAsJsonAsync("/api/v1/tokens", new { name = "by-person-" + Guid.NewGuid().ToString("N")[..6] })).StatusCode);
+        }
+    }
+
+    [Fact]
     public async Task AClientsTokenStaysDeadWhenItsOwnerIsDisabledAndEnabledAgain()
     {
         var (username, _, token) = await server.CreateUserAsync();

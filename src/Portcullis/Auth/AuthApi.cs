@@ -113,6 +113,10 @@ internal sealed class TokenEndpoint(
                 "Password login through the API is switched off on this server. Log in to the web UI, create an API token under Tokens, " +
                 "and send it as 'Authorization: Bearer <token>' (or use 'portcullis login --api-token-stdin').");
         }
+        // RFC 6749 §3.2.1: client credentials that are presented are verified, whatever the grant; the token then names the client.
+        var clientAuthentication = await http.RequestServices.GetRequiredService<Clients.ClientAuthenticator>().AuthenticateAsync(http, p, "password", http.RequestAborted);
+        if (clientAuthentication.Error is { } clientError)
+            return clientError;
         var username = p.GetValueOrDefault("username");
         var password = p.GetValueOrDefault("password");
         if (username is null || password is null)
@@ -143,9 +147,10 @@ internal sealed class TokenEndpoint(
                 return Error("invalid_scope", $"The requested scope '{requested}' exceeds what '{user.Username}' holds: '{rights}'.");
             scopes = requested;
         }
-        var issued = jwts.Issue(user.Username, scopes, lifetime, user.Id, user.CredentialVersion);
+        var clientId = clientAuthentication.Client?.ClientId;
+        var issued = jwts.Issue(user.Username, scopes, lifetime, user.Id, user.CredentialVersion, clientId);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
-            new { path = "api", lifetime_seconds = issued.ExpiresIn }));
+            new { path = "api", lifetime_seconds = issued.ExpiresIn, client_id = clientId }));
         await db.SaveChangesAsync(http.RequestAborted);
         logger.LogInformation("Issued an access token to {User} (jti {Jti})", user.Username, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));

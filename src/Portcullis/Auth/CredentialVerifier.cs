@@ -196,7 +196,8 @@ internal sealed class CredentialVerifier(
             return VerifyResult.Fail(VerifyFailure.Revoked);
         try
         {
-            if (claims.ClientId is not null)
+            // A client's own token (client credentials: the client is the subject); a person's token may name a client too.
+            if (claims.ClientId is not null && claims.Subject == claims.ClientId)
                 return await VerifyClientJwtAsync(claims, cancellationToken);
             var owner = await principals.GetByNameAsync(claims.Subject, cancellationToken);
             if (owner is null)
@@ -209,7 +210,7 @@ internal sealed class CredentialVerifier(
             // The password changed or the user was disabled after this token was issued.
             if (claims.CredentialVersion is { } v && v != owner.CredentialVersion)
                 return VerifyResult.Fail(VerifyFailure.Revoked);
-            return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, null, claims), VerifyFailure.None);
+            return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId, claims), VerifyFailure.None);
         }
         catch (Exception e) when (IsDatabaseFailure(e))
         {

@@ -176,8 +176,11 @@ internal static class TokensApi
         if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(PrincipalCache.ToState(ownerRow, 0).Rights))
             return ProblemResponses.BadRequest($"The token's scopes '{scopes}' exceed what this credential may mint now; create a new token with fewer scopes.");
 
-        // Same lifetime as the original, counted from now (never-expiring stays never-expiring).
+        // Same lifetime as the original, counted from now (never-expiring stays never-expiring), within
+        // Tokens:MaxLifetimeDays like every credential made today: a rotation must not extend past the cap.
         DateTime? expiresAt = old.ExpiresAt is { } e ? now + (e - old.CreatedAt) : null;
+        if (options.Value.MaxLifetimeDays is { } maxDays && (expiresAt is null || expiresAt > now.AddDays(maxDays)))
+            expiresAt = now.AddDays(maxDays);
         var plaintext = format.Generate(ownerRow.Kind == PrincipalKind.Service ? TokenKind.Service : TokenKind.Personal);
         var successorToken = new ApiToken
         {
