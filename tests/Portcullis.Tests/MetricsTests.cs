@@ -46,3 +46,46 @@ public sealed class MetricsTests(SqliteServer server) : IClassFixture<SqliteServ
         return double.Parse(line![(series.Length + 1)..], CultureInfo.InvariantCulture);
     }
 }
+
+/// <summary>A server whose metrics are on an address of their own and need a token (Metrics:ListenUrl, Metrics:BearerToken).</summary>
+public sealed class ProtectedMetricsServer() : PortcullisServer(Provider.Sqlite, new()
+{
+    ["Metrics:BearerToken"] = MetricsToken,
+    ["Metrics:ListenUrl"] = $"http://127.0.0.1:{MetricsPort}",
+})
+{
+    public const string MetricsToken = "metrics-token-for-the-tests-0123456789abcdef";
+    public static readonly int MetricsPort = FreePort();
+}
+
+/// <summary>docs/configuration.md, "Metrics": /metrics kept from the public address and from callers without the token.</summary>
+public sealed class ProtectedMetricsTests(ProtectedMetricsServer server) : IClassFixture<ProtectedMetricsServer>
+{
+    [Fact]
+    public async Task MetricsAreServedOnlyOnTheirOwnAddressAndOnlyWithTheToken()
+    {
+        Assert.Equal(HttpStatusCode.NotFound, (await server.Client().GetAsync("/metrics")).StatusCode);
+        using var metrics = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ProtectedMetricsServer.MetricsPort}") };
+        using (var anonymous = await metrics.GetAsync("/metrics"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            Assert.Contains("Bearer", anonymous.Headers.WwwAuthenticate.ToString());
+        }
+        using (var wrong = new HttpRequestMessage(HttpMethod.Get, "/metrics"))
+        {
+            wrong.Headers.Authorization = new("Bearer", ProtectedMetricsServer.MetricsToken + "x");
+            Assert.Equal(HttpStatusCode.Unauthorized, (await metrics.SendAsync(wrong)).StatusCode);
+        }
+        using (var right = new HttpRequestMessage(HttpMethod.Get, "/metrics"))
+        {
+            right.Headers.Authorization = new("Bearer", ProtectedMetricsServer.MetricsToken);
+            using var response = await metrics.SendAsync(right);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Contains("portcullis_http_requests_total", await response.Content.ReadAsStringAsync());
+        }
+        // The metrics address serves the probes and nothing else.
+        Assert.Equal(HttpStatusCode.OK, (await metrics.GetAsync("/healthz")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await metrics.GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await metrics.GetAsync("/login")).StatusCode);
+    }
+}

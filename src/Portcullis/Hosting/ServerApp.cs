@@ -51,7 +51,8 @@ internal static class ServerApp
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
         // The key ring lives in the 0700 data directory; the "no XML encryptor" warning would only alarm.
         builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
-        builder.WebHost.UseUrls(configuration["urls"] ?? DefaultUrl);
+        var metricsUrl = configuration[$"{MetricsOptions.Section}:{nameof(MetricsOptions.ListenUrl)}"];
+        builder.WebHost.UseUrls((configuration["urls"] ?? DefaultUrl) + (string.IsNullOrEmpty(metricsUrl) ? "" : ";" + metricsUrl));
         builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
 
         var services = builder.Services;
@@ -138,6 +139,7 @@ internal static class ServerApp
             o.SerializerOptions.DictionaryKeyPolicy = null;
         });
         services.AddHealthChecks();
+        services.AddMetricsEndpoint(configuration);
         configureServices?.Invoke(services);
 
         var app = builder.Build();
@@ -214,6 +216,7 @@ internal static class ServerApp
             forwarded.KnownIPNetworks.Add(network);
         app.UseForwardedHeaders(forwarded);
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = HandleExceptionAsync, StatusCodeSelector = null });
+        app.UseMetricsListener();
         app.Use(app.Services.GetRequiredService<StartupGate>().Middleware);
         // Forwarded requests go no further than this: nothing of the UI's or the API's middleware applies to them,
         // not even routing (hence the explicit UseRouting after it).
@@ -230,8 +233,7 @@ internal static class ServerApp
 
         app.MapGet("/healthz", () => TypedResults.Text("ok")).WithTags("Health");
         app.MapGet("/readyz", ReadyAsync).WithTags("Health");
-        app.MapGet("/metrics", async (PrometheusMetrics metrics, CancellationToken cancellationToken) =>
-            TypedResults.Text(await metrics.RenderAsync(cancellationToken), "text/plain; version=0.0.4")).WithTags("Health");
+        app.MapMetrics();
         app.MapOpenApi();
 
         app.MapAuth();
@@ -337,6 +339,7 @@ internal static class ServerApp
         Check<AuthOptions>();
         Check<GatewayOptions>();
         Check<ServicesOptions>();
+        Check<MetricsOptions>();
         if (failures.Count > 0)
             throw new StartupException(string.Join('\n', failures));
 
