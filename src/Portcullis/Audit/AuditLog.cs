@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
 using Portcullis.Auth;
+using Microsoft.Extensions.Options;
 using Portcullis.Data;
 
 namespace Portcullis.Audit;
@@ -39,20 +40,54 @@ internal static class AuditEvents
     public const string OriginLoginRefused = "gateway.origin_login_refused";
 }
 
+/// <summary>Configuration section <c>Audit</c>.</summary>
+internal sealed class AuditOptions
+{
+    public const string Section = "Audit";
+
+    /// <summary>Events waiting for the background writer, at most; a tenth is kept for events no flood may crowd out.</summary>
+    public int QueueCapacity { get; set; } = 10_000;
+}
+
 /// <summary>
 /// The audit log. Events caused by a management request are added to that request's DbContext so
 /// they commit (or not) with the change itself; events seen on the verification path go through a
 /// bounded queue written in the background, so the hot path never waits for the database.
+/// <para>
+/// Security events are never dropped silently (docs/decisions.md, "Audit log"): a request that produces
+/// one waits for room in the queue (back-pressure: a flood of failed logins slows the flood, not the
+/// log), a tenth of the queue is reserved for events that must not be crowded out
+/// (<c>token.used_after_revoke</c>), and anything that is lost all the same is counted in <c>/metrics</c>
+/// (<c>portcullis_audit_events_lost_total</c>) and logged as an error.
+/// </para>
 /// </summary>
-internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, ILogger<AuditLog> logger) : BackgroundService
+internal sealed class AuditLog : BackgroundService
 {
-    private readonly Channel<AuditEvent> _queue = Channel.CreateBounded<AuditEvent>(
-        new BoundedChannelOptions(10_000) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
+    private readonly IServiceScopeFactory _scopes;
+    private readonly TimeProvider _time;
+    private readonly ILogger<AuditLog> _logger;
+    private readonly Channel<(AuditEvent Event, bool Bulk)> _queue;
+    private readonly SemaphoreSlim _bulkSlots;
+
+    public AuditLog(IServiceScopeFactory scopes, TimeProvider time, ILogger<AuditLog> logger, IOptions<AuditOptions> options)
+    {
+        _scopes = scopes;
+        _time = time;
+        _logger = logger;
+        var capacity = Math.Max(10, options.Value.QueueCapacity);
+        _queue = Channel.CreateBounded<(AuditEvent, bool)>(new BoundedChannelOptions(capacity) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
+        _bulkSlots = new SemaphoreSlim(capacity - capacity / 10);
+    }
 
     private long _loginFailures;
+    private long _lost;
+    private long _lastLossLoggedTicks;
 
     /// <summary>Failed password and client-secret checks since start, for <c>/metrics</c>.</summary>
     public long LoginFailures => Interlocked.Read(ref _loginFailures);
+
+    /// <summary>Events that could not be queued or written since start, for <c>/metrics</c>; zero unless something is wrong.</summary>
+    public long Lost => Interlocked.Read(ref _lost);
 
     public AuditEvent Create(HttpContext? http, string name, string? subject = null, long? subjectId = null, string? tokenId = null, object? details = null)
     {
@@ -61,7 +96,7 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
         var actor = http?.Features.Get<Credential>();
         return new AuditEvent
         {
-            OccurredAt = time.GetUtcNow().UtcDateTime,
+            OccurredAt = _time.GetUtcNow().UtcDateTime,
             Event = name,
             Actor = actor?.Owner.Name,
             ActorId = actor?.Owner.Id,
@@ -74,21 +109,46 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
     }
 
     /// <summary>
-    /// Queues an event for the background writer without waiting (verification path). Only when
-    /// 10,000 events are already waiting, i.e. under a flood the database cannot keep up with, is
-    /// the event dropped, and that is logged.
+    /// Queues an event for the background writer, waiting for room when the queue is full (back-pressure).
+    /// Only a caller that gives up (its request was aborted) loses the event, and that is counted.
     /// </summary>
-    public void Enqueue(AuditEvent e)
+    public async ValueTask EnqueueAsync(AuditEvent e, CancellationToken cancellationToken)
     {
-        if (!_queue.Writer.TryWrite(e))
-            logger.LogWarning("Audit queue full; dropped event {Event}", e.Event);
+        try
+        {
+            await _bulkSlots.WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            Lose(e, "the request ended while waiting for room in the queue");
+            throw;
+        }
+        if (!_queue.Writer.TryWrite((e, true)))
+        {
+            _bulkSlots.Release();
+            Lose(e, "the queue is closed");
+        }
     }
 
     /// <summary>
-    /// Queues an event for the background writer, waiting for room when the queue is full: for
-    /// events that must not be lost but need not commit with the request, such as issued tokens.
+    /// Queues an event from code that cannot wait (the verification path), in the part of the queue that
+    /// floods of other events cannot fill. Counted and logged if even that is full.
     /// </summary>
-    public ValueTask EnqueueAsync(AuditEvent e, CancellationToken cancellationToken) => _queue.Writer.WriteAsync(e, cancellationToken);
+    public void EnqueueReserved(AuditEvent e)
+    {
+        if (!_queue.Writer.TryWrite((e, false)))
+            Lose(e, "the queue, its reserve included, is full");
+    }
+
+    private void Lose(AuditEvent e, string why)
+    {
+        Interlocked.Increment(ref _lost);
+        var now = _time.GetUtcNow().UtcTicks;
+        var last = Interlocked.Read(ref _lastLossLoggedTicks);
+        // At most one line a second: the count is in /metrics.
+        if (now - last >= TimeSpan.TicksPerSecond && Interlocked.CompareExchange(ref _lastLossLoggedTicks, now, last) == last)
+            _logger.LogError("Audit event {Event} lost: {Why} ({Lost} lost since start; portcullis_audit_events_lost_total)", e.Event, why, Lost);
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -97,15 +157,13 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
         {
             while (await _queue.Reader.WaitToReadAsync(stoppingToken))
             {
-                while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var e))
-                    batch.Add(e);
+                Take(batch);
                 // Under a stream of events, gather a little longer: one commit per 100 ms rather than per
                 // handful of events, which is what the database's time goes on.
                 if (batch.Count is > 16 and < MaxBatch)
                 {
                     await Task.Delay(GatherDelay, stoppingToken);
-                    while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var e))
-                        batch.Add(e);
+                    Take(batch);
                 }
                 await WriteAsync(batch, stoppingToken);
             }
@@ -113,9 +171,19 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
         catch (OperationCanceledException)
         {
         }
-        while (_queue.Reader.TryRead(out var e))
-            batch.Add(e);
+        Take(batch, int.MaxValue);
         await WriteAsync(batch, CancellationToken.None);
+    }
+
+    /// <summary>Moves queued events into the batch, giving their slots back to the producers waiting for room.</summary>
+    private void Take(List<AuditEvent> batch, int max = MaxBatch)
+    {
+        while (batch.Count < max && _queue.Reader.TryRead(out var item))
+        {
+            batch.Add(item.Event);
+            if (item.Bulk)
+                _bulkSlots.Release();
+        }
     }
 
     private async Task WriteAsync(List<AuditEvent> batch, CancellationToken cancellationToken)
@@ -126,7 +194,7 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
         {
             // One transaction, many rows per statement: thousands of events a second must cost little
             // (one statement per row, or EF's change tracking, took a third of the CPU under load).
-            await using var scope = scopes.CreateAsyncScope();
+            await using var scope = _scopes.CreateAsyncScope();
             var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
             await db.Database.OpenConnectionAsync(cancellationToken);
             var connection = db.Database.GetDbConnection();
@@ -168,9 +236,9 @@ internal sealed class AuditLog(IServiceScopeFactory scopes, TimeProvider time, I
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            logger.LogWarning("Could not write {Count} audit events; will retry: {Error}", batch.Count, e.Message);
-            if (batch.Count > 5_000)
-                batch.RemoveRange(0, batch.Count - 5_000);
+            _logger.LogWarning("Could not write {Count} audit events; will retry: {Error}", batch.Count, e.Message);
+            // While the database is away the queue fills and producers wait (back-pressure); the batch
+            // itself stays within MaxBatch, so nothing is trimmed here.
             await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken);
         }
     }

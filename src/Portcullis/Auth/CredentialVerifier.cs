@@ -250,12 +250,21 @@ internal sealed class CredentialVerifier(
     {
         var now = time.GetUtcNow().UtcTicks;
         var last = _lastRevokeReport.GetValueOrDefault(entry.TokenId);
-        if (now - last < TimeSpan.TicksPerMinute || _lastRevokeReport.Count > 100_000)
+        if (now - last < TimeSpan.TicksPerMinute)
             return;
+        // Bounded without ever going quiet: past 100,000 tokens, those reported over a minute ago are forgotten.
+        if (_lastRevokeReport.Count > 100_000)
+        {
+            foreach (var (id, at) in _lastRevokeReport)
+            {
+                if (now - at >= TimeSpan.TicksPerMinute)
+                    _lastRevokeReport.TryRemove(id, out _);
+            }
+        }
         _lastRevokeReport[entry.TokenId] = now;
         var e = audit.Create(null, AuditEvents.TokenUsedAfterRevoke, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint });
         e.ClientIp = address?.ToString();
-        audit.Enqueue(e);
+        audit.EnqueueReserved(e);
     }
 
     public static bool IsDatabaseFailure(Exception e) =>

@@ -183,14 +183,14 @@ internal sealed class LoginThrottle(
                 until = windowEnd;
             if (reader.GetInt32(1) == 1)
             {
-                audit.Enqueue(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
+                await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
                 {
                     counter,
                     limit = counter == UserCounter ? o.MaxFailedLoginsPerUser : o.MaxFailedLoginsPerAddress,
                     endpoint = http.Request.Path.Value,
                     until = windowEnd,
                     client_id = clientId is null ? null : clientId.Length <= MaxSubjectLength ? clientId : clientId[..MaxSubjectLength],
-                }));
+                }), cancellationToken);
             }
         }
         metrics.CountLoginThrottled();

@@ -45,7 +45,7 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
         if (method == ClientAuthMethod.None)
             return ClientAuthentication.None;
         if (clientId is null || secret is null)
-            return Fail(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
+            return await FailAsync(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
 
         var (result, failed) = await CheckAsync(http, method, purpose, clientId, secret, cancellationToken);
         if (!failed)
@@ -69,26 +69,27 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
     {
         // A secret that is not in pcc_ format, or an id that cannot be one, is refused without a lookup.
         if (!ClientCache.IsWellFormed(clientId) || !format.TryRead(secret, out var kind) || kind != TokenKind.ClientSecret)
-            return (Fail(http, method, purpose, clientId, null, "unknown client or wrong secret", UnknownClient), true);
+            return (await FailAsync(http, method, purpose, clientId, null, "unknown client or wrong secret", UnknownClient), true);
         var client = await clients.GetAsync(clientId, cancellationToken);
         // TokenDigest equality compares all 256 bits without an early exit.
         if (!client.IsKnown || client.SecretDigest != TokenFormat.Digest(secret))
-            return (Fail(http, method, purpose, clientId, client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient), true);
+            return (await FailAsync(http, method, purpose, clientId, client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient), true);
         if (client.SecretRevoked)
-            return (Fail(http, method, purpose, clientId, client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret."), true);
+            return (await FailAsync(http, method, purpose, clientId, client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret."), true);
         var owner = await principals.GetAsync(client.OwnerId, cancellationToken);
         if (owner is null || owner.IsDisabled)
-            return (Fail(http, method, purpose, clientId, client, "owner disabled", "The account that owns this client is disabled."), false);
+            return (await FailAsync(http, method, purpose, clientId, client, "owner disabled", "The account that owns this client is disabled."), false);
         return (new(method, client, owner, null), false);
     }
 
     private const string UnknownClient = "The client is unknown or the client secret is wrong.";
 
-    private ClientAuthentication Fail(HttpContext http, ClientAuthMethod method, string purpose, string? clientId, CachedClient? client, string reason, string description)
+    private async ValueTask<ClientAuthentication> FailAsync(HttpContext http, ClientAuthMethod method, string purpose, string? clientId, CachedClient? client, string reason, string description)
     {
-        // Off the request path: a flood of bad client credentials must not become a flood of database writes.
-        audit.Enqueue(audit.Create(http, AuditEvents.LoginFailed, subjectId: client?.OwnerId,
-            details: new { path = purpose, client_id = clientId is null ? null : Truncate(clientId), reason }));
+        // Off the request path: a flood of bad client credentials must not become a flood of database writes
+        // (but it waits for room in the audit queue: the flood slows down, the log loses nothing).
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginFailed, subjectId: client?.OwnerId,
+            details: new { path = purpose, client_id = clientId is null ? null : Truncate(clientId), reason }), http.RequestAborted);
         http.Response.Headers.WWWAuthenticate = BasicChallenge;
         return new(method, null, null, TokenEndpoint.Error("invalid_client", description, StatusCodes.Status401Unauthorized));
     }

@@ -59,8 +59,8 @@ internal sealed class ForwardAuth(
             if (!credential.Allows(needed))
             {
                 http.Features.Set(credential);
-                audit.Enqueue(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,
-                    new { service = target.Name, scopes = credential.Effective.ToString() }));
+                await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,
+                    new { service = target.Name, scopes = credential.Effective.ToString() }), http.RequestAborted);
                 await CredentialAuthenticationHandler.WriteForbiddenAsync(http, needed);
                 return;
             }

@@ -37,7 +37,7 @@ internal static partial class GatewayApi
             return Results.Redirect("/login?returnUrl=" + Uri.EscapeDataString(http.Request.Path + http.Request.QueryString));
         if (!person.Allows(ScopeRequirement.ForService(name)))
         {
-            audit.Enqueue(audit.Create(http, AuditEvents.GatewayDenied, name, person.Owner.Id, details: new { service = name, origin = true }));
+            await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, name, person.Owner.Id, details: new { service = name, origin = true }), http.RequestAborted);
             return ProblemResponses.Forbidden($"Your account may not use the service '{name}'. Ask an admin for access.");
         }
         var session = SessionStore.Digest(http.Request.Cookies[PortcullisCookies.Session(http.Request.IsHttps)]!);

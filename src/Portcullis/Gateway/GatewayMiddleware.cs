@@ -155,8 +155,8 @@ internal sealed class GatewayMiddleware(
         if (credential.Allows(needed))
             return false;
         http.Features.Set(credential);
-        audit.Enqueue(audit.Create(http, AuditEvents.GatewayDenied, service, credential.Owner.Id, credential.TokenId,
-            new { service, scopes = credential.Effective.ToString() }));
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, service, credential.Owner.Id, credential.TokenId,
+            new { service, scopes = credential.Effective.ToString() }), http.RequestAborted);
         await CredentialAuthenticationHandler.WriteForbiddenAsync(http, needed);
         return true;
     }

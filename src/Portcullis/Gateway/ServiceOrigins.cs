@@ -104,15 +104,15 @@ internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore s
         if (opened is not { } session)
             return await RefuseAsync(http, label, "Your Portcullis session has ended. Open the service again to log in.");
         http.Response.Cookies.Append(PortcullisCookies.ServiceSession(https), session.Id, PortcullisCookies.Options(https, null));
-        audit.Enqueue(audit.Create(http, AuditEvents.OriginLogin, label, session.Credential.Owner.Id, details: new { user = session.Credential.Owner.Name }));
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.OriginLogin, label, session.Credential.Owner.Id, details: new { user = session.Credential.Owner.Name }), cancellationToken);
         http.Response.Headers.CacheControl = "no-store";
         return Results.Redirect(Web.WebPages.SafeReturnUrl(http.Request.Query["returnUrl"]) ?? "/");
     }
 
-    private Task<IResult> RefuseAsync(HttpContext http, string label, string detail)
+    private async Task<IResult> RefuseAsync(HttpContext http, string label, string detail)
     {
-        audit.Enqueue(audit.Create(http, AuditEvents.OriginLoginRefused, label, details: new { reason = detail }));
-        return Task.FromResult<IResult>(TypedResults.Problem(statusCode: StatusCodes.Status400BadRequest, title: "Bad request", detail: detail));
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.OriginLoginRefused, label, details: new { reason = detail }), http.RequestAborted);
+        return TypedResults.Problem(statusCode: StatusCodes.Status400BadRequest, title: "Bad request", detail: detail);
     }
 
     private static string Hash(string secret) => TokenFormat.Digest(secret).ToHex();

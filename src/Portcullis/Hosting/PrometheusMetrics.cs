@@ -92,6 +92,7 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
         if (Interlocked.Read(ref _activeTokens) is var active and >= 0)
             Single(sb, "portcullis_active_tokens", "gauge", "API and service tokens neither revoked nor expired (refreshed every 15 s).", active);
         Single(sb, "portcullis_login_failures_total", "counter", "Failed password and client-secret checks, on every path.", audit.LoginFailures);
+        Single(sb, "portcullis_audit_events_lost_total", "counter", "Audit events that could not be queued or written (zero unless something is wrong; each is also logged).", audit.Lost);
         var lookups = cache.Hits + cache.Misses;
         Single(sb, "portcullis_token_cache_hit_ratio", "gauge", "Token cache hits over lookups since start.", lookups == 0 ? 0 : Math.Round((double)cache.Hits / lookups, 4));
 
