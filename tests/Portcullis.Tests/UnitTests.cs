@@ -91,3 +91,56 @@ public sealed class UnitTests
         Assert.False(cache.TryGet(digest, 0, out _));
     }
 }
+
+/// <summary>Data/BoundedCache.cs: the primitive under the token, session and client caches.</summary>
+public sealed class BoundedCacheTests
+{
+    private sealed record Value(int N);
+
+    [Fact]
+    public void AReadOvertakenByAnInvalidationIsNotKept()
+    {
+        var cache = new Portcullis.Data.BoundedCache<string, Value>(100, 100);
+        var generation = cache.Generation; // the loader starts reading...
+        cache.Invalidate("k");              // ...a revocation lands...
+        cache.Store("k", new Value(1), generation); // ...and the stale read comes back
+        Assert.False(cache.TryGet("k", out _));
+        cache.Store("k", new Value(2), cache.Generation);
+        Assert.True(cache.TryGet("k", out var fresh));
+        Assert.Equal(2, fresh.N);
+    }
+
+    [Fact]
+    public async Task NoInterleavingOfStoreAndInvalidateLeavesAStaleEntry()
+    {
+        var cache = new Portcullis.Data.BoundedCache<int, Value>(1_000, 1_000);
+        for (var i = 0; i < 20_000; i++)
+        {
+            var key = i % 50;
+            var generation = cache.Generation;
+            var spin = i % 7;
+            // The store and the invalidation race on two threads; the read happened before the invalidation.
+            var store = Task.Run(() =>
+            {
+                Thread.SpinWait(spin);
+                cache.Store(key, new Value(i), generation);
+            });
+            var invalidate = Task.Run(() => cache.Invalidate(key));
+            await Task.WhenAll(store, invalidate);
+            Assert.False(cache.TryGet(key, out _), $"iteration {i}: a read from before the invalidation stayed in the cache");
+        }
+    }
+
+    [Fact]
+    public void AFloodOfUnknownKeysCannotEvictKnownEntries()
+    {
+        var cache = new Portcullis.Data.BoundedCache<string, Value>(100, 100);
+        for (var i = 0; i < 100; i++)
+            cache.Store("good-" + i, new Value(i), cache.Generation);
+        for (var i = 0; i < 100_000; i++)
+            cache.Store("garbage-" + i, new Value(-1), cache.Generation, negative: true);
+        for (var i = 0; i < 100; i++)
+            Assert.True(cache.TryGet("good-" + i, out _), $"good-{i} was evicted by garbage");
+        Assert.True(cache.Count <= 200, $"the cache holds {cache.Count} entries");
+    }
+}

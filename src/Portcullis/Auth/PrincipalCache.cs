@@ -76,6 +76,10 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
         {
             _byId[user.Id] = state;
             _idByName[user.NormalizedUsername] = user.Id;
+            // The same guard as Data/BoundedCache.cs: an invalidation between the check and the insert moved
+            // the generation before removing, so it is seen here and the stale state taken back out.
+            if (Volatile.Read(ref _generation) != generation)
+                _byId.TryRemove(new KeyValuePair<long, PrincipalState>(user.Id, state));
         }
         return state;
     }

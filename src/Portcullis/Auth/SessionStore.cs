@@ -20,7 +20,7 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
 {
     private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks, string? Service, TokenDigest? Parent);
 
-    private readonly ConcurrentDictionary<TokenDigest, Entry> _cache = new();
+    private readonly BoundedCache<TokenDigest, Entry> _cache = new(Capacity, Capacity);
     private readonly long _maxAgeTicks = tokenOptions.Value.CacheMaxAge.Ticks;
     private const int Capacity = 100_000;
 
@@ -80,11 +80,12 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         var now = time.GetUtcNow();
         try
         {
-            if (!_cache.TryGetValue(digest, out var entry) || now.UtcTicks - entry.LoadedAtTicks >= _maxAgeTicks)
+            if (!_cache.TryGet(digest, out var entry) || now.UtcTicks - entry.LoadedAtTicks >= _maxAgeTicks)
             {
+                // A logout that lands while this read is under way wins: the read is not kept.
+                var generation = _cache.Generation;
                 entry = await LoadAsync(digest, now.UtcTicks, cancellationToken);
-                if (_cache.Count < Capacity)
-                    _cache[digest] = entry;
+                _cache.Store(digest, entry, generation, negative: !entry.Known);
             }
             if (!entry.Known || !string.Equals(entry.Service, service, StringComparison.Ordinal))
                 return (VerifyResult.Fail(VerifyFailure.Unknown), null);
@@ -152,7 +153,7 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         await bus.SessionEndedAsync(digest.ToHex(), cancellationToken);
     }
 
-    public void Invalidate(TokenDigest digest) => _cache.TryRemove(digest, out _);
+    public void Invalidate(TokenDigest digest) => _cache.Invalidate(digest);
 
     public void Clear() => _cache.Clear();
 }

@@ -35,11 +35,9 @@ internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvi
     private const int ClientIdRandomLength = 20;
     private const string ClientIdAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
 
-    private readonly ConcurrentDictionary<string, CachedClient> _entries = new(StringComparer.Ordinal);
-    private readonly int _capacity = options.Value.CacheSize;
+    private readonly BoundedCache<string, CachedClient> _entries = new(options.Value.CacheSize, options.Value.CacheSize);
     private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
     private readonly long _negativeAgeTicks = options.Value.NegativeCacheAge.Ticks;
-    private long _generation;
 
     /// <summary>A new client id: <c>client-</c> and 20 random lowercase letters and digits (≈103 bits).</summary>
     public static string NewClientId() => ClientIdPrefix + RandomNumberGenerator.GetString(ClientIdAlphabet, ClientIdRandomLength);
@@ -52,10 +50,10 @@ internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvi
         var now = time.GetUtcNow().UtcTicks;
         if (!IsWellFormed(clientId))
             return CachedClient.Unknown(now);
-        if (_entries.TryGetValue(clientId, out var cached) && now - cached.LoadedAtTicks < (cached.IsKnown ? _maxAgeTicks : _negativeAgeTicks))
+        if (_entries.TryGet(clientId, out var cached) && now - cached.LoadedAtTicks < (cached.IsKnown ? _maxAgeTicks : _negativeAgeTicks))
             return cached;
 
-        var generation = Volatile.Read(ref _generation);
+        var generation = _entries.Generation;
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         var row = await db.OAuthClients.AsNoTracking()
@@ -74,38 +72,14 @@ internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvi
                 SecretRevoked = row.SecretRevokedAt is not null,
                 LoadedAtTicks = now,
             };
-        // Only cache what was read after the last invalidation, so a racing change is never overwritten.
-        if (Volatile.Read(ref _generation) == generation)
-        {
-            if (_entries.Count >= _capacity)
-                Shrink();
-            _entries[clientId] = entry;
-        }
+        // Only what was read after the last invalidation is kept, so a racing change is never overwritten.
+        _entries.Store(clientId, entry, generation, negative: !entry.IsKnown);
         return entry;
     }
 
-    public void Invalidate(string clientId)
-    {
-        Interlocked.Increment(ref _generation);
-        _entries.TryRemove(clientId, out _);
-    }
+    public void Invalidate(string clientId) => _entries.Invalidate(clientId);
 
-    public void Clear()
-    {
-        Interlocked.Increment(ref _generation);
-        _entries.Clear();
-    }
-
-    private void Shrink()
-    {
-        var toDrop = Math.Max(1, _capacity / 10);
-        foreach (var key in _entries.Keys)
-        {
-            if (toDrop-- <= 0)
-                break;
-            _entries.TryRemove(key, out _);
-        }
-    }
+    public void Clear() => _entries.Clear();
 
     [GeneratedRegex("^client-[0-9a-z]{20}$")]
     private static partial Regex ClientIdRegex();

@@ -1,5 +1,5 @@
-using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
+using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
 
@@ -33,30 +33,28 @@ internal enum CacheLookup : byte
 }
 
 /// <summary>
-/// The in-memory map from token digest to what the database said about it (SPEC §6). Bounded: when
-/// full, an arbitrary tenth is dropped (cheap, and a dropped entry only costs one database read).
-/// Negative entries remember unknown digests for a short while so garbage cannot hammer the database.
+/// The in-memory map from token digest to what the database said about it (docs/decisions.md). A
+/// <see cref="BoundedCache{TKey, TValue}"/>: bounded, negative entries (unknown digests, remembered for a
+/// short while so garbage cannot hammer the database) apart from known tokens, and guarded against a read
+/// that an invalidation overtook.
 /// </summary>
 internal sealed class TokenCache(IOptions<TokenOptions> options)
 {
-    private readonly ConcurrentDictionary<TokenDigest, CachedToken> _entries = new();
-    private readonly int _capacity = options.Value.CacheSize;
+    private readonly BoundedCache<TokenDigest, CachedToken> _entries = new(options.Value.CacheSize, options.Value.CacheSize);
     private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
     private readonly long _negativeAgeTicks = options.Value.NegativeCacheAge.Ticks;
-    private int _count;
-    private long _generation;
     private long _hits, _misses;
 
-    public int Count => Volatile.Read(ref _count);
+    public int Count => _entries.Count;
     public long Hits => Interlocked.Read(ref _hits);
     public long Misses => Interlocked.Read(ref _misses);
 
     /// <summary>Read before a database load; pass to <see cref="Store"/> so a concurrent invalidation wins.</summary>
-    public long Generation => Volatile.Read(ref _generation);
+    public long Generation => _entries.Generation;
 
     public bool TryGet(in TokenDigest digest, long nowTicks, out CachedToken entry)
     {
-        if (_entries.TryGetValue(digest, out entry!) &&
+        if (_entries.TryGet(digest, out entry!) &&
             nowTicks - entry.LoadedAtTicks < (entry.IsKnown ? _maxAgeTicks : _negativeAgeTicks))
         {
             Interlocked.Increment(ref _hits);
@@ -66,41 +64,9 @@ internal sealed class TokenCache(IOptions<TokenOptions> options)
         return false;
     }
 
-    public void Store(in TokenDigest digest, CachedToken entry, long generation)
-    {
-        if (Volatile.Read(ref _generation) != generation)
-            return;
-        if (Volatile.Read(ref _count) >= _capacity)
-            Shrink();
-        if (_entries.TryAdd(digest, entry))
-            Interlocked.Increment(ref _count);
-        else
-            _entries[digest] = entry;
-    }
+    public void Store(in TokenDigest digest, CachedToken entry, long generation) => _entries.Store(digest, entry, generation, negative: !entry.IsKnown);
 
-    public void Invalidate(in TokenDigest digest)
-    {
-        Interlocked.Increment(ref _generation);
-        if (_entries.TryRemove(digest, out _))
-            Interlocked.Decrement(ref _count);
-    }
+    public void Invalidate(in TokenDigest digest) => _entries.Invalidate(digest);
 
-    public void Clear()
-    {
-        Interlocked.Increment(ref _generation);
-        _entries.Clear();
-        Volatile.Write(ref _count, 0);
-    }
-
-    private void Shrink()
-    {
-        var toDrop = Math.Max(1, _capacity / 10);
-        foreach (var key in _entries.Keys)
-        {
-            if (toDrop-- <= 0)
-                break;
-            if (_entries.TryRemove(key, out _))
-                Interlocked.Decrement(ref _count);
-        }
-    }
+    public void Clear() => _entries.Clear();
 }
