@@ -66,7 +66,7 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         var statuses = new ConcurrentDictionary<int, int>();
         var next = -1;
 
-        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = Concurrency, UseCookies = false })
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = Concurrency, UseCookies = false, AllowAutoRedirect = false })
         {
             BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(30),
         };
@@ -162,6 +162,20 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         });
         if (r.Next(4) == 0)
             request.Headers.TryAddWithoutValidation("Cookie", "portcullis=" + RandomText(r, r.Next(0, 500)) + "; __Host-portcullis=" + RandomText(r, 40));
+        else if (r.Next(3) == 0)
+        {
+            // The real session of a logged-in person, and (often) a return URL of any characters: pages that
+            // redirect someone logged in put it in a Location header (a non-ASCII one was a 500).
+            request.Headers.TryAddWithoutValidation("Cookie", session.Cookies);
+            request.Headers.Remove("Authorization"); // the session is read only without one
+            if (r.Next(2) == 0)
+            {
+                request.Method = HttpMethod.Get;
+                request.Content = null;
+                request.RequestUri = new Uri("/login?returnUrl="
+                    + Uri.EscapeDataString("/" + RandomText(r, r.Next(0, 40)) + Pick(r, ["\u3002", "\u00e9", "\uff0f", "\u2028", "\ud83d\ude00", "%2F", ""])), UriKind.Relative);
+            }
+        }
         if (r.Next(4) == 0)
             request.Headers.TryAddWithoutValidation(Pick(r, ["X-Forwarded-For", "X-Original-URI", "X-Forwarded-Uri", "X-Forwarded-Host", "X-Portcullis-User", "X_Portcullis_Scopes", "Accept"]),
                 Pick(r, ["text/html", "../../etc/passwd", "127.0.0.1, ::1, garbage", "/services/x/%2e%2e/", RandomText(r, r.Next(0, 2000))]));
