@@ -362,6 +362,69 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
+    public async Task AnOpenWebSocketEndsWithinASecondOfItsTokensRevocation()
+    {
+        var (_, _, owner) = await Server.CreateUserAsync();
+        var token = await Server.CreateTokenAsync(owner, new { name = "ws-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "api", "services" } });
+        var id = (await (await Server.Client(token).GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        using var socket = new ClientWebSocket();
+        socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{Server.BaseAddress.Port}/services/raw_1/ws"), CancellationToken.None);
+        await socket.SendAsync(Encoding.UTF8.GetBytes("still here"), WebSocketMessageType.Text, true, CancellationToken.None);
+        var buffer = new byte[256];
+        Assert.Equal("still here", Encoding.UTF8.GetString(buffer, 0, (await socket.ReceiveAsync(buffer, CancellationToken.None)).Count));
+
+        Assert.Equal(HttpStatusCode.NoContent, (await Server.Client(owner).DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
+        var revokedAt = System.Diagnostics.Stopwatch.StartNew();
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        var closed = false;
+        try
+        {
+            var result = await socket.ReceiveAsync(buffer, limit.Token);
+            closed = result.MessageType == WebSocketMessageType.Close;
+        }
+        catch (WebSocketException)
+        {
+            closed = true;
+        }
+        Assert.True(closed && !limit.IsCancellationRequested, "the WebSocket stayed open after its token was revoked");
+        Assert.True(revokedAt.Elapsed < TimeSpan.FromSeconds(1.5), $"the WebSocket closed {revokedAt.Elapsed.TotalMilliseconds} ms after the revocation");
+    }
+
+    [Fact]
+    public async Task ADownloadUnderWayEndsWhenItsOwnerIsDisabled()
+    {
+        var (username, _, token) = await Server.CreateUserAsync();
+        using var client = Server.Client(token);
+        using var response = await client.GetAsync("/services/raw_1/download?bytes=" + (1L << 34), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await using var body = await response.Content.ReadAsStreamAsync();
+        var buffer = new byte[1 << 16];
+        Assert.True(await body.ReadAsync(buffer) > 0);
+
+        using var admin = Server.Client(await Server.AdminTokenAsync());
+        Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
+        var disabledAt = System.Diagnostics.Stopwatch.StartNew();
+        var ended = false;
+        try
+        {
+            // Read slowly: 16 GiB would take far longer than the check's second.
+            while (disabledAt.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                if (await body.ReadAsync(buffer) == 0)
+                    break;
+                await Task.Delay(1);
+            }
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException)
+        {
+            ended = true;
+        }
+        Assert.True(ended, "the download went on after its owner was disabled");
+        Assert.True(disabledAt.Elapsed < TimeSpan.FromSeconds(1.5), $"the download ended {disabledAt.Elapsed.TotalMilliseconds} ms after the disable");
+    }
+
+    [Fact]
     public async Task TheRegistryApiValidatesListsByScopeAndKeepsConfigurationEntries()
     {
         using var admin = Server.Client(await Server.AdminTokenAsync());

@@ -83,4 +83,36 @@ public sealed class GatewayMultiInstanceTests(PostgresServer a) : IClassFixture<
         elapsed = await UntilAsync(async () => (await adminOnB.GetAsync("/services/shared_1/x")).StatusCode == HttpStatusCode.NotFound);
         Assert.True(elapsed < TimeSpan.FromSeconds(1), $"B still forwarded to the removed service after {elapsed.TotalMilliseconds} ms");
     }
+
+    [Fact]
+    public async Task AWebSocketOnOneInstanceEndsWhenItsTokenIsRevokedOnTheOther()
+    {
+        await using var upstream = await TestUpstream.StartAsync();
+        await using var b = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString! });
+        await b.InitializeAsync();
+        using var adminOnA = a.Client(await a.AdminTokenAsync());
+        Assert.Equal(HttpStatusCode.Created, (await adminOnA.PostAsJsonAsync("/api/v1/services", new { name = "sockets", version = "1", upstream = upstream.Url })).StatusCode);
+        await UntilAsync(async () => (await b.Client(await a.AdminTokenAsync()).GetAsync("/services/sockets_1/echo")).StatusCode == HttpStatusCode.OK);
+
+        var (_, _, token) = await a.CreateUserAsync();
+        var id = (await (await a.Client(token).GetAsync("/api/v1/me")).JsonAsync()).GetProperty("auth").GetProperty("token_id").GetString();
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.SetRequestHeader("Authorization", "Bearer " + token);
+        await socket.ConnectAsync(new Uri($"ws://127.0.0.1:{b.BaseAddress.Port}/services/sockets_1/ws"), CancellationToken.None);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await a.Client(token).DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
+        var revokedAt = Stopwatch.StartNew();
+        var buffer = new byte[64];
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            await socket.ReceiveAsync(buffer, limit.Token);
+        }
+        catch (System.Net.WebSockets.WebSocketException)
+        {
+        }
+        Assert.False(limit.IsCancellationRequested, "the WebSocket on B stayed open after the token was revoked on A");
+        Assert.True(revokedAt.Elapsed < TimeSpan.FromSeconds(1.5), $"it closed {revokedAt.Elapsed.TotalMilliseconds} ms after the revocation");
+    }
 }

@@ -68,6 +68,19 @@ internal sealed class CredentialAuthenticationHandler(
         return result.Credential is { } credential ? (credential, null) : (null, FailureOf(result.Failure));
     }
 
+    /// <summary>The credential of a well-formed <c>Authorization: Bearer|token</c> header, or null.</summary>
+    public static string? BearerOf(HttpRequest request)
+    {
+        if (request.Headers.Authorization is not { Count: 1 } headers || headers[0] is not { } header)
+            return null;
+        var space = header.IndexOf(' ');
+        if (space < 0)
+            return null;
+        var scheme = header.AsSpan(0, space);
+        return scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) || scheme.Equals("token", StringComparison.OrdinalIgnoreCase)
+            ? header[(space + 1)..].Trim() : null;
+    }
+
     public static AuthFailure FailureOf(VerifyFailure failure) => failure switch
     {
         VerifyFailure.Unavailable => AuthFailure.Unavailable,

@@ -26,6 +26,7 @@ internal sealed class GatewayMiddleware(
     CredentialVerifier verifier,
     SessionStore sessions,
     ForwardAuth forwardAuth,
+    LiveForwards live,
     PrometheusMetrics metrics,
     AuditLog audit,
     PublicUrl publicUrl)
@@ -109,7 +110,8 @@ internal sealed class GatewayMiddleware(
             if (await DeniedAsync(http, service.Name, credential, failure))
                 return;
         }
-        await forwarder.ForwardAsync(http, service, path, prefix: null, credential, sandbox: false);
+        await ForwardWatchedAsync(http, service, path, prefix: null, credential, sandbox: false,
+            http.Request.Headers.Authorization.Count > 0 ? null : http.Request.Cookies[PortcullisCookies.ServiceSession(https)], label);
     }
 
     private async Task PathModeAsync(HttpContext http, string path)
@@ -140,7 +142,38 @@ internal sealed class GatewayMiddleware(
         var (credential, failure) = await CredentialAuthenticationHandler.ReadAuthorizationAsync(http, verifier, metrics);
         if (service.Protected && await DeniedAsync(http, service.Name, credential, failure))
             return;
-        await forwarder.ForwardAsync(http, service, path[slash..], PathPrefix + target, credential, sandbox: true);
+        await ForwardWatchedAsync(http, service, path[slash..], PathPrefix + target, credential, sandbox: true, cookie: null, label: null);
+    }
+
+    /// <summary>
+    /// Forwards, and keeps checking the credential while the request lasts (<see cref="LiveForwards"/>): what ends
+    /// the credential ends the WebSocket or the download too.
+    /// </summary>
+    private async Task ForwardWatchedAsync(HttpContext http, ServiceEntry service, string path, string? prefix, Credential? credential, bool sandbox,
+        string? cookie, string? label)
+    {
+        if (credential is null || !service.Protected)
+        {
+            await forwarder.ForwardAsync(http, service, path, prefix, credential, sandbox);
+            return;
+        }
+        var needed = ScopeRequirement.ForService(service.Name);
+        var token = cookie is null ? CredentialAuthenticationHandler.BearerOf(http.Request) : null;
+        var id = live.Add(http, service.Key, async cancellationToken =>
+        {
+            var result = token is not null ? await verifier.InspectAsync(token, cancellationToken)
+                : cookie is not null ? await sessions.VerifyAsync(cookie, label, cancellationToken)
+                : default;
+            return result.Failure == VerifyFailure.Unavailable || result.Credential?.Allows(needed) == true;
+        });
+        try
+        {
+            await forwarder.ForwardAsync(http, service, path, prefix, credential, sandbox);
+        }
+        finally
+        {
+            live.Remove(id);
+        }
     }
 
     /// <summary>Answers the request when the credential may not reach the service; returns whether it did.</summary>

@@ -165,6 +165,8 @@ internal static class GatewayServiceCollectionExtensions
         services.AddSingleton<Replicas>();
         services.AddSingleton<GatewayForwarder>();
         services.AddSingleton<ForwardAuth>();
+        services.AddSingleton<LiveForwards>();
+        services.AddHostedService(sp => sp.GetRequiredService<LiveForwards>());
         services.AddReverseProxy();
         services.AddSingleton<IProxyConfigProvider>(sp => sp.GetRequiredService<UpstreamClusters>());
         // A replica whose requests fail (at least 5 in 10 s, 30 % of them) is left out for Gateway:ReactivationPeriod.
