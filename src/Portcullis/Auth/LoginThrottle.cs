@@ -170,6 +170,7 @@ internal sealed class LoginThrottle(
     {
         var o = options.Value;
         var until = now + TimeSpan.FromSeconds(1);
+        var events = new List<AuditEvent>();
         foreach (var (counter, subject) in full)
         {
             await using var cmd = Command(connection,
@@ -183,16 +184,20 @@ internal sealed class LoginThrottle(
                 until = windowEnd;
             if (reader.GetInt32(1) == 1)
             {
-                await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
+                events.Add(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
                 {
                     counter,
                     limit = counter == UserCounter ? o.MaxFailedLoginsPerUser : o.MaxFailedLoginsPerAddress,
                     endpoint = http.Request.Path.Value,
                     until = windowEnd,
                     client_id = clientId is null ? null : clientId.Length <= MaxSubjectLength ? clientId : clientId[..MaxSubjectLength],
-                }), cancellationToken);
+                }));
             }
         }
+        // Queued only once the statements above are done: waiting for room in the audit queue while an
+        // UPDATE ... RETURNING is open would hold SQLite's write lock against the very writer that makes room.
+        foreach (var e in events)
+            await audit.EnqueueAsync(e, cancellationToken);
         metrics.CountLoginThrottled();
         return new LoginAttempt(this, [], [], (int)Math.Ceiling((until - now).TotalSeconds));
     }
