@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Client-credentials issuance throughput over HTTP against its cost floor (issue 3):
+# Client-credentials issuance throughput over HTTP against its cost floor :
 #   floor = 1 / (1/healthz_rps + t_sign)
 # where healthz_rps is what the same server answers on /healthz (the cost of HTTP alone) and t_sign
 # is one ES256 signature measured on this machine (JwtBenchmarks.EcdsaP256Sign). Target: ratio >= 0.7.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway and forward-auth side by side, in one run, interleaved (issue 4):
+# The gateway and forward-auth side by side, in one run, interleaved :
 #   direct      wrk -> upstream (nginx `return 200`)
 #   nginx       wrk -> nginx proxy_pass (keepalive) -> upstream
 #   gateway     wrk -> Portcullis /services/bench_1/ (valid token) -> upstream

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Verification throughput with many tokens in the database, and memory bounded by the cache (issue 8).
+# Verification throughput with many tokens in the database, and memory bounded by the cache .
 #   bench/scale.sh [SECONDS]
 # Runs, each on a fresh SQLite data directory with the same 1,000 tokens in use:
 #   1. 1,000 tokens in the database;  2. 1,000,000 tokens in the database;

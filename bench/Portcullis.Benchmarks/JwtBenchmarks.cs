@@ -16,7 +16,7 @@ using Portcullis.Users;
 namespace Portcullis.Benchmarks;
 
 /// <summary>
-/// ES256 access tokens in process (issue 3): issuing one (what the client-credentials grant pays per
+/// ES256 access tokens in process : issuing one (what the client-credentials grant pays per
 /// request besides HTTP), the bare ECDSA P-256 signature under it (t_sign of the throughput floor), and
 /// validating one with the signing key already loaded: <see cref="JwtService.ValidateAsync"/> alone and the
 /// whole <see cref="CredentialVerifier.VerifyAsync"/> path (deny-list and owner checks from memory).
@@ -52,7 +52,7 @@ public class JwtBenchmarks
         var time = TimeProvider.System;
         var tokenOptions = Options.Create(new TokenOptions());
         var jwtOptions = Options.Create(new JwtOptions());
-        var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance);
+        var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
         var keys = new SigningKeys(scopes, time, audit, jwtOptions, NullLogger<SigningKeys>.Instance);
         await keys.LoadAsync(_connection, CancellationToken.None);
         _jwts = new JwtService(keys, jwtOptions, new PublicUrl("http://127.0.0.1:8080"), time);

@@ -6,7 +6,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §8: the built <c>portcullis</c> CLI run as a separate process against a real server.</summary>
+/// <summary>docs/cli.md: the built <c>portcullis</c> CLI run as a separate process against a real server.</summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>, IDisposable
 {

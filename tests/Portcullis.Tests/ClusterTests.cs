@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 8, proof on the real thing: two <c>portcullis serve</c> processes on one PostgreSQL behind
+/// proof on the real thing: two <c>portcullis serve</c> processes on one PostgreSQL behind
 /// nginx round-robin, with the configuration shipped in docs/examples/nginx-two-instances.conf. A
 /// revocation or a user disabled on A is measured until B refuses (aim: 100 ms; must: 1 s).
 /// </summary>

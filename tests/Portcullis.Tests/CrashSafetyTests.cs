@@ -10,7 +10,7 @@ using Xunit.Abstractions;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 8, crash safety: under a bounded concurrent load of token creations and revocations the
+/// crash safety: under a bounded concurrent load of token creations and revocations the
 /// server is killed with SIGKILL, again and again, and restarted. Every creation answered 201 must
 /// still work, every revocation answered 204 must still hold, and the database must be whole.
 /// </summary>

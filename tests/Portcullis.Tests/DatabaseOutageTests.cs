@@ -8,7 +8,7 @@ using Xunit.Abstractions;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 8, database outage: PostgreSQL stops under load. What needs the database answers 503 (never
+/// database outage: PostgreSQL stops under load. What needs the database answers 503 (never
 /// 2xx for an unknown or revoked token, and a login is not "wrong password"); when PostgreSQL is back,
 /// the server recovers by itself within 5 s, without a restart.
 /// </summary>
@@ -66,7 +66,7 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
         Assert.Equal([503], statuses["forward-auth, unknown token"].Keys);
         Assert.Equal([503], statuses["login"].Keys);
         Assert.Equal([503], statuses["readyz"].Keys);
-        // A token verified just before the outage may go on working from the cache (SPEC §6); nothing else may.
+        // A token verified just before the outage may go on working from the cache (docs/decisions.md); nothing else may.
         Assert.All(statuses["cached valid token"].Keys, s => Assert.True(s is 200 or 503, $"the cached valid token got {s}"));
 
         await cluster.StartServerAsync();

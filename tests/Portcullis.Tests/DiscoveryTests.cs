@@ -10,7 +10,7 @@ namespace Portcullis.Tests;
 
 public sealed class PasswordGrantOffServer() : PortcullisServer(Provider.Sqlite, new() { ["Auth:PasswordGrant"] = "false" });
 
-/// <summary>SPEC §4: <c>/.well-known/openid-configuration</c> and the <c>Auth:PasswordGrant</c> switch.</summary>
+/// <summary>docs/decisions.md: <c>/.well-known/openid-configuration</c> and the <c>Auth:PasswordGrant</c> switch.</summary>
 public sealed class DiscoveryTests(SqliteServer server) : IClassFixture<SqliteServer>
 {
     [Fact]

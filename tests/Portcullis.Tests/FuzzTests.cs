@@ -10,7 +10,7 @@ using Xunit.Abstractions;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 8, bad input at volume: at least 10,000 generated requests (malformed headers, random bodies
+/// bad input at volume: at least 10,000 generated requests (malformed headers, random bodies
 /// and content types, huge fields, control characters, path tricks) against the REST, OAuth, gateway
 /// and forward-auth endpoints. Zero 5xx, no crash, and the server still serves afterwards. The
 /// generator is seeded, so a failure names a request that can be replayed.

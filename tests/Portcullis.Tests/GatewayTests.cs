@@ -47,7 +47,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     }
 }
 
-/// <summary>SPEC §5: the built-in gateway.</summary>
+/// <summary>docs/gateway.md: the built-in gateway.</summary>
 public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<GatewayFixture>
 {
     private PortcullisServer Server => fixture.Server;

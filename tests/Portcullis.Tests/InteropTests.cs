@@ -6,7 +6,7 @@ using static Portcullis.Tests.Infrastructure.OAuthHelpers;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 3, item 10: a JWT from <c>/auth/token</c> is validated by a JOSE library that is not ours
+/// a JWT from <c>/auth/token</c> is validated by a JOSE library that is not ours
 /// (Python's <c>joserfc</c>), using nothing but <c>/.well-known/openid-configuration</c> and the JWKS
 /// it points to, the way a resource server in another language would.
 /// </summary>

@@ -8,7 +8,7 @@ using static Portcullis.Tests.Infrastructure.OAuthHelpers;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 3, items 5 and 6: <c>/auth/introspect</c> (RFC 7662) and <c>/auth/revoke</c> (RFC 7009) for
+/// <c>/auth/introspect</c> (RFC 7662) and <c>/auth/revoke</c> (RFC 7009) for
 /// API tokens and JWTs, and the JWT deny-list behind revocation.
 /// </summary>
 public abstract class IntrospectionTests(PortcullisServer server)

@@ -8,7 +8,7 @@ using static Portcullis.Tests.Infrastructure.OAuthHelpers;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 3, item 4: only well-formed ES256 access tokens of ours are accepted. Each test takes a real
+/// only well-formed ES256 access tokens of ours are accepted. Each test takes a real
 /// token's claims, changes one thing, signs it (with the server's own key where the point is the
 /// change, not the signature) and expects 401 <c>invalid_token</c>.
 /// </summary>

@@ -7,7 +7,7 @@ using static Portcullis.Tests.Infrastructure.OAuthHelpers;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// Issue 3, item 8: <c>POST /api/v1/keys/rotate</c>. The new key signs from then on; tokens signed by
+/// <c>POST /api/v1/keys/rotate</c>. The new key signs from then on; tokens signed by
 /// the previous key verify until they expire; the JWKS lists both and never a private member.
 /// </summary>
 public abstract class KeyRotationTests(PortcullisServer server)

@@ -11,7 +11,7 @@ public sealed class LimitedLifetimeServer() : PortcullisServer(Provider.Sqlite, 
     ["Tokens:MaxLifetimeDays"] = "30",
 });
 
-/// <summary>SPEC §4: Tokens:DefaultLifetimeDays and Tokens:MaxLifetimeDays.</summary>
+/// <summary>docs/decisions.md: Tokens:DefaultLifetimeDays and Tokens:MaxLifetimeDays.</summary>
 public sealed class LifetimeTests(LimitedLifetimeServer server) : IClassFixture<LimitedLifetimeServer>
 {
     [Fact]

@@ -21,7 +21,7 @@ public sealed class AddressThrottledSqliteServer() : PortcullisServer(Provider.S
 
 public sealed class AddressThrottledPostgresServer() : PortcullisServer(Provider.Postgres, AddressThrottleTests.PerAddressSettings());
 
-/// <summary>SPEC §4: failed logins are throttled per user, the same on every password path, without revealing who exists.</summary>
+/// <summary>docs/decisions.md: failed logins are throttled per user, the same on every password path, without revealing who exists.</summary>
 public abstract class LoginThrottleTests(PortcullisServer server)
 {
     public const int Limit = 3;
@@ -223,7 +223,7 @@ public sealed class SqliteLoginThrottleTests(UserThrottledSqliteServer server) :
 
 public sealed class PostgresLoginThrottleTests(UserThrottledPostgresServer server) : LoginThrottleTests(server), IClassFixture<UserThrottledPostgresServer>;
 
-/// <summary>SPEC §4: failed logins are throttled per client address too, whichever usernames are tried.</summary>
+/// <summary>docs/decisions.md: failed logins are throttled per client address too, whichever usernames are tried.</summary>
 public abstract class AddressThrottleTests(PortcullisServer server)
 {
     public const int Limit = 4;
@@ -269,7 +269,7 @@ public sealed class PostgresAddressThrottleTests(AddressThrottledPostgresServer 
 
 public sealed class ClientSecretThrottledServer() : PortcullisServer(Provider.Sqlite, AddressThrottleTests.PerAddressSettings());
 
-/// <summary>SPEC §4: client-secret checks at every OAuth endpoint count against the same per-address limit.</summary>
+/// <summary>docs/decisions.md: client-secret checks at every OAuth endpoint count against the same per-address limit.</summary>
 public sealed class ClientSecretThrottleTests(ClientSecretThrottledServer server) : IClassFixture<ClientSecretThrottledServer>
 {
     // One test only: once the address is locked, every secret check from loopback is refused for the window.

@@ -7,7 +7,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §3 / issue 8: <c>/metrics</c> in the Prometheus text format, with what operators watch.</summary>
+/// <summary>docs/configuration.md / <c>/metrics</c> in the Prometheus text format, with what operators watch.</summary>
 public sealed class MetricsTests(SqliteServer server) : IClassFixture<SqliteServer>
 {
     [Fact]

@@ -13,7 +13,7 @@ using Portcullis.Users;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §3: a database made by an earlier version is upgraded at start, keeping its data.</summary>
+/// <summary>docs/configuration.md: a database made by an earlier version is upgraded at start, keeping its data.</summary>
 public sealed class MigrationTests
 {
     [Fact]

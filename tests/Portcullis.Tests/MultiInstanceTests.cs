@@ -5,7 +5,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §6: two instances on one PostgreSQL database see each other's revocations at once.</summary>
+/// <summary>docs/decisions.md: two instances on one PostgreSQL database see each other's revocations at once.</summary>
 public sealed class MultiInstanceTests(PostgresServer a) : IClassFixture<PostgresServer>
 {
     [Fact]

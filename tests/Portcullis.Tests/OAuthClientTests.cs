@@ -9,7 +9,7 @@ using static Portcullis.Tests.Infrastructure.OAuthHelpers;
 namespace Portcullis.Tests;
 
 /// <summary>
-/// SPEC §4 OAuth clients and <c>grant_type=client_credentials</c> (issue 3, items 1 and 3): the REST
+/// docs/decisions.md OAuth clients and <c>grant_type=client_credentials</c> : the REST
 /// API, client authentication by HTTP Basic or the body, and the tokens a client gets.
 /// </summary>
 public abstract class OAuthClientTests(PortcullisServer server)

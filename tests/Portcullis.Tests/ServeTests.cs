@@ -5,7 +5,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §3: the <c>serve</c> command, its start-up rules and its health endpoints.</summary>
+/// <summary>docs/configuration.md: the <c>serve</c> command, its start-up rules and its health endpoints.</summary>
 public sealed class ServeTests(SqliteServer server) : IClassFixture<SqliteServer>
 {
     [Fact]

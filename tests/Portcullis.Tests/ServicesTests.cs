@@ -6,7 +6,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §7: configured service principals and the processes Portcullis runs for them, with real processes.</summary>
+/// <summary>docs/services.md: configured service principals and the processes Portcullis runs for them, with real processes.</summary>
 public sealed class ServicesTests : IAsyncLifetime
 {
     private const string ExternalToken = "external-service-token-0123456789abcdef";

@@ -7,7 +7,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §2, §4 (tokens, /me) and §6 against a real server; run once per database provider.</summary>
+/// <summary>docs/decisions.md (tokens, /me) and §6 against a real server; run once per database provider.</summary>
 public abstract class TokensApiTests(PortcullisServer server)
 {
     private static readonly Regex Published = new(@"\b(pc[psc])_[0-9A-Za-z]{36}\b");
@@ -367,7 +367,7 @@ public abstract class TokensApiTests(PortcullisServer server)
         Assert.Fail("The condition did not become true in time.");
     }
 
-    /// <summary>SPEC §2 checksum, computed independently of the server: bitwise CRC-32 and base62.</summary>
+    /// <summary>docs/decisions.md checksum, computed independently of the server: bitwise CRC-32 and base62.</summary>
     internal static string Checksum(string text)
     {
         uint crc = 0xFFFFFFFF;

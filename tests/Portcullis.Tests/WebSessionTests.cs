@@ -69,7 +69,7 @@ public sealed class Browser : IDisposable
     public void Dispose() => _http.Dispose();
 }
 
-/// <summary>SPEC §4, §5, §9: the web session cookie, for the API and the gateway, and its protections.</summary>
+/// <summary>docs/decisions.md: the web session cookie, for the API and the gateway, and its protections.</summary>
 public sealed class WebSessionTests(GatewayFixture fixture) : IClassFixture<GatewayFixture>
 {
     private PortcullisServer Server => fixture.Server;
@@ -222,7 +222,7 @@ public sealed class WebSessionTests(GatewayFixture fixture) : IClassFixture<Gate
 
 public sealed class HttpsPublicUrlServer() : PortcullisServer(Provider.Sqlite, new() { ["PublicUrl"] = "https://auth.portcullis.test" });
 
-/// <summary>SPEC §9: under HTTPS (here: behind a trusted proxy that terminates TLS and sends X-Forwarded-Proto), cookies are Secure and __Host-.</summary>
+/// <summary>docs/web-ui.md: under HTTPS (here: behind a trusted proxy that terminates TLS and sends X-Forwarded-Proto), cookies are Secure and __Host-.</summary>
 public sealed class SecureCookieTests(HttpsPublicUrlServer server) : IClassFixture<HttpsPublicUrlServer>
 {
     [Fact]

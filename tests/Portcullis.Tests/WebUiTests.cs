@@ -5,7 +5,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>SPEC §9 in a real browser: Debian's Chromium against a real portcullis process.</summary>
+/// <summary>docs/web-ui.md in a real browser: Debian's Chromium against a real portcullis process.</summary>
 public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) : IClassFixture<GatewayFixture>, IClassFixture<BrowserFixture>
 {
     private PortcullisServer Server => fixture.Server;
@@ -171,7 +171,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     }
 }
 
-/// <summary>SPEC §9 administration in a real browser.</summary>
+/// <summary>docs/web-ui.md administration in a real browser.</summary>
 public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser) : IClassFixture<GatewayFixture>, IClassFixture<BrowserFixture>
 {
     private PortcullisServer Server => fixture.Server;

@@ -17,7 +17,7 @@ internal sealed record TokenEndpointResponse(string AccessToken, string TokenTyp
 internal sealed record OAuthError(string Error, string ErrorDescription);
 
 /// <summary>
-/// The OAuth2-style token endpoint (SPEC §4): <c>POST /auth/token</c> (access tokens, 1 h) and
+/// The OAuth2-style token endpoint (docs/decisions.md): <c>POST /auth/token</c> (access tokens, 1 h) and
 /// <c>POST /auth/token/cli</c> (CLI tokens, 7 days), with JSON or form bodies.
 /// </summary>
 internal static class AuthApi
@@ -61,7 +61,7 @@ internal static class AuthApi
             ["grant_types_supported"] = auth.PasswordGrant ? new[] { "password", ClientCredentialsGrant.GrantType } : [ClientCredentialsGrant.GrantType],
             ["token_endpoint_auth_methods_supported"] = clientAuth,
             ["introspection_endpoint_auth_methods_supported"] = clientAuth,
-            // The holder of a token may revoke it without authenticating (SPEC §4), hence "none".
+            // The holder of a token may revoke it without authenticating (docs/decisions.md), hence "none".
             ["revocation_endpoint_auth_methods_supported"] = new[] { "none", "client_secret_basic", "client_secret_post" },
             ["scopes_supported"] = new[] { Scopes.Api, Scopes.Services, Scopes.Admin },
             ["response_types_supported"] = new[] { "token" },

@@ -38,7 +38,7 @@ internal sealed class ClientCredentialsGrant(ClientAuthenticator authenticator, 
                 return TokenEndpoint.Error("invalid_scope", $"The requested scope '{requested}' exceeds the client's scopes: '{client.Scopes}'.");
             scopes = requested;
         }
-        // The owner may have lost rights since the client was created (SPEC §1): the token never exceeds them.
+        // The owner may have lost rights since the client was created (docs/decisions.md): the token never exceeds them.
         scopes = scopes.Intersect(owner.Rights);
         if (scopes.IsEmpty)
             return TokenEndpoint.Error("invalid_scope", $"The client's owner '{owner.Name}' no longer holds any of the scopes asked for.");

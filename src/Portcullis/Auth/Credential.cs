@@ -11,7 +11,7 @@ internal sealed class PrincipalState(long id, string name, string kind, bool isA
     public bool IsAdmin { get; } = isAdmin;
     public bool IsDisabled { get; } = isDisabled;
 
-    /// <summary>The owner's current rights; a credential never exceeds them (SPEC §1).</summary>
+    /// <summary>The owner's current rights; a credential never exceeds them (docs/decisions.md).</summary>
     public ScopeSet Rights { get; } = rights;
 
     public int CredentialVersion { get; } = credentialVersion;

@@ -89,7 +89,7 @@ internal sealed class CredentialAuthenticationHandler(
         _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
     };
 
-    /// <summary>The web UI's session cookie, when no Authorization header was sent (SPEC §4).</summary>
+    /// <summary>The web UI's session cookie, when no Authorization header was sent (docs/decisions.md).</summary>
     private async Task<AuthenticateResult> AuthenticateSessionAsync()
     {
         var id = Request.Cookies[PortcullisCookies.Session(SessionStore.IsSecure(Context))];

@@ -31,7 +31,7 @@ internal readonly record struct VerifyResult(Credential? Credential, VerifyFailu
 /// <summary>
 /// Turns a presented secret (API token, service token or JWT) into a <see cref="Credential"/>.
 /// The common case — a cached API token — is answered from memory: parse and checksum, SHA-256,
-/// one dictionary lookup for the token, one for its owner, and two comparisons (SPEC §6).
+/// one dictionary lookup for the token, one for its owner, and two comparisons (docs/decisions.md).
 /// </summary>
 internal sealed class CredentialVerifier(
     TokenFormat format,

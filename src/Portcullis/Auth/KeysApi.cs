@@ -12,7 +12,7 @@ internal sealed record SigningKeyResponse(string Kid, string Alg, DateTime Creat
 internal sealed record KeyRotationResponse(string Kid, SigningKeyResponse[] Keys);
 
 /// <summary>
-/// JWT signing keys (admin): <c>GET /api/v1/keys</c> and <c>POST /api/v1/keys/rotate</c> (SPEC §4).
+/// JWT signing keys (admin): <c>GET /api/v1/keys</c> and <c>POST /api/v1/keys/rotate</c> (docs/decisions.md).
 /// Metadata only; key material never leaves the server except as the public JWKS.
 /// </summary>
 internal static class KeysApi

@@ -29,7 +29,7 @@ internal enum LoginKind
 }
 
 /// <summary>
-/// Failed-login throttling (SPEC §4), the one place every password and client-secret check goes
+/// Failed-login throttling (docs/decisions.md), the one place every password and client-secret check goes
 /// through: the password grant (<c>/auth/token</c>, <c>/auth/token/cli</c>), <c>POST /api/v1/me/password</c>,
 /// and the web UI login and OAuth client authentication as they arrive. Every caller does the same:
 /// <code>

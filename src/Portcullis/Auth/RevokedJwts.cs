@@ -8,7 +8,7 @@ using Portcullis.Hosting;
 namespace Portcullis.Auth;
 
 /// <summary>
-/// The JWT deny-list (SPEC §4: "a revoked jti fails at once"). The whole list of unexpired revoked
+/// The JWT deny-list (docs/decisions.md: "a revoked jti fails at once"). The whole list of unexpired revoked
 /// <c>jti</c>s is held in memory, so checking a JWT needs no database read: it is loaded at start,
 /// grows through <see cref="InvalidationBus"/> (locally at once, from other instances by NOTIFY),
 /// and is re-read now and then in case a notification was lost. An entry is kept until its JWT

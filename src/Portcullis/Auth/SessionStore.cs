@@ -12,7 +12,7 @@ namespace Portcullis.Auth;
 
 /// <summary>
 /// Web UI sessions, kept on the server: the cookie holds 256 random bits, the database only their
-/// SHA-256. A session acts with its user's current rights (SPEC §1) and ends at logout, at expiry
+/// SHA-256. A session acts with its user's current rights (docs/decisions.md) and ends at logout, at expiry
 /// (<c>Web:SessionLifetime</c>), or when the user is disabled or changes password. Checked from memory
 /// like API tokens; a logout reaches every instance's cache through <see cref="InvalidationBus"/>.
 /// </summary>

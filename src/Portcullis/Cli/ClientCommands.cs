@@ -10,7 +10,7 @@ using Portcullis.Security;
 namespace Portcullis.Cli;
 
 /// <summary>
-/// The client commands of SPEC §8. Each talks to a server through <see cref="PortcullisClient"/> with the
+/// The client commands of docs/cli.md. Each talks to a server through <see cref="PortcullisClient"/> with the
 /// current context's credential, or <c>PORTCULLIS_URL</c> / <c>PORTCULLIS_TOKEN</c>, which override it.
 /// </summary>
 internal static partial class ClientCommands

@@ -21,7 +21,7 @@ internal sealed class CliConfig
 }
 
 /// <summary>
-/// The stored contexts (SPEC §8): <c>$PORTCULLIS_CONFIG_DIR</c> or <c>~/.config/portcullis/</c>, file
+/// The stored contexts (docs/cli.md): <c>$PORTCULLIS_CONFIG_DIR</c> or <c>~/.config/portcullis/</c>, file
 /// <c>credentials.json</c> with mode 0600 in a 0700 directory (looser permissions are repaired), replaced
 /// atomically (a temporary file, flushed to disk, then renamed over it), and changed under a lock file so
 /// that two CLI runs at once do not lose each other's changes.

@@ -51,7 +51,7 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
         if (!failed)
             return result;
 
-        // Wrong secrets count against the address (SPEC §4), shared by every instance. A right secret is
+        // Wrong secrets count against the address (docs/decisions.md), shared by every instance. A right secret is
         // never refused and costs no database access: 178 random bits cannot be guessed, so refusing it
         // would protect nothing and would let whoever shares the address lock the real client out.
         var throttle = http.RequestServices.GetRequiredService<LoginThrottle>();

@@ -26,7 +26,7 @@ internal sealed class CachedClient
 
 /// <summary>
 /// OAuth clients by <c>client_id</c>, so that issuing a client-credentials token and checking a
-/// client's JWT need no database read (SPEC §6). Bounded, with short-lived negative entries; every
+/// client's JWT need no database read (docs/decisions.md). Bounded, with short-lived negative entries; every
 /// change to a client invalidates its entry on every instance through <see cref="InvalidationBus"/>.
 /// </summary>
 internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options)

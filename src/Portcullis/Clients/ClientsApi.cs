@@ -8,7 +8,7 @@ using Portcullis.Users;
 
 namespace Portcullis.Clients;
 
-/// <summary>OAuth clients: <c>/api/v1/clients</c> (SPEC §4). Secrets are shown once, at creation and rotation.</summary>
+/// <summary>OAuth clients: <c>/api/v1/clients</c> (docs/decisions.md). Secrets are shown once, at creation and rotation.</summary>
 internal static class ClientsApi
 {
     public const int MaxNameLength = 100;

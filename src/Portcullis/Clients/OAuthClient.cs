@@ -1,7 +1,7 @@
 namespace Portcullis.Clients;
 
 /// <summary>
-/// An OAuth client (SPEC §1, §4): a <c>client_id</c> and one <c>pcc_</c> secret, owned by the user who
+/// An OAuth client (docs/decisions.md): a <c>client_id</c> and one <c>pcc_</c> secret, owned by the user who
 /// created it, acting for that user with at most its own scopes. Only the SHA-256 of the secret is stored.
 /// </summary>
 internal sealed class OAuthClient

@@ -9,7 +9,7 @@ internal sealed class GatewayOptions
 {
     public const string Section = "Gateway";
 
-    /// <summary>Services known from configuration (SPEC §5). More can be added through the API.</summary>
+    /// <summary>Services known from configuration (docs/gateway.md). More can be added through the API.</summary>
     public List<ServiceConfig> Services { get; set; } = [];
 
     /// <summary>
@@ -75,7 +75,7 @@ internal sealed class ServiceHealthCheckConfig
     public TimeSpan Interval { get; set; } = TimeSpan.FromSeconds(10);
 }
 
-/// <summary>The rules of SPEC §5 for a registry entry, shared by configuration and the API.</summary>
+/// <summary>The rules of docs/gateway.md for a registry entry, shared by configuration and the API.</summary>
 internal static partial class ServiceRules
 {
     [GeneratedRegex("^[a-z0-9-]{1,64}$")]

@@ -149,7 +149,7 @@ internal static class ServerApp
     }
 
     /// <summary>
-    /// Layers configuration as SPEC §3 says: JSON file &lt; <c>PORTCULLIS_*</c> environment variables &lt;
+    /// Layers configuration as docs/configuration.md says: JSON file &lt; <c>PORTCULLIS_*</c> environment variables &lt;
     /// command line. The file is <c>--config FILE</c> (must exist) or <c>./portcullis.json</c> if present.
     /// </summary>
     private static void ConfigureConfiguration(ConfigurationManager configuration, string[] args)

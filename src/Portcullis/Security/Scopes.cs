@@ -29,7 +29,7 @@ internal readonly record struct ScopeRequirement(ScopeFlags Flag, string? Servic
 }
 
 /// <summary>
-/// An immutable set of scopes (SPEC §1). <c>admin</c> implies everything; <c>services</c> implies every
+/// An immutable set of scopes (docs/decisions.md). <c>admin</c> implies everything; <c>services</c> implies every
 /// <c>services:NAME</c>. Checks are allocation-free because they run on every request.
 /// </summary>
 internal sealed partial class ScopeSet : IEquatable<ScopeSet>

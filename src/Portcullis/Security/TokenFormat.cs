@@ -7,7 +7,7 @@ using System.Text;
 
 namespace Portcullis.Security;
 
-/// <summary>What a token's prefix says it is (SPEC §2).</summary>
+/// <summary>What a token's prefix says it is (docs/decisions.md).</summary>
 internal enum TokenKind : byte
 {
     Personal = (byte)'p',

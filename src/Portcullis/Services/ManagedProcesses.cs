@@ -10,7 +10,7 @@ namespace Portcullis.Services;
 internal sealed record ManagedServiceState(string Name, string State, int? Pid, int Restarts, int? LastExitCode, DateTime? StartedAt, DateTime? NextStartAt);
 
 /// <summary>
-/// Runs the services that have a <c>command</c> (SPEC §7): started with their environment, output
+/// Runs the services that have a <c>command</c> (docs/services.md): started with their environment, output
 /// logged line by line under their name, restarted when they exit with a backoff from 1 s doubling
 /// to 60 s (back to 1 s after a minute of running), stopped with SIGTERM then SIGKILL when Portcullis
 /// stops, to its whole process group (each leads its own, through <c>setsid</c>). So that no service

@@ -3,7 +3,7 @@ using Portcullis.Auth;
 
 namespace Portcullis.Services;
 
-/// <summary><c>GET /api/v1/managed-services</c> (admin): the processes of SPEC §7 and how they fare.</summary>
+/// <summary><c>GET /api/v1/managed-services</c> (admin): the processes of docs/services.md and how they fare.</summary>
 internal static class ManagedServicesApi
 {
     public static RouteGroupBuilder MapManagedServices(this RouteGroupBuilder api)

@@ -5,7 +5,7 @@ using Portcullis.Security;
 namespace Portcullis.Services;
 
 /// <summary>
-/// One entry of the <c>Services</c> configuration list (SPEC §7): a non-human principal, JupyterHub style,
+/// One entry of the <c>Services</c> configuration list (docs/services.md): a non-human principal, JupyterHub style,
 /// optionally a process Portcullis runs and a URL the gateway serves at <c>/services/{name}/</c>.
 /// </summary>
 internal sealed class ServiceDefinition
@@ -80,7 +80,7 @@ internal sealed class ServicesOptionsValidator : IValidateOptions<ServicesOption
 }
 
 /// <summary>
-/// Reads <c>Services</c> with the keys of SPEC §7 as written in JSON (<c>api_token</c>,
+/// Reads <c>Services</c> with the keys of docs/services.md as written in JSON (<c>api_token</c>,
 /// <c>working_directory</c>) or in .NET style (<c>ApiToken</c>); keys are case-insensitive.
 /// </summary>
 internal static class ServicesConfiguration

@@ -11,7 +11,7 @@ using Portcullis.Users;
 
 namespace Portcullis.Tokens;
 
-/// <summary>Personal and service API tokens: <c>/api/v1/tokens</c> (SPEC §4).</summary>
+/// <summary>Personal and service API tokens: <c>/api/v1/tokens</c> (docs/decisions.md).</summary>
 internal static class TokensApi
 {
     public const int MaxNameLength = 100;

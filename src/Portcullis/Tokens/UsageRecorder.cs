@@ -10,7 +10,7 @@ using Portcullis.Hosting;
 namespace Portcullis.Tokens;
 
 /// <summary>
-/// Write-behind for "last used" and requests-per-day (SPEC §6): the request path only bumps counters
+/// Write-behind for "last used" and requests-per-day (docs/decisions.md): the request path only bumps counters
 /// in memory; a background loop writes them in one transaction per interval. Counts are added to
 /// what the database holds, so several instances never overwrite each other, and a failed write
 /// puts its counts back to be tried again.

@@ -23,7 +23,7 @@ internal sealed record MeResponse(string Username, bool Admin, MeAuth Auth);
 
 internal sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, string? ClientId);
 
-/// <summary>Users (admin) at <c>/api/v1/users</c>, and <c>/api/v1/me</c> for everyone (SPEC §4).</summary>
+/// <summary>Users (admin) at <c>/api/v1/users</c>, and <c>/api/v1/me</c> for everyone (docs/decisions.md).</summary>
 internal static partial class UsersApi
 {
     public static RouteGroupBuilder MapUsers(this RouteGroupBuilder api)

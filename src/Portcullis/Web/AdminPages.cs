@@ -17,7 +17,7 @@ using static Portcullis.Web.Html;
 namespace Portcullis.Web;
 
 /// <summary>
-/// The administration pages (SPEC §9): users, services, OAuth clients, all tokens, the audit log.
+/// The administration pages (docs/web-ui.md): users, services, OAuth clients, all tokens, the audit log.
 /// Admins only; every change goes through the REST API's own handlers, so the rules and the audit
 /// events are the same as over the API.
 /// </summary>

@@ -4,10 +4,10 @@ using Portcullis.Auth;
 
 namespace Portcullis.Web;
 
-/// <summary>The page frame every page shares: headers of SPEC §9, the navigation, the stylesheet and the one script.</summary>
+/// <summary>The page frame every page shares: headers of docs/web-ui.md, the navigation, the stylesheet and the one script.</summary>
 internal static class Html
 {
-    /// <summary>Every page: the stylesheet, and the headers of SPEC §9 (no inline script, no framing).</summary>
+    /// <summary>Every page: the stylesheet, and the headers of docs/web-ui.md (no inline script, no framing).</summary>
     public static IResult Page(HttpContext http, string title, string body, int status = StatusCodes.Status200OK)
     {
         var headers = http.Response.Headers;

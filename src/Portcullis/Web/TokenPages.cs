@@ -16,7 +16,7 @@ using static Portcullis.Web.Html;
 namespace Portcullis.Web;
 
 /// <summary>
-/// <c>/tokens</c>, <c>/tokens/new</c>, <c>/tokens/{id}</c> and deleting a token (SPEC §9). Every change goes
+/// <c>/tokens</c>, <c>/tokens/new</c>, <c>/tokens/{id}</c> and deleting a token (docs/web-ui.md). Every change goes
 /// through the same handlers as the REST API (<see cref="TokensApi"/>), so the rules are the same.
 /// </summary>
 internal static class TokenPages
@@ -59,7 +59,7 @@ internal static class TokenPages
         return Page(http, "Tokens — Portcullis", body.ToString());
     }
 
-    /// <summary>The table of SPEC §9: a row a token, expiry highlighted within 7 days, and its Delete.</summary>
+    /// <summary>The table of docs/web-ui.md: a row a token, expiry highlighted within 7 days, and its Delete.</summary>
     internal static string TokenTable(IEnumerable<TokenResponse> tokens, DateTime now, bool showOwner, AntiforgeryTokenSet csrf)
     {
         var rows = new StringBuilder();

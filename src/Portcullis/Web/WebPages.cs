@@ -12,7 +12,7 @@ using Portcullis.Users;
 namespace Portcullis.Web;
 
 /// <summary>
-/// The web UI's entry: <c>/login</c>, <c>/logout</c> and the home page (SPEC §9), server-rendered, usable
+/// The web UI's entry: <c>/login</c>, <c>/logout</c> and the home page (docs/web-ui.md), server-rendered, usable
 /// without JavaScript. A login makes a server-side session (<see cref="SessionStore"/>) whose cookie
 /// the API and the gateway accept too.
 /// </summary>
@@ -146,7 +146,7 @@ internal static class WebPages
         if (username.Length == 0 || password.Length == 0)
             return LoginPage(http, antiforgery, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
 
-        // The same limits as the API's password grant (SPEC §4), checked before the user is looked up.
+        // The same limits as the API's password grant (docs/decisions.md), checked before the user is looked up.
         await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
         if (attempt.IsThrottled)
             return LoginPage(http, antiforgery, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);

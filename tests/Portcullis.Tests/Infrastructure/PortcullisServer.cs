@@ -231,7 +231,7 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         _disposed = true;
         await StopAsync();
         var output = Output;
-        // What the server stored, as text: no secret may be in the database either (issue 8).
+        // What the server stored, as text: no secret may be in the database either .
         var stored = await ReadDatabaseAsTextAsync();
         if (_database is not null)
         {

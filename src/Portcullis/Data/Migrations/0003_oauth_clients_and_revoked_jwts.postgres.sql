@@ -1,4 +1,4 @@
--- OAuth clients (SPEC §4): a client_id and one secret, stored as the SHA-256 of the pcc_ text,
+-- OAuth clients (docs/decisions.md): a client_id and one secret, stored as the SHA-256 of the pcc_ text,
 -- owned by the user who created it. secret_version moves on every rotation or revocation of the
 -- secret; the client's JWTs carry it and die when it moves.
 CREATE TABLE oauth_clients (
