@@ -185,6 +185,14 @@ for trx in "$results"/*.trx "$results"/*/*.trx; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
 done
+# The failed tests by name, last, where a CI log that keeps only its tail still shows them.
+if [ "$failed" -gt 0 ]; then
+    for trx in "$results"/*.trx "$results"/*/*.trx; do
+        [ -f "$trx" ] || continue
+        grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" |
+            sed -n 's/.* testName="\([^"]*\)".*/failed: \1/p' | sed 's/&quot;/"/g; s/&amp;/\&/g'
+    done
+fi
 echo "tests: $passed passed, $failed failed"
 
 # After the whole run: no server log kept by the tests holds anything in the token format.

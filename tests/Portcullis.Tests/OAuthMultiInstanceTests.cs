@@ -65,19 +65,17 @@ public sealed class OAuthMultiInstanceTests(PostgresServer a) : IClassFixture<Po
     {
         using var admin = a.Client(await a.AdminTokenAsync());
         var newKid = (await (await admin.PostAsync("/api/v1/keys/rotate", null)).JsonAsync()).GetProperty("kid").GetString();
+        // B learns keys by reloading them all on the change notice, so the new kid appears in its JWKS
+        // when B starts signing with it. The JWKS is the probe (a login per probe would time password
+        // hashing on a loaded machine more than the notice).
+        using var anonymousB = _b.Client();
         var watch = Stopwatch.StartNew();
-        string? kidOnB = null;
-        while (watch.Elapsed < TimeSpan.FromSeconds(5))
-        {
-            kidOnB = (string?)Header(await _b.LoginAsync())["kid"];
-            if (kidOnB == newKid)
-                break;
+        while (watch.Elapsed < TimeSpan.FromSeconds(5) && !(await anonymousB.GetStringAsync("/.well-known/jwks.json")).Contains(newKid!))
             await Task.Delay(20);
-        }
-        Assert.Equal(newKid, kidOnB);
-        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2), $"B signed with the old key for {watch.Elapsed.TotalMilliseconds} ms");
+        var learned = watch.Elapsed;
+        Assert.True(learned < TimeSpan.FromSeconds(2), $"B learned the new key after {learned.TotalMilliseconds} ms");
+        Assert.Equal(newKid, (string?)Header(await _b.LoginAsync())["kid"]);
         // And A verifies what B signs.
         Assert.Equal(HttpStatusCode.OK, (await a.Client(await _b.LoginAsync()).GetAsync("/api/v1/me")).StatusCode);
-        Assert.Contains(newKid!, await _b.Client().GetStringAsync("/.well-known/jwks.json"));
     }
 }
