@@ -98,8 +98,11 @@ public sealed class ClusterTests(PostgresServer a, ITestOutputHelper output) : I
         Assert.Equal(HttpStatusCode.OK, (await tokenOnB.GetAsync("/api/v1/me")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await jwtOnB.GetAsync("/api/v1/me")).StatusCode);
 
+        // The admin's credential is made and warmed first: what is timed is the PATCH and its reach to B.
+        using var admin = a.Client(await a.AdminTokenAsync());
+        Assert.Equal(HttpStatusCode.OK, (await admin.GetAsync("/api/v1/me")).StatusCode);
         var disabled = Stopwatch.StartNew();
-        Assert.Equal(HttpStatusCode.OK, (await a.Client(await a.AdminTokenAsync()).PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await admin.PatchAsJsonAsync($"/api/v1/users/{username}", new { disabled = true })).StatusCode);
         var tokenElapsed = await tokenOnB.UntilUnauthorizedAsync(disabled);
         var jwtElapsed = await jwtOnB.UntilUnauthorizedAsync(disabled);
         output.WriteLine($"disable: B refused the API token after {tokenElapsed.TotalMilliseconds:F1} ms and the JWT after {jwtElapsed.TotalMilliseconds:F1} ms");

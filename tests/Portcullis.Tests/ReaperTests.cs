@@ -35,6 +35,9 @@ public sealed class ReaperTests
         await server.InitializeAsync();
         var admin = await server.AdminTokenAsync();
         var (idle, used) = await IdleAndUsedTokensAsync(server);
+        // 'used' stays in use all along, however long the reaper takes to start on a loaded machine.
+        using var busy = new CancellationTokenSource();
+        var keepBusy = KeepUsingAsync(server, used, busy.Token);
 
         var dry = await RunAsync(server, admin, "--once", "--timeout", "2s", "--dry-run");
         Assert.Equal(0, dry.ExitCode);
@@ -42,16 +45,14 @@ public sealed class ReaperTests
         Assert.DoesNotContain(used[..8], dry.Output);
         Assert.Equal(HttpStatusCode.OK, (await server.Client(idle).GetAsync("/api/v1/me")).StatusCode);
 
-        // That check used 'idle': wait past the timeout again, keeping 'used' busy.
-        for (var i = 0; i < 12; i++)
-        {
-            await server.Client(used).GetAsync("/api/v1/me");
-            await Task.Delay(250);
-        }
-        await Task.Delay(500);
+        // That check used 'idle': wait past the timeout again.
+        await Task.Delay(TimeSpan.FromSeconds(3.5));
         var run = await RunAsync(server, admin, "--once", "--timeout", "2s");
         Assert.Equal(0, run.ExitCode);
         Assert.Contains("revoking " + idle[..8], run.Output);
+        Assert.DoesNotContain(used[..8], run.Output);
+        await busy.CancelAsync();
+        await keepBusy;
         Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(idle).GetAsync("/api/v1/me")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await server.Client(used).GetAsync("/api/v1/me")).StatusCode);
         // The credential it ran with is never its own victim.
@@ -81,6 +82,16 @@ public sealed class ReaperTests
         Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(idle).GetAsync("/api/v1/me")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await server.Client(used).GetAsync("/api/v1/me")).StatusCode);
         Assert.Contains("[idle-reaper] revoking " + idle[..8], server.Output);
+    }
+
+    private static async Task KeepUsingAsync(PortcullisServer server, string token, CancellationToken stop)
+    {
+        using var client = server.Client(token);
+        while (!stop.IsCancellationRequested)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/v1/me", CancellationToken.None)).StatusCode);
+            await Task.Delay(250, CancellationToken.None);
+        }
     }
 
     private static async Task<(int ExitCode, string Output)> RunAsync(PortcullisServer server, string token, params string[] args)

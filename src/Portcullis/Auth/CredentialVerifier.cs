@@ -182,6 +182,7 @@ internal sealed class CredentialVerifier(
                 LoadedAtTicks = nowTicks,
             };
         }
+        await cache.BeforeStoreAsync(cancellationToken);
         cache.Store(digest, entry, generation);
         return entry;
     }

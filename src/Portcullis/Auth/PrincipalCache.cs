@@ -11,23 +11,25 @@ namespace Portcullis.Auth;
 /// <summary>
 /// Current rights of every principal that recently presented a credential, so that checking
 /// "owner still enabled, still admin" costs a dictionary lookup. Changes to a user invalidate
-/// their entry (on every instance, through <see cref="InvalidationBus"/>).
+/// their entry (on every instance, through <see cref="InvalidationBus"/>). A <see cref="BoundedCache{TKey, TValue}"/>
+/// like the other credential caches, so a read that a change overtook never goes back in.
 /// </summary>
-internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options)
+internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
-    private readonly ConcurrentDictionary<long, PrincipalState> _byId = new();
+    private readonly BoundedCache<long, PrincipalState> _byId = new(options.Value.CacheSize, negativeCapacity: 0);
+    /// <summary>Names of users that exist (only found users are stored), so bounded by the user count.</summary>
     private readonly ConcurrentDictionary<string, long> _idByName = new(StringComparer.Ordinal);
     private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
-    private long _generation;
+    private readonly CacheStoreDelay _storeDelay = storeDelay ?? CacheStoreDelay.Off;
 
     /// <summary>A fresh cached entry, or null when it must be (re)loaded.</summary>
     public PrincipalState? TryGet(long id, long nowTicks) =>
-        _byId.TryGetValue(id, out var state) && nowTicks - state.LoadedAtTicks < _maxAgeTicks ? state : null;
+        _byId.TryGet(id, out var state) && nowTicks - state.LoadedAtTicks < _maxAgeTicks ? state : null;
 
     /// <summary>Puts a known state in the cache (start-up warm-up, benchmarks).</summary>
     public void Seed(PrincipalState state)
     {
-        _byId[state.Id] = state;
+        _byId.Store(state.Id, state, _byId.Generation);
         _idByName[User.Normalize(state.Name)] = state.Id;
     }
 
@@ -36,11 +38,11 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
         var now = time.GetUtcNow().UtcTicks;
         if (TryGet(id, now) is { } cached)
             return cached;
-        var generation = Volatile.Read(ref _generation);
+        var generation = _byId.Generation;
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         var user = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == id, cancellationToken);
-        return user is null ? null : Store(user, now, generation);
+        return user is null ? null : await StoreAsync(user, now, generation, cancellationToken);
     }
 
     public async ValueTask<PrincipalState?> GetByNameAsync(string username, CancellationToken cancellationToken)
@@ -52,11 +54,11 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
                 return known;
             _idByName.TryRemove(normalized, out _);
         }
-        var generation = Volatile.Read(ref _generation);
+        var generation = _byId.Generation;
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         var user = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);
-        return user is null ? null : Store(user, time.GetUtcNow().UtcTicks, generation);
+        return user is null ? null : await StoreAsync(user, time.GetUtcNow().UtcTicks, generation, cancellationToken);
     }
 
     public static PrincipalState ToState(User user, long nowTicks)
@@ -67,32 +69,20 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
         return new PrincipalState(user.Id, user.Username, user.Kind, user.IsAdmin, user.IsDisabled, user.IsDisabled ? ScopeSet.Empty : rights, user.CredentialVersion, nowTicks);
     }
 
-    private PrincipalState Store(User user, long nowTicks, long generation)
+    /// <summary>Caches what was read, unless a change to any principal overtook the read (the generation guard).</summary>
+    private async ValueTask<PrincipalState> StoreAsync(User user, long nowTicks, long generation, CancellationToken cancellationToken)
     {
         var state = ToState(user, nowTicks);
-        // Only cache what was read after the last invalidation; otherwise a revocation racing this
-        // read could be overwritten by the stale row.
-        if (Volatile.Read(ref _generation) == generation)
-        {
-            _byId[user.Id] = state;
-            _idByName[user.NormalizedUsername] = user.Id;
-            // The same guard as Data/BoundedCache.cs: an invalidation between the check and the insert moved
-            // the generation before removing, so it is seen here and the stale state taken back out.
-            if (Volatile.Read(ref _generation) != generation)
-                _byId.TryRemove(new KeyValuePair<long, PrincipalState>(user.Id, state));
-        }
+        await _storeDelay.BeforeStoreAsync(CacheStoreDelay.Principals, cancellationToken);
+        _byId.Store(user.Id, state, generation);
+        _idByName[user.NormalizedUsername] = user.Id;
         return state;
     }
 
-    public void Invalidate(long id)
-    {
-        Interlocked.Increment(ref _generation);
-        _byId.TryRemove(id, out _);
-    }
+    public void Invalidate(long id) => _byId.Invalidate(id);
 
     public void Clear()
     {
-        Interlocked.Increment(ref _generation);
         _byId.Clear();
         _idByName.Clear();
     }

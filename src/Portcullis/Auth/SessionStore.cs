@@ -16,7 +16,8 @@ namespace Portcullis.Auth;
 /// (<c>Web:SessionLifetime</c>), or when the user is disabled or changes password. Checked from memory
 /// like API tokens; a logout reaches every instance's cache through <see cref="InvalidationBus"/>.
 /// </summary>
-internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions)
+internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions,
+    CacheStoreDelay storeDelay)
 {
     private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks, string? Service, TokenDigest? Parent);
 
@@ -85,6 +86,7 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
                 // A logout that lands while this read is under way wins: the read is not kept.
                 var generation = _cache.Generation;
                 entry = await LoadAsync(digest, now.UtcTicks, cancellationToken);
+                await storeDelay.BeforeStoreAsync(CacheStoreDelay.Sessions, cancellationToken);
                 _cache.Store(digest, entry, generation, negative: !entry.Known);
             }
             if (!entry.Known || !string.Equals(entry.Service, service, StringComparison.Ordinal))

@@ -29,8 +29,9 @@ internal sealed class CachedClient
 /// client's JWT need no database read (docs/decisions.md). Bounded, with short-lived negative entries; every
 /// change to a client invalidates its entry on every instance through <see cref="InvalidationBus"/>.
 /// </summary>
-internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options)
+internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
+    private readonly CacheStoreDelay _storeDelay = storeDelay ?? CacheStoreDelay.Off;
     public const string ClientIdPrefix = "client-";
     private const int ClientIdRandomLength = 20;
     private const string ClientIdAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
@@ -72,6 +73,7 @@ internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvi
                 SecretRevoked = row.SecretRevokedAt is not null,
                 LoadedAtTicks = now,
             };
+        await _storeDelay.BeforeStoreAsync(CacheStoreDelay.Clients, cancellationToken);
         // Only what was read after the last invalidation is kept, so a racing change is never overwritten.
         _entries.Store(clientId, entry, generation, negative: !entry.IsKnown);
         return entry;

@@ -85,6 +85,8 @@ internal static class ServerApp
 
         services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
         services.AddSingleton<PasswordHasher>();
+        services.AddOptions<TestingOptions>().Bind(configuration.GetSection(TestingOptions.Section));
+        services.AddSingleton<CacheStoreDelay>();
         services.AddSingleton<TokenCache>();
         services.AddSingleton<PrincipalCache>();
         services.AddSingleton<InvalidationBus>();

@@ -38,8 +38,9 @@ internal enum CacheLookup : byte
 /// short while so garbage cannot hammer the database) apart from known tokens, and guarded against a read
 /// that an invalidation overtook.
 /// </summary>
-internal sealed class TokenCache(IOptions<TokenOptions> options)
+internal sealed class TokenCache(IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
+    private readonly CacheStoreDelay _storeDelay = storeDelay ?? CacheStoreDelay.Off;
     private readonly BoundedCache<TokenDigest, CachedToken> _entries = new(options.Value.CacheSize, options.Value.CacheSize);
     private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
     private readonly long _negativeAgeTicks = options.Value.NegativeCacheAge.Ticks;
@@ -63,6 +64,9 @@ internal sealed class TokenCache(IOptions<TokenOptions> options)
         Interlocked.Increment(ref _misses);
         return false;
     }
+
+    /// <summary>Between the database read and <see cref="Store"/>: the testing hook (nothing unless configured).</summary>
+    public ValueTask BeforeStoreAsync(CancellationToken cancellationToken) => _storeDelay.BeforeStoreAsync(CacheStoreDelay.Tokens, cancellationToken);
 
     public void Store(in TokenDigest digest, CachedToken entry, long generation) => _entries.Store(digest, entry, generation, negative: !entry.IsKnown);
 
