@@ -53,7 +53,10 @@ public class JwtBenchmarks
         var tokenOptions = Options.Create(new TokenOptions());
         var jwtOptions = Options.Create(new JwtOptions());
         var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
-        var keys = new SigningKeys(scopes, time, audit, jwtOptions, NullLogger<SigningKeys>.Instance);
+        var sealing = new Portcullis.Security.KeySealing(Options.Create(new Portcullis.Security.KeysOptions { EncryptionKey = Convert.ToBase64String(new byte[32]) }),
+            NullLogger<Portcullis.Security.KeySealing>.Instance);
+        var keys = new SigningKeys(scopes, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
+        await sealing.PrepareAsync(_connection, Path.GetTempPath(), CancellationToken.None);
         await keys.LoadAsync(_connection, CancellationToken.None);
         _jwts = new JwtService(keys, jwtOptions, new PublicUrl("http://127.0.0.1:8080"), time);
 

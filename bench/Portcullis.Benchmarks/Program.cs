@@ -58,7 +58,9 @@ public class CachedTokenVerificationBenchmarks
         var principals = new PrincipalCache(scopes, time, tokenOptions);
         var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
         var jwtOptions = Options.Create(new JwtOptions());
-        var signingKeys = new SigningKeys(scopes, time, audit, jwtOptions, NullLogger<SigningKeys>.Instance);
+        var sealing = new Portcullis.Security.KeySealing(Options.Create(new Portcullis.Security.KeysOptions { EncryptionKey = Convert.ToBase64String(new byte[32]) }),
+            NullLogger<Portcullis.Security.KeySealing>.Instance);
+        var signingKeys = new SigningKeys(scopes, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
         var jwts = new JwtService(signingKeys, jwtOptions, new PublicUrl("http://localhost"), time);
         var revokedJwts = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         var clients = new Portcullis.Clients.ClientCache(scopes, time, tokenOptions);

@@ -30,13 +30,18 @@ public abstract class CrashSafetyTests(PortcullisServer server, ITestOutputHelpe
         var uncertain = new ConcurrentDictionary<string, bool>();    // revocation sent, no answer
         var random = new Random(8);
         var totalRequests = 0;
+        var failures = new ConcurrentQueue<string>();
 
         for (var cycle = 1; cycle <= Cycles; cycle++)
         {
             // A restarted server's first requests are slow on a loaded machine (a cold cache, JIT, new database
-            // connections): one answered request first, so the load runs before the kill instead of being cut by it.
+            // connections, EF's first save): one answered creation first, so the load runs before the kill instead of being cut by it.
             using (var warm = server.Client(admin))
-                Assert.Equal(HttpStatusCode.OK, (await warm.GetAsync("/api/v1/me")).StatusCode);
+            {
+                using var first = await warm.PostAsJsonAsync("/api/v1/tokens", new { name = $"warm-{Guid.NewGuid():N}" });
+                Assert.Equal(HttpStatusCode.Created, first.StatusCode);
+                PortcullisServer.Secrets.Add(JsonDocument.Parse(await first.Content.ReadAsStringAsync()).RootElement.GetProperty("token").GetString()!);
+            }
             using var stop = new CancellationTokenSource();
             var workers = Enumerable.Range(0, Workers).Select(w => Task.Run(async () =>
             {
@@ -62,7 +67,10 @@ public abstract class CrashSafetyTests(PortcullisServer server, ITestOutputHelpe
                         }
                         using var create = await client.PostAsJsonAsync("/api/v1/tokens", new { name = $"crash-{Guid.NewGuid():N}" }, stop.Token);
                         if (create.StatusCode != HttpStatusCode.Created)
+                        {
+                            failures.Enqueue($"cycle {cycle}: POST answered {(int)create.StatusCode}");
                             continue;
+                        }
                         var body = JsonDocument.Parse(await create.Content.ReadAsStringAsync(stop.Token)).RootElement;
                         var token = body.GetProperty("token").GetString()!;
                         PortcullisServer.Secrets.Add(token);
@@ -70,6 +78,7 @@ public abstract class CrashSafetyTests(PortcullisServer server, ITestOutputHelpe
                     }
                     catch (Exception e) when (e is HttpRequestException or TaskCanceledException or OperationCanceledException or IOException)
                     {
+                        failures.Enqueue($"cycle {cycle}: {e.GetType().Name} after {n} requests{(stop.IsCancellationRequested ? " (killed)" : "")}");
                         // The server died under this request: its outcome is unknown, and the checks skip it.
                         break;
                     }
@@ -83,6 +92,9 @@ public abstract class CrashSafetyTests(PortcullisServer server, ITestOutputHelpe
             await server.StartAsync();
 
             await CheckAsync(created, revoked, uncertain);
+            foreach (var failure in failures.Distinct().Take(10))
+                output.WriteLine("  " + failure);
+            failures.Clear();
             output.WriteLine($"cycle {cycle}: {created.Count} tokens created, {revoked.Count} revoked, {uncertain.Count} revocations unanswered");
         }
 

@@ -207,7 +207,8 @@ public abstract class JwtHygieneTests(PortcullisServer server)
         using var newKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var kid = "injected-" + Guid.NewGuid().ToString("N")[..8];
         await server.ExecuteSqlAsync("INSERT INTO signing_keys (kid, algorithm, private_key, created_at) VALUES (@kid, 'ES256', @key, @at)",
-            ("kid", kid), ("key", Convert.ToBase64String(newKey.ExportPkcs8PrivateKey())), ("at", DateTime.UtcNow.AddDays(-1)));
+            ("kid", kid), ("key", Seal(server.EncryptionKey(), Encoding.ASCII.GetBytes(Convert.ToBase64String(newKey.ExportPkcs8PrivateKey())), "signing-key", kid)),
+            ("at", DateTime.UtcNow.AddDays(-1)));
         header["kid"] = kid;
         // The rate limit may still be running from an earlier unknown kid; it allows a reload every 5 seconds.
         var token = Craft(header, payload, Es256(newKey));

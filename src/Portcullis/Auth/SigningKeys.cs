@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using System.Text;
 using System.Data.Common;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
@@ -6,6 +7,7 @@ using Microsoft.IdentityModel.Tokens;
 using Portcullis.Audit;
 using Portcullis.Data;
 using Portcullis.Hosting;
+using Portcullis.Security;
 
 namespace Portcullis.Auth;
 
@@ -14,9 +16,11 @@ namespace Portcullis.Auth;
 /// every instance signs with the same key. The newest unretired key signs; a rotation retires the
 /// others, which keep verifying (and stay in the JWKS) until every token they signed has expired,
 /// and are then pruned. Other instances reload when told of a rotation, or when a JWT names a
-/// <c>kid</c> they do not know (at most once per <see cref="UnknownKidReloadInterval"/>).
+/// <c>kid</c> they do not know (at most once per <see cref="UnknownKidReloadInterval"/>). The private keys are stored
+/// sealed (<see cref="KeySealing"/>); a row that does not unseal is never used.
 /// </summary>
-internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time, AuditLog audit, IOptions<JwtOptions> options, ILogger<SigningKeys> logger)
+internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time, AuditLog audit, KeySealing sealing, IOptions<JwtOptions> options,
+    ILogger<SigningKeys> logger)
 {
     public const string Algorithm = SecurityAlgorithms.EcdsaSha256;
 
@@ -50,7 +54,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         (options.Value.CliTokenLifetime > options.Value.AccessTokenLifetime ? options.Value.CliTokenLifetime : options.Value.AccessTokenLifetime)
         + options.Value.ClockSkew;
 
-    /// <summary>Loads the keys, creating the first one when the database has none.</summary>
+    /// <summary>Loads the keys, creating the first one when the database has none that this server can unseal.</summary>
     public async Task LoadAsync(DbConnection connection, CancellationToken cancellationToken)
     {
         var rows = await ReadAsync(connection, cancellationToken);
@@ -138,52 +142,58 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         }
     }
 
-    private void Apply(List<SigningKey> rows)
+    private void Apply(List<(SigningKey Row, ECDsaSecurityKey Key)> rows)
     {
         var byKid = new Dictionary<string, ECDsaSecurityKey>(StringComparer.Ordinal);
         var expiredBefore = time.GetUtcNow().UtcDateTime - Retention;
-        foreach (var row in rows)
+        foreach (var (row, key) in rows)
         {
             // A retired key past its retention verifies nothing that is still valid; it awaits pruning.
             if (row.RetiredAt is { } retired && retired < expiredBefore)
                 continue;
-            byKid[row.Kid] = CreateKey(row);
+            byKid[row.Kid] = key;
         }
         // Newest unretired key signs. Ties (two instances creating a key at once) break by kid,
         // so every instance makes the same choice and all of them verify both keys.
-        var current = rows.Where(r => r.RetiredAt is null).OrderByDescending(r => r.CreatedAt).ThenBy(r => r.Kid, StringComparer.Ordinal).FirstOrDefault()
-            ?? rows.OrderByDescending(r => r.CreatedAt).First();
-        if (!byKid.ContainsKey(current.Kid))
-            byKid[current.Kid] = CreateKey(current);
-        var info = rows.Where(r => byKid.ContainsKey(r.Kid))
+        var (current, currentKey) = rows.Where(r => r.Row.RetiredAt is null).OrderByDescending(r => r.Row.CreatedAt).ThenBy(r => r.Row.Kid, StringComparer.Ordinal).FirstOrDefault() is { Row: not null } newest
+            ? newest
+            : rows.OrderByDescending(r => r.Row.CreatedAt).First();
+        byKid[current.Kid] = currentKey;
+        var info = rows.Select(r => r.Row).Where(r => byKid.ContainsKey(r.Kid))
             .OrderByDescending(r => r.CreatedAt).ThenBy(r => r.Kid, StringComparer.Ordinal)
             .Select(r => new KeyInfo(r.Kid, r.Algorithm, r.CreatedAt, r.RetiredAt, r.Kid == current.Kid))
             .ToArray();
-        _keys = new KeySet(byKid, new SigningCredentials(byKid[current.Kid], Algorithm), info);
-
-        static ECDsaSecurityKey CreateKey(SigningKey row)
-        {
-            var ecdsa = ECDsa.Create();
-            ecdsa.ImportPkcs8PrivateKey(Convert.FromBase64String(row.PrivateKey), out _);
-            return new ECDsaSecurityKey(ecdsa) { KeyId = row.Kid };
-        }
+        _keys = new KeySet(byKid, new SigningCredentials(currentKey, Algorithm), info);
     }
 
-    private static async Task<List<SigningKey>> ReadAsync(DbConnection connection, CancellationToken cancellationToken)
+    /// <summary>The stored keys this server can unseal; any other row is left alone and never used.</summary>
+    private async Task<List<(SigningKey Row, ECDsaSecurityKey Key)>> ReadAsync(DbConnection connection, CancellationToken cancellationToken)
     {
-        var rows = new List<SigningKey>();
+        var rows = new List<(SigningKey, ECDsaSecurityKey)>();
         await using var cmd = Sql.Command(connection, "SELECT kid, algorithm, private_key, created_at, retired_at FROM signing_keys");
         await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            rows.Add(new SigningKey
+            var row = new SigningKey
             {
                 Kid = reader.GetString(0),
                 Algorithm = reader.GetString(1),
                 PrivateKey = reader.GetString(2),
                 CreatedAt = Sql.Utc(reader, 3),
                 RetiredAt = reader.IsDBNull(4) ? null : Sql.Utc(reader, 4),
-            });
+            };
+            // Sealed is the text that was stored before sealing: the PKCS#8 key in base64.
+            if (sealing.Unseal(row.PrivateKey, KeySealing.SigningKeys, row.Kid) is not { } text)
+            {
+                logger.LogError("Signing key {Kid} in the database is not sealed with a key-encryption key of this server (written there by hand?): not used", row.Kid);
+                continue;
+            }
+            var pkcs8 = Convert.FromBase64String(Encoding.ASCII.GetString(text));
+            var ecdsa = ECDsa.Create();
+            ecdsa.ImportPkcs8PrivateKey(pkcs8, out _);
+            CryptographicOperations.ZeroMemory(pkcs8);
+            CryptographicOperations.ZeroMemory(text);
+            rows.Add((row, new ECDsaSecurityKey(ecdsa) { KeyId = row.Kid }));
         }
         return rows;
     }
@@ -209,7 +219,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
             await Execute("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < @before", ("@before", now - Retention));
         }
         await Execute("INSERT INTO signing_keys (kid, algorithm, private_key, created_at) VALUES (@kid, @alg, @key, @at)",
-            ("@kid", kid), ("@alg", Algorithm), ("@key", Convert.ToBase64String(ecdsa.ExportPkcs8PrivateKey())), ("@at", now));
+            ("@kid", kid), ("@alg", Algorithm), ("@key", sealing.Seal(Encoding.ASCII.GetBytes(Convert.ToBase64String(ecdsa.ExportPkcs8PrivateKey())), KeySealing.SigningKeys, kid)), ("@at", now));
         var e = retireOthers
             ? audit.Create(http, AuditEvents.SigningKeyRotated, details: new { kid, retired })
             : audit.Create(http, AuditEvents.SigningKeyCreated, details: new { kid });

@@ -63,6 +63,18 @@ internal static class CliApp
         catch (Exception e) when (e is StartupException or OptionsValidationException or InvalidOperationException
                                   || e is IOException && e.Message.Contains("address", StringComparison.OrdinalIgnoreCase))
         {
+            // Stop listening and let requests under way (health probes during start-up) finish while the
+            // services they use are still there; disposing at once would fail them with stack traces.
+            using (var drain = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+            {
+                try
+                {
+                    await app.StopAsync(drain.Token);
+                }
+                catch (Exception stop) when (stop is OperationCanceledException or InvalidOperationException)
+                {
+                }
+            }
             await app.DisposeAsync();
             return CannotStart(e);
         }

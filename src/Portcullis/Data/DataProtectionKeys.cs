@@ -1,36 +1,48 @@
 using System.Data.Common;
+using System.Text;
 using System.Xml.Linq;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.DataProtection.Repositories;
+using Portcullis.Security;
 
 namespace Portcullis.Data;
 
 /// <summary>
 /// Keeps the ASP.NET Core Data Protection key ring (antiforgery tokens, session cookies) in the
 /// database, so that every instance on one PostgreSQL reads what another wrote: a form rendered by
-/// one instance can be posted to another. Stored like the JWT signing keys, in the clear; whoever
-/// can read the database can read both (docs/decisions.md).
+/// one instance can be posted to another. Sealed like the JWT signing keys (<see cref="KeySealing"/>): a key that does
+/// not unseal is never used (docs/decisions.md, "Keys at rest").
 /// </summary>
-internal sealed class DataProtectionKeys(IServiceScopeFactory scopes) : IXmlRepository
+internal sealed class DataProtectionKeys(IServiceScopeFactory scopes, KeySealing sealing, ILogger<DataProtectionKeys> logger) : IXmlRepository
 {
     public IReadOnlyCollection<XElement> GetAllElements()
     {
+        if (!sealing.WaitUntilReady())
+            return [];
         using var scope = scopes.CreateScope();
         var connection = Open(scope);
-        using var cmd = Sql.Command(connection, "SELECT xml FROM data_protection_keys ORDER BY id");
+        using var cmd = Sql.Command(connection, "SELECT friendly_name, xml FROM data_protection_keys ORDER BY id");
         using var reader = cmd.ExecuteReader();
         var elements = new List<XElement>();
         while (reader.Read())
-            elements.Add(XElement.Parse(reader.GetString(0)));
+        {
+            var name = reader.GetString(0);
+            if (sealing.Unseal(reader.GetString(1), KeySealing.DataProtection, name) is { } xml)
+                elements.Add(XElement.Parse(Encoding.UTF8.GetString(xml)));
+            else
+                logger.LogError("Data Protection key {Name} in the database is not sealed with a key-encryption key of this server (written there by hand?): not used", name);
+        }
         return elements;
     }
 
     public void StoreElement(XElement element, string friendlyName)
     {
+        if (!sealing.WaitUntilReady())
+            return;
         using var scope = scopes.CreateScope();
         var connection = Open(scope);
         using var cmd = Sql.Command(connection, "INSERT INTO data_protection_keys (friendly_name, xml, created_at) VALUES (@name, @xml, @at)",
-            ("@name", friendlyName), ("@xml", element.ToString(SaveOptions.DisableFormatting)), ("@at", DateTime.UtcNow));
+            ("@name", friendlyName), ("@xml", sealing.Seal(Encoding.UTF8.GetBytes(element.ToString(SaveOptions.DisableFormatting)), KeySealing.DataProtection, friendlyName)), ("@at", DateTime.UtcNow));
         cmd.ExecuteNonQuery();
     }
 

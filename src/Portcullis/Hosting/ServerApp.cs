@@ -49,7 +49,8 @@ internal static class ServerApp
         // and a cost per request under a flood of bad credentials. Failures are counted in /metrics instead.
         builder.Logging.AddFilter("Portcullis.Auth.CredentialAuthenticationHandler", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
-        // The key ring lives in the 0700 data directory; the "no XML encryptor" warning would only alarm.
+        // The key ring is sealed where it is stored (Data/DataProtectionKeys.cs); Data Protection's own "no XML
+        // encryptor" warning cannot know that and would only alarm.
         builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
         var metricsUrl = configuration[$"{MetricsOptions.Section}:{nameof(MetricsOptions.ListenUrl)}"];
         builder.WebHost.UseUrls((configuration["urls"] ?? DefaultUrl) + (string.IsNullOrEmpty(metricsUrl) ? "" : ";" + metricsUrl));
@@ -93,6 +94,8 @@ internal static class ServerApp
         services.AddSingleton<SessionStore>();
         services.AddSingleton<TrustedProxies>();
         services.AddGateway();
+        services.AddOptions<KeysOptions>().Bind(configuration.GetSection(KeysOptions.Section));
+        services.AddSingleton<KeySealing>();
         services.AddSingleton<SigningKeys>();
         services.AddSingleton<JwtService>();
         services.AddSingleton<RevokedJwts>();
@@ -274,6 +277,18 @@ internal static class ServerApp
     /// <summary>Data directory, migrations, first admin, signing keys.</summary>
     private static async Task InitializeAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
+        try
+        {
+            await InitializeStepsAsync(app, cancellationToken);
+        }
+        finally
+        {
+            app.Services.GetRequiredService<KeySealing>().EndOfStart();
+        }
+    }
+
+    private static async Task InitializeStepsAsync(WebApplication app, CancellationToken cancellationToken)
+    {
         var services = app.Services;
         _ = services.GetRequiredService<DataDirectory>();
         // Building the EF model is slow when cold; do it while the schema is brought up to date.
@@ -293,6 +308,7 @@ internal static class ServerApp
                 await Sql.ExecuteAsync(connection, "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA synchronous=FULL", cancellationToken);
             await AdminBootstrap.RunAsync(connection, services.GetRequiredService<PasswordHasher>(), services.GetRequiredService<AuditLog>(),
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
+            await services.GetRequiredService<KeySealing>().PrepareAsync(connection, services.GetRequiredService<DataDirectory>().Path, cancellationToken);
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<ServiceSync>().RunAsync(connection, cancellationToken);

@@ -103,8 +103,34 @@ public static class OAuthHelpers
             (kid, pkcs8) = (reader.GetString(0), reader.GetString(1));
         }
         var key = ECDsa.Create();
-        key.ImportPkcs8PrivateKey(Convert.FromBase64String(pkcs8), out _);
+        key.ImportPkcs8PrivateKey(Convert.FromBase64String(Encoding.ASCII.GetString(Unseal(server.EncryptionKey(), pkcs8, "signing-key", kid))), out _);
         return new StoredKey(kid, key);
+    }
+
+    /// <summary>
+    /// A stored key's text, unsealed as docs/decisions.md ("Keys at rest") describes: <c>sealed:v1:id:</c> and base64 of
+    /// nonce, ciphertext and tag, AES-256-GCM under the key-encryption key with <c>portcullis:purpose:name</c> as associated data.
+    /// </summary>
+    public static byte[] Unseal(byte[] kek, string stored, string purpose, string name)
+    {
+        var parts = stored.Split(':');
+        Assert.True(parts.Length == 4 && parts[0] == "sealed" && parts[1] == "v1", $"not a sealed value: {stored[..Math.Min(12, stored.Length)]}…");
+        var bytes = Convert.FromBase64String(parts[3]);
+        var plaintext = new byte[bytes.Length - 28];
+        using var aes = new AesGcm(kek, 16);
+        aes.Decrypt(bytes.AsSpan(0, 12), bytes.AsSpan(12, plaintext.Length), bytes.AsSpan(12 + plaintext.Length), plaintext, Encoding.UTF8.GetBytes($"portcullis:{purpose}:{name}"));
+        return plaintext;
+    }
+
+    /// <summary>Seals as the server does (with a key id computed as docs/decisions.md describes).</summary>
+    public static string Seal(byte[] kek, byte[] plaintext, string purpose, string name)
+    {
+        var id = Convert.ToHexStringLower(SHA256.HashData([.. Encoding.ASCII.GetBytes("portcullis-kek-id:"), .. kek]).AsSpan(0, 8));
+        var bytes = new byte[12 + plaintext.Length + 16];
+        RandomNumberGenerator.Fill(bytes.AsSpan(0, 12));
+        using var aes = new AesGcm(kek, 16);
+        aes.Encrypt(bytes.AsSpan(0, 12), plaintext, bytes.AsSpan(12, plaintext.Length), bytes.AsSpan(12 + plaintext.Length), Encoding.UTF8.GetBytes($"portcullis:{purpose}:{name}"));
+        return $"sealed:v1:{id}:{Convert.ToBase64String(bytes)}";
     }
 
     /// <summary>Runs SQL against the server's database from outside, as another instance (or an operator) would.</summary>

@@ -54,6 +54,17 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
 
     public Provider Provider => _provider;
 
+    /// <summary>The key-encryption key of every PostgreSQL server of this test run (SQLite ones make their own file).</summary>
+    public static readonly string SharedEncryptionKey = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+
+    /// <summary>A setting given to this server, if any.</summary>
+    public string? Setting(string key) => _settings.GetValueOrDefault(key);
+
+    /// <summary>The key-encryption key this server seals its stored keys with.</summary>
+    public byte[] EncryptionKey() => Convert.FromBase64String(
+        _provider == Provider.Postgres && Setting("Keys:EncryptionKeyFile") is null ? SharedEncryptionKey
+        : File.ReadAllText(Setting("Keys:EncryptionKeyFile") ?? Path.Combine(Setting("DataDir") ?? Path.Combine(DataDir, "data"), "encryption.key")).Trim());
+
     /// <summary>The server process's id (to read its memory from /proc).</summary>
     public int ProcessId => _process?.Id ?? throw new InvalidOperationException("The server is not running.");
     public string DataDir { get; }
@@ -113,6 +124,9 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
             psi.ArgumentList.Add(a);
         psi.Environment["PORTCULLIS_ADMIN_PASSWORD"] = AdminPassword;
         psi.Environment["PORTCULLIS_Tokens__UsageFlushInterval"] = "00:00:00.2";
+        // Instances on one PostgreSQL database share their key-encryption key, as docs/configuration.md asks.
+        if (_provider == Provider.Postgres && !_settings.ContainsKey("Keys:EncryptionKeyFile"))
+            psi.Environment["PORTCULLIS_Keys__EncryptionKey"] = SharedEncryptionKey;
         foreach (var (key, value) in _settings.Where(s => s.Key != "DataDir"))
             psi.Environment["PORTCULLIS_" + key.Replace(":", "__")] = value;
 
