@@ -63,6 +63,18 @@ public abstract class LoginThrottleTests(PortcullisServer server)
     }
 
     [Fact]
+    public async Task RefusalsPastTheLimitAreAnsweredFromMemoryWithoutTheSharedCounter()
+    {
+        var (username, _, _) = await server.CreateUserAsync();
+        for (var i = 0; i < Limit; i++)
+            Assert.Equal(HttpStatusCode.BadRequest, (await LoginAsync(username, WrongPassword)).StatusCode);
+        for (var i = 0; i < 20; i++)
+            Assert.Equal(HttpStatusCode.TooManyRequests, (await LoginAsync(username, WrongPassword)).StatusCode);
+        // The first refusal came from the database, which counted it; the other nineteen never reached it.
+        Assert.Equal(1L, Convert.ToInt64(await server.ScalarAsync("SELECT refused FROM login_throttle WHERE kind = 'user' AND subject = @s", ("s", username))));
+    }
+
+    [Fact]
     public async Task AnUnknownUserIsAnsweredExactlyLikeAKnownOneAndThrottledAnswersCheckNoPassword()
     {
         var (known, _, _) = await server.CreateUserAsync();
@@ -304,6 +316,12 @@ public sealed class ClientSecretThrottleTests(ClientSecretThrottledServer server
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
         Assert.InRange(int.Parse(refused.Header("Retry-After")), 1, 15 * 60);
         Assert.Equal("temporarily_unavailable", (await refused.JsonAsync()).GetProperty("error").GetString());
+        // ...from memory from now on: neither audited one by one nor counted in the database.
+        var failed = (await LoginThrottleTests.ReadAuditAsync(server, e => e.Event == "login.failed", atLeast: 0)).Count;
+        for (var i = 0; i < 10; i++)
+            Assert.Equal(HttpStatusCode.TooManyRequests, (await server.ClientCredentialsAsync(wrong)).StatusCode);
+        Assert.Equal(failed, (await LoginThrottleTests.ReadAuditAsync(server, e => e.Event == "login.failed", atLeast: 0)).Count);
+        Assert.Equal(1L, Convert.ToInt64(await server.ScalarAsync("SELECT refused FROM login_throttle WHERE kind = 'address' AND subject = '127.0.0.1'")));
         // ...but the real client behind the same address keeps getting tokens: a right secret is never refused.
         await server.ClientTokenAsync(client);
 

@@ -153,8 +153,15 @@ internal sealed class CredentialVerifier(
     private async Task<CachedToken> LoadAsync(string token, long nowTicks, CancellationToken cancellationToken)
     {
         var digest = TokenFormat.Digest(token);
-        var hex = digest.ToHex();
         var generation = cache.Generation;
+        if (!cache.MayExist(digest))
+        {
+            // Not a token of ours, and the budget for checking such digests is spent: a flood of random tokens.
+            var unknown = CachedToken.Unknown(nowTicks);
+            cache.Store(digest, unknown, generation);
+            return unknown;
+        }
+        var hex = digest.ToHex();
         await using var scope = scopes.CreateAsyncScope();
         var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
         var row = await db.ApiTokens.AsNoTracking()
@@ -168,6 +175,8 @@ internal sealed class CredentialVerifier(
         }
         else
         {
+            // Missed while notifications were down, or made by another instance a moment ago: known from now on.
+            cache.Created(digest);
             var expires = row.ExpiresAt?.Ticks ?? long.MaxValue;
             var revoked = row.RevokedAt?.Ticks ?? long.MaxValue;
             entry = new CachedToken

@@ -58,11 +58,15 @@ internal enum LoginKind
 /// <item>Only secret checks are throttled. API tokens and JWTs never are, so an attacker who locks an
 /// account cannot stop its owner's tokens.</item>
 /// <item>Refused attempts are audited as <c>login.throttled</c>, once per counter and window.</item>
+/// <item>Once the database has said a counter is full, this instance remembers it until the window ends
+/// (<see cref="FullCounters"/>) and refuses from memory: a flood of wrong passwords or secrets then costs
+/// neither a database statement nor a hash, and the verification of tokens keeps its CPU.</item>
 /// </list>
 /// Call it outside a transaction: a reservation must commit at once to count for the other requests.
 /// </summary>
 internal sealed class LoginThrottle(
     PortcullisDb db,
+    FullCounters fullCounters,
     AuditLog audit,
     PrometheusMetrics metrics,
     TimeProvider time,
@@ -97,6 +101,11 @@ internal sealed class LoginThrottle(
             return new LoginAttempt(this, [], [], null);
 
         var now = time.GetUtcNow().UtcDateTime;
+        if (fullCounters.RefusedUntil(counters, now) is { } refusedUntil)
+        {
+            metrics.CountLoginThrottled();
+            return new LoginAttempt(this, [], [], (int)Math.Ceiling((refusedUntil - now).TotalSeconds));
+        }
         await db.Database.OpenConnectionAsync(cancellationToken);
         try
         {
@@ -182,6 +191,7 @@ internal sealed class LoginThrottle(
             var windowEnd = Sql.Utc(reader, 0) + o.FailedLoginWindow;
             if (windowEnd > until)
                 until = windowEnd;
+            fullCounters.Remember(new Counter(counter, subject), windowEnd);
             if (reader.GetInt32(1) == 1)
             {
                 events.Add(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
@@ -228,7 +238,10 @@ internal sealed class LoginThrottle(
             foreach (var r in reservations)
             {
                 if (r.Kind == UserCounter)
+                {
                     await ExecuteAsync(connection, "DELETE FROM login_throttle WHERE kind = @kind AND subject = @subject", CancellationToken.None, ("@kind", r.Kind), ("@subject", r.Subject));
+                    fullCounters.Forget(new Counter(r.Kind, r.Subject));
+                }
                 else
                     await ReleaseAsync(connection, r, CancellationToken.None);
             }
@@ -312,6 +325,51 @@ internal sealed class LoginThrottle(
         Array.Clear(bytes, 8, 8);
         return new IPAddress(bytes) + "/64";
     }
+}
+
+/// <summary>
+/// The throttle's counters that this instance has seen full, each until its window ends, so that refusals are
+/// answered from memory (docs/decisions.md, "Failed-login throttling"). Only the database's own answer puts a
+/// counter here, so memory never refuses what the shared counter would allow, except when a counter went back
+/// under its limit within the window (a reservation given back), where it errs on refusing. Bounded: when full,
+/// ended windows are dropped, and if that is not enough a counter is not remembered (the database still refuses).
+/// </summary>
+internal sealed class FullCounters
+{
+    private const int Capacity = 100_000;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<LoginThrottle.Counter, DateTime> _until = new();
+
+    /// <summary>The latest end of a remembered full counter among these, or null when none is known full.</summary>
+    public DateTime? RefusedUntil(List<LoginThrottle.Counter> counters, DateTime now)
+    {
+        if (_until.IsEmpty)
+            return null;
+        DateTime? latest = null;
+        foreach (var counter in counters)
+        {
+            if (_until.TryGetValue(counter, out var until) && until > now && (latest is null || until > latest))
+                latest = until;
+        }
+        return latest;
+    }
+
+    public void Remember(LoginThrottle.Counter counter, DateTime until)
+    {
+        if (_until.Count >= Capacity)
+        {
+            var now = DateTime.UtcNow;
+            foreach (var (key, end) in _until)
+            {
+                if (end <= now)
+                    _until.TryRemove(key, out _);
+            }
+            if (_until.Count >= Capacity)
+                return;
+        }
+        _until[counter] = until;
+    }
+
+    public void Forget(LoginThrottle.Counter counter) => _until.TryRemove(counter, out _);
 }
 
 /// <summary>One login attempt, reserved or refused; see <see cref="LoginThrottle"/> for how to use it.</summary>

@@ -47,13 +47,16 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
         if (clientId is null || secret is null)
             return await FailAsync(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
 
-        var (result, failed) = await CheckAsync(http, method, purpose, clientId, secret, cancellationToken);
-        if (!failed)
-            return result;
+        var (result, failure) = await CheckAsync(method, clientId, secret, cancellationToken);
+        if (failure is null)
+            return result!;
+        if (!failure.WrongSecret)
+            return await FailAsync(http, method, purpose, clientId, failure.Client, failure.Reason, failure.Description);
 
-        // Wrong secrets count against the address (docs/decisions.md), shared by every instance. A right secret is
-        // never refused and costs no database access: 178 random bits cannot be guessed, so refusing it
-        // would protect nothing and would let whoever shares the address lock the real client out.
+        // Wrong secrets count against the address (docs/decisions.md), shared by every instance; once the address is
+        // refused, the refusal comes from memory before anything is audited or written, so a flood costs next to
+        // nothing. A right secret is never refused and costs no database access: 178 random bits cannot be guessed,
+        // so refusing it would protect nothing and would let whoever shares the address lock the real client out.
         var throttle = http.RequestServices.GetRequiredService<LoginThrottle>();
         await using var attempt = await throttle.CheckAsync(LoginKind.ClientSecret, clientId, http, cancellationToken);
         if (attempt.IsThrottled)
@@ -61,25 +64,31 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
             http.Response.Headers.WWWAuthenticate = default;
             return new(method, null, null, TokenEndpoint.Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests));
         }
+        var refused = await FailAsync(http, method, purpose, clientId, failure.Client, failure.Reason, failure.Description);
         await attempt.RecordFailureAsync();
-        return result;
+        return refused;
     }
 
-    private async Task<(ClientAuthentication Result, bool SecretFailed)> CheckAsync(HttpContext http, ClientAuthMethod method, string purpose, string clientId, string secret, CancellationToken cancellationToken)
+    /// <summary>Why a client was refused; a wrong secret counts against the address, and is audited unless the address is already throttled.</summary>
+    private sealed record SecretFailure(CachedClient? Client, string Reason, string Description, bool WrongSecret = true);
+
+    /// <summary>The client and its owner, or why it is refused.</summary>
+    private async Task<(ClientAuthentication? Result, SecretFailure? Failure)> CheckAsync(ClientAuthMethod method, string clientId, string secret,
+        CancellationToken cancellationToken)
     {
         // A secret that is not in pcc_ format, or an id that cannot be one, is refused without a lookup.
         if (!ClientCache.IsWellFormed(clientId) || !format.TryRead(secret, out var kind) || kind != TokenKind.ClientSecret)
-            return (await FailAsync(http, method, purpose, clientId, null, "unknown client or wrong secret", UnknownClient), true);
+            return (null, new(null, "unknown client or wrong secret", UnknownClient));
         var client = await clients.GetAsync(clientId, cancellationToken);
         // TokenDigest equality compares all 256 bits without an early exit.
         if (!client.IsKnown || client.SecretDigest != TokenFormat.Digest(secret))
-            return (await FailAsync(http, method, purpose, clientId, client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient), true);
+            return (null, new(client.IsKnown ? client : null, client.IsKnown ? "wrong secret" : "unknown client", UnknownClient));
         if (client.SecretRevoked)
-            return (await FailAsync(http, method, purpose, clientId, client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret."), true);
+            return (null, new(client, "secret revoked", "The client's secret was revoked. Its owner can issue a new one with POST /api/v1/clients/{client_id}/rotate-secret."));
         var owner = await principals.GetAsync(client.OwnerId, cancellationToken);
         if (owner is null || owner.IsDisabled)
-            return (await FailAsync(http, method, purpose, clientId, client, "owner disabled", "The account that owns this client is disabled."), false);
-        return (new(method, client, owner, null), false);
+            return (null, new(client, "owner disabled", "The account that owns this client is disabled.", WrongSecret: false));
+        return (new(method, client, owner, null), null);
     }
 
     private const string UnknownClient = "The client is unknown or the client secret is wrong.";

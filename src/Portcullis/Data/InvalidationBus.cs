@@ -20,6 +20,10 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
     public Task TokenChangedAsync(string tokenHashHex, CancellationToken cancellationToken = default) =>
         PublishAsync("t:" + tokenHashHex, cancellationToken);
 
+    /// <summary>A new token: every instance adds it to the set of existing tokens (<see cref="TokenCache.MayExist"/>).</summary>
+    public Task TokenCreatedAsync(string tokenHashHex, CancellationToken cancellationToken = default) =>
+        PublishAsync("n:" + tokenHashHex, cancellationToken);
+
     public Task PrincipalChangedAsync(long principalId, CancellationToken cancellationToken = default) =>
         PublishAsync("p:" + principalId, cancellationToken);
 
@@ -52,6 +56,11 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
         if (message.StartsWith("t:", StringComparison.Ordinal) && message.Length == 66)
         {
             tokens.Invalidate(TokenDigest.FromHex(message[2..]));
+            return;
+        }
+        if (message.StartsWith("n:", StringComparison.Ordinal) && message.Length == 66)
+        {
+            tokens.Created(TokenDigest.FromHex(message[2..]));
             return;
         }
         if (message.StartsWith("p:", StringComparison.Ordinal) && long.TryParse(message.AsSpan(2), out var id))

@@ -44,6 +44,12 @@ internal sealed class TokenOptions
     /// <summary>How long a cached credential is trusted before it is re-read, as a safety net behind invalidation.</summary>
     public TimeSpan CacheMaxAge { get; set; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// Database reads per second for well-formed tokens that are not among the tokens this instance knows of (one
+    /// created on another instance a moment ago, before its notice arrived); the rest are refused from memory.
+    /// </summary>
+    public int UnknownTokenLookupsPerSecond { get; set; } = 100;
+
     /// <summary>How long an unknown token is remembered as unknown.</summary>
     public TimeSpan NegativeCacheAge { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -126,6 +132,8 @@ internal sealed class OptionsValidator :
             errors.Add($"Tokens:CacheSize is {o.CacheSize}. Set it between 100 and 50000000 entries.");
         if (o.CacheMaxAge < TimeSpan.FromSeconds(1))
             errors.Add("Tokens:CacheMaxAge must be at least 00:00:01.");
+        if (o.UnknownTokenLookupsPerSecond is < 1 or > 1_000_000)
+            errors.Add($"Tokens:UnknownTokenLookupsPerSecond is {o.UnknownTokenLookupsPerSecond}. Set it between 1 and 1000000 (default 100).");
         if (o.NegativeCacheAge < TimeSpan.Zero)
             errors.Add("Tokens:NegativeCacheAge must not be negative.");
         if (o.UsageFlushInterval < TimeSpan.FromMilliseconds(100) || o.UsageFlushInterval > TimeSpan.FromMinutes(10))

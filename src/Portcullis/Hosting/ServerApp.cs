@@ -111,6 +111,7 @@ internal static class ServerApp
         services.AddSingleton<AuditLog>();
         services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
         services.AddScoped<TokenEndpoint>();
+        services.AddSingleton<FullCounters>();
         services.AddScoped<LoginThrottle>();
         if (configuration.GetSection(DatabaseOptions.Section).Get<DatabaseOptions>() is { IsPostgres: true })
             services.AddHostedService<PostgresNotifications>();
@@ -312,6 +313,7 @@ internal static class ServerApp
             await services.GetRequiredService<SigningKeys>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<RevokedJwts>().LoadAsync(connection, cancellationToken);
             await services.GetRequiredService<ServiceSync>().RunAsync(connection, cancellationToken);
+            await services.GetRequiredService<TokenCache>().LoadExistingAsync(connection, cancellationToken);
             await services.GetRequiredService<ServiceRegistry>().ReloadAsync(cancellationToken);
             await DataProtectionKeys.EnsureKeyAsync(connection, database.IsPostgres, services.GetRequiredService<IKeyManager>(), cancellationToken);
         }

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Threading.RateLimiting;
 using Microsoft.Extensions.Options;
 using Portcullis.Data;
 using Portcullis.Hosting;
@@ -37,6 +39,12 @@ internal enum CacheLookup : byte
 /// <see cref="BoundedCache{TKey, TValue}"/>: bounded, negative entries (unknown digests, remembered for a
 /// short while so garbage cannot hammer the database) apart from known tokens, and guarded against a read
 /// that an invalidation overtook.
+/// <para>
+/// Beside it, the digest of every token in the database (<see cref="MayExist"/>), loaded at start and told of
+/// every new token, on every instance. A random well-formed token, which a negative entry cannot help with since it
+/// never repeats, is then refused from memory: only <c>Tokens:UnknownTokenLookupsPerSecond</c> digests outside
+/// the set may go to the database, in case one was created a moment ago on another instance.
+/// </para>
 /// </summary>
 internal sealed class TokenCache(IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
@@ -45,6 +53,15 @@ internal sealed class TokenCache(IOptions<TokenOptions> options, CacheStoreDelay
     private readonly long _maxAgeTicks = options.Value.CacheMaxAge.Ticks;
     private readonly long _negativeAgeTicks = options.Value.NegativeCacheAge.Ticks;
     private long _hits, _misses;
+    private volatile ConcurrentDictionary<TokenDigest, byte>? _existing;
+    private readonly TokenBucketRateLimiter _unknownLookups = new(new TokenBucketRateLimiterOptions
+    {
+        TokenLimit = options.Value.UnknownTokenLookupsPerSecond,
+        TokensPerPeriod = options.Value.UnknownTokenLookupsPerSecond,
+        ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+        QueueLimit = 0,
+        AutoReplenishment = true,
+    });
 
     public int Count => _entries.Count;
     public long Hits => Interlocked.Read(ref _hits);
@@ -71,6 +88,27 @@ internal sealed class TokenCache(IOptions<TokenOptions> options, CacheStoreDelay
     public void Store(in TokenDigest digest, CachedToken entry, long generation) => _entries.Store(digest, entry, generation, negative: !entry.IsKnown);
 
     public void Invalidate(in TokenDigest digest) => _entries.Invalidate(digest);
+
+    /// <summary>
+    /// Whether a digest the cache does not hold is worth a database read: it is a token's, or the set is not loaded,
+    /// or the budget for digests outside the set allows one more this second.
+    /// </summary>
+    public bool MayExist(in TokenDigest digest) =>
+        _existing is not { } existing || existing.ContainsKey(digest) || _unknownLookups.AttemptAcquire().IsAcquired;
+
+    /// <summary>A token was created, here or on another instance (or found in the database).</summary>
+    public void Created(in TokenDigest digest) => _existing?.TryAdd(digest, 0);
+
+    /// <summary>Reads the digest of every token in the database, revoked and expired ones too (their use is still reported).</summary>
+    public async Task LoadExistingAsync(System.Data.Common.DbConnection connection, CancellationToken cancellationToken)
+    {
+        var existing = new ConcurrentDictionary<TokenDigest, byte>();
+        await using var cmd = Sql.Command(connection, "SELECT token_hash FROM api_tokens");
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+            existing.TryAdd(TokenDigest.FromHex(reader.GetString(0)), 0);
+        _existing = existing;
+    }
 
     public void Clear() => _entries.Clear();
 }

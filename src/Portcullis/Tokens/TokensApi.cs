@@ -30,7 +30,7 @@ internal static class TokensApi
     }
 
     internal static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
-        CreateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit,
+        CreateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, InvalidationBus invalidation,
         IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
     {
         if (request is null)
@@ -94,6 +94,7 @@ internal static class TokensApi
             await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
+        await invalidation.TokenCreatedAsync(token.TokenHash, cancellationToken);
 
         http.Response.Headers.CacheControl = "no-store";
         http.Response.Headers.Pragma = "no-cache";
@@ -214,6 +215,7 @@ internal static class TokensApi
             new { successor_id = successorToken.Id, hint = old.Hint, successor_hint = successorToken.Hint, grace_seconds = grace }));
         await db.SaveChangesAsync(cancellationToken);
         await tx.CommitAsync(cancellationToken);
+        await invalidation.TokenCreatedAsync(successorToken.TokenHash, cancellationToken);
         await invalidation.TokenChangedAsync(old.TokenHash, cancellationToken);
 
         http.Response.Headers.CacheControl = "no-store";

@@ -145,7 +145,7 @@ internal static class TokenPages
     }
 
     private static async Task<IResult> CreateAsync(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry, PortcullisDb db, TokenFormat format,
-        AuditLog audit, IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
+        AuditLog audit, InvalidationBus invalidation, IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
         var v = new FormValues(form["name"].ToString(), form["description"].ToString(), form["expiration"].ToString(), form["custom_date"].ToString(),
@@ -188,7 +188,7 @@ internal static class TokenPages
                 return Form(http, antiforgery, registry, v, ("expiration", "Choose an expiration."), StatusCodes.Status400BadRequest);
         }
         var request = new CreateTokenRequest(v.Name, v.Description.Length == 0 ? null : v.Description, days, at, [.. scopes], null);
-        var result = await TokensApi.CreateAsync(request, http, db, format, audit, options, time, cancellationToken);
+        var result = await TokensApi.CreateAsync(request, http, db, format, audit, invalidation, options, time, cancellationToken);
         if (result.Result is ProblemHttpResult problem)
         {
             var detail = problem.ProblemDetails.Detail ?? "The token could not be created.";

@@ -133,6 +133,27 @@ public static class OAuthHelpers
         return $"sealed:v1:{id}:{Convert.ToBase64String(bytes)}";
     }
 
+    /// <summary>One value read from the server's database from outside.</summary>
+    public static async Task<object?> ScalarAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters)
+    {
+        if (server.Provider == Provider.Postgres)
+        {
+            await using var connection = new NpgsqlConnection(server.ConnectionString);
+            await connection.OpenAsync();
+            await using var cmd = new NpgsqlCommand(sql, connection);
+            foreach (var (name, value) in parameters)
+                cmd.Parameters.AddWithValue(name, value);
+            return await cmd.ExecuteScalarAsync();
+        }
+        await using var sqlite = new SqliteConnection($"Data Source={SqlitePath(server)};Mode=ReadOnly;Pooling=False");
+        await sqlite.OpenAsync();
+        await using var command = sqlite.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+            command.Parameters.AddWithValue("@" + name, value);
+        return await command.ExecuteScalarAsync();
+    }
+
     /// <summary>Runs SQL against the server's database from outside, as another instance (or an operator) would.</summary>
     public static async Task ExecuteSqlAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters)
     {

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Token verification under attack (docs/performance.md, "Under a flood"). A legitimate caller verifies a cached
+# API token (GET /api/v1/me, wrk, VICTIM_CONNECTIONS) while FLOOD_CONNECTIONS more connections flood the server
+# with one of:
+#   healthz         GET /healthz: the baseline, what a flood of the cheapest request costs the caller
+#   wrong_password  POST /auth/token, grant_type=password, a wrong password for a real user
+#   random_token    GET /api/v1/me with a fresh random well-formed token (valid checksum) on every request
+#   bad_secret      POST /auth/token, grant_type=client_credentials, a real client_id with a wrong secret
+# Target: under each attack flood the caller keeps >= 0.8x the req/s it keeps under the healthz flood, with
+# p99 <= 2x.
+#   bench/flood.sh [SECONDS] [VICTIM_CONNECTIONS] [FLOOD_CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+seconds=${1:-10}
+victims=${2:-32}
+flooders=${3:-64}
+rounds=${ROUNDS:-3}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+dotnet build -c Release src/Portcullis -v q -nologo >/dev/null
+dll=src/Portcullis/bin/Release/net10.0/portcullis.dll
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+dir=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+PORTCULLIS_ADMIN_PASSWORD=flood-bench-password PORTCULLIS_Logging__LogLevel__Default=Warning \
+    dotnet "$dll" serve --data-dir "$dir/data" --urls "$base" >"$dir/log" 2>&1 &
+pid=$!
+for _ in $(seq 1500); do curl -sf "$base/readyz" >/dev/null 2>&1 && break; sleep 0.01; done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+jwt=$(curl -sf "$base/auth/token" -H 'Content-Type: application/json' -d '{"username":"admin","password":"flood-bench-password"}' | json '["access_token"]')
+token=$(curl -sf "$base/api/v1/tokens" -H "Authorization: Bearer $jwt" -H 'Content-Type: application/json' -d '{"name":"victim"}' | json '["token"]')
+client_id=$(curl -sf "$base/api/v1/clients" -H "Authorization: Bearer $jwt" -H 'Content-Type: application/json' \
+    -d '{"name":"flooded","scopes":["services"]}' | json '["client_id"]')
+
+cat >"$dir/victim.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+cat >"$dir/wrong_password.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = "grant_type=password&username=admin&password=not-the-password"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+LUA
+# Well-formed tokens: pcp_, 30 random base62 characters, then the CRC-32 of all that in 6 base62 digits
+# (Security/TokenFormat.cs). LuaJIT's bit library; a new token on every request, so nothing repeats.
+cat >"$dir/random_token.lua" <<'LUA'
+local bit = require("bit")
+local alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+local crcTable = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do
+    if bit.band(c, 1) == 1 then c = bit.bxor(bit.rshift(c, 1), 0xEDB88320) else c = bit.rshift(c, 1) end
+  end
+  crcTable[i] = c
+end
+local function crc32(s)
+  local c = 0xFFFFFFFF
+  for i = 1, #s do c = bit.bxor(bit.rshift(c, 8), crcTable[bit.band(bit.bxor(c, s:byte(i)), 0xFF)]) end
+  c = bit.bxor(c, 0xFFFFFFFF)
+  if c < 0 then c = c + 4294967296 end
+  return c
+end
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("seed", counter) end
+function init(args) math.randomseed(os.time() * 1000 + (seed or 0)) end
+function token()
+  local t = {"pcp_"}
+  for i = 1, 30 do local k = math.random(1, 62); t[#t + 1] = alphabet:sub(k, k) end
+  local s = table.concat(t)
+  local crc, digits = crc32(s), {}
+  for i = 6, 1, -1 do local d = crc % 62; digits[i] = alphabet:sub(d + 1, d + 1); crc = math.floor(crc / 62) end
+  return s .. table.concat(digits)
+end
+function request() return wrk.format("GET", "/api/v1/me", {["Authorization"] = "Bearer " .. token()}) end
+LUA
+cat >"$dir/bad_secret.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "grant_type=client_credentials&client_id=$client_id&client_secret=pcc_000000000000000000000000000000000000"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+LUA
+
+flood_url() { case $1 in healthz) echo "$base/healthz" ;; wrong_password|bad_secret) echo "$base/auth/token" ;; random_token) echo "$base/api/v1/me" ;; esac; }
+
+run() { # flood -> "flood victim_rps victim_p99 flood_rps"
+    local flood=$1 script=()
+    [[ $flood != healthz ]] && script=(-s "$dir/$flood.lua")
+    wrk -t1 -c"$flooders" -d"$((seconds + 2))s" "${script[@]}" "$(flood_url "$flood")" >"$dir/flood.out" 2>&1 &
+    local fpid=$!
+    sleep 1
+    local out
+    out=$(wrk -t1 -c"$victims" -d"${seconds}s" --latency -s "$dir/victim.lua" "$base/api/v1/me")
+    wait $fpid
+    if grep -q "Non-2xx" <<<"$out"; then echo "victim errors in $flood: $(grep Non-2xx <<<"$out")" >&2; exit 1; fi
+    echo "$flood $(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out") $(awk '/^Requests\/sec/ {print $2}' "$dir/flood.out")"
+}
+
+echo "warm-up..."
+wrk -t1 -c"$victims" -d3s -s "$dir/victim.lua" "$base/api/v1/me" >/dev/null
+results=()
+for round in $(seq "$rounds"); do
+    for flood in healthz wrong_password random_token bad_secret; do
+        results+=("$(run "$flood")")
+        echo "  ${results[-1]}"
+    done
+done
+printf '%s\n' "${results[@]}" >"$dir/results"
+curl -s "$base/metrics" | grep -E '^portcullis_(credential_verifications_total|login_throttled|password_checks)' || true
+python3 - "$dir/results" <<'PY'
+import sys, statistics
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+by = {}
+for line in open(sys.argv[1]):
+    flood, rps, p99, frps = line.split()
+    by.setdefault(flood, []).append((float(rps), ms(p99), float(frps)))
+base_rps = statistics.median(r for r, _, _ in by["healthz"])
+base_p99 = statistics.median(p for _, p, _ in by["healthz"])
+print(f"{'flood':<16} {'victim req/s':>12} {'p99 ms':>8} {'flood req/s':>12} {'x healthz':>10} {'p99 x':>7}")
+for flood, runs in by.items():
+    rps = statistics.median(r for r, _, _ in runs)
+    p99 = statistics.median(p for _, p, _ in runs)
+    frps = statistics.median(f for _, _, f in runs)
+    print(f"{flood:<16} {rps:>12.0f} {p99:>8.2f} {frps:>12.0f} {rps / base_rps:>10.2f} {p99 / base_p99:>7.2f}")
+print("target: x healthz >= 0.8 and p99 x <= 2 for every attack flood (medians of the rounds)")
+PY
