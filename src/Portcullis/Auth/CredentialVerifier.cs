@@ -157,9 +157,8 @@ internal sealed class CredentialVerifier(
         if (!cache.MayExist(digest))
         {
             // Not a token of ours, and the budget for checking such digests is spent: a flood of random tokens.
-            var unknown = CachedToken.Unknown(nowTicks);
-            cache.Store(digest, unknown, generation);
-            return unknown;
+            // Not cached either: random tokens never repeat, and storing them would only churn the negative entries.
+            return CachedToken.Unknown(nowTicks);
         }
         var hex = digest.ToHex();
         await using var scope = scopes.CreateAsyncScope();

@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using CsCheck;
+using Portcullis.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Portcullis.Tests;
+
+/// <summary>Two instances on one PostgreSQL database, with one public URL as behind a load balancer.</summary>
+public sealed class PostgresPair : IAsyncLifetime
+{
+    public PostgresServer A { get; } = new();
+    public PortcullisServer B { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        await A.InitializeAsync();
+        B = PortcullisServer.With(Provider.Postgres, new()
+        {
+            ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = A.ConnectionString!, ["PublicUrl"] = A.BaseAddress.ToString().TrimEnd('/'),
+        });
+        await B.InitializeAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await B.DisposeAsync();
+        await A.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// Model-based: random sequences of credential operations (create, rotate with and without grace, revoke, log in,
+/// disable, enable, reset the password), each sent to one of two instances, and after every step every credential
+/// ever issued in the sequence is checked, on one of the two instances, against a small model of who may do what.
+/// CsCheck generates the sequences and, when one fails, shrinks it and prints the shortest it found.
+/// </summary>
+public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output) : IClassFixture<PostgresPair>
+{
+    private enum Kind { CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword }
+
+    private sealed record Op(Kind Kind, int User, int Target, int Instance)
+    {
+        public override string ToString() => Kind switch
+        {
+            Kind.Revoke or Kind.Rotate or Kind.RotateWithGrace => $"{Kind}(credential {Target}) on {"AB"[Instance]}",
+            _ => $"{Kind}(user {User}) on {"AB"[Instance]}",
+        };
+    }
+
+    /// <summary>What the model knows of one credential.</summary>
+    private sealed class Credential(string secret, int user, string? tokenId, int version)
+    {
+        public string Secret { get; } = secret;
+        public int User { get; } = user;
+        public string? TokenId { get; } = tokenId;   // null for a JWT
+        public int Version { get; } = version;       // a JWT's owner's credential version when it was issued
+        public bool Revoked { get; set; }
+        public bool Rotated { get; set; }
+    }
+
+    private sealed class UserModel(string name, string password)
+    {
+        public string Name { get; } = name;
+        public string Password { get; set; } = password;
+        public bool Disabled { get; set; }
+        public int Version { get; set; }
+    }
+
+    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, 7], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
+        (kind, user, target, instance) => new Op((Kind)kind, user, target, instance));
+
+    [Fact]
+    public async Task EveryCredentialAnswersAsTheModelSaysAfterEveryStepOnEitherInstance()
+    {
+        var admin = await pair.A.AdminTokenAsync();
+        var sequences = 0;
+        await GenOp.Array[1, 8].SampleAsync(async ops =>
+        {
+            Interlocked.Increment(ref sequences);
+            await RunAsync(admin, ops);
+        }, time: 60, threads: 1, print: ops => string.Join(", ", ops));
+        output.WriteLine($"{sequences} sequences run");
+        Assert.True(sequences >= 20, $"only {sequences} sequences ran in the time given");
+    }
+
+    private PortcullisServer On(int instance) => instance == 0 ? pair.A : pair.B;
+
+    private async Task RunAsync(string admin, Op[] ops)
+    {
+        var users = new List<UserModel>();
+        for (var i = 0; i < 2; i++)
+        {
+            var user = new UserModel("model-" + Guid.NewGuid().ToString("N")[..10], "pw-" + Guid.NewGuid().ToString("N"));
+            PortcullisServer.Secrets.Add(user.Password);
+            using var created = await pair.A.Client(admin).PostAsJsonAsync("/api/v1/users", new { username = user.Name, password = user.Password });
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            users.Add(user);
+        }
+        var credentials = new List<Credential>();
+        for (var step = 0; step < ops.Length; step++)
+        {
+            var op = ops[step];
+            var server = On(op.Instance);
+            using var asAdmin = server.Client(admin);
+            var user = users[op.User];
+            var target = credentials.Count == 0 ? null : credentials[op.Target % credentials.Count];
+            switch (op.Kind)
+            {
+                case Kind.CreateToken when !user.Disabled:
+                {
+                    using var response = await asAdmin.PostAsJsonAsync("/api/v1/tokens", new { name = "model-" + Guid.NewGuid().ToString("N")[..8], owner = user.Name });
+                    Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                    var body = await response.JsonAsync();
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), op.User, body.GetProperty("id").ToString(), user.Version));
+                    break;
+                }
+                case Kind.LogIn when !user.Disabled:
+                    credentials.Add(new Credential(await server.LoginAsync(user.Name, user.Password), op.User, null, user.Version));
+                    break;
+                case Kind.Revoke when target is { TokenId: { } id, Revoked: false }:
+                    Assert.Equal(HttpStatusCode.NoContent, (await asAdmin.DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
+                    target.Revoked = true;
+                    break;
+                case Kind.Rotate or Kind.RotateWithGrace when target is { TokenId: { } id, Revoked: false, Rotated: false } && !users[target.User].Disabled:
+                {
+                    var grace = op.Kind == Kind.RotateWithGrace ? 3600 : 0;
+                    using var response = await asAdmin.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { grace_seconds = grace });
+                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                    var body = await response.JsonAsync();
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), target.User, body.GetProperty("id").ToString(), 0));
+                    target.Rotated = true;
+                    target.Revoked |= grace == 0;
+                    break;
+                }
+                case Kind.Disable when !user.Disabled:
+                    Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { disabled = true })).StatusCode);
+                    user.Disabled = true;
+                    user.Version++;
+                    break;
+                case Kind.Enable when user.Disabled:
+                    Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { disabled = false })).StatusCode);
+                    user.Disabled = false;
+                    break;
+                case Kind.ResetPassword:
+                    user.Password = Remember("pw-" + Guid.NewGuid().ToString("N"));
+                    Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { password = user.Password })).StatusCode);
+                    user.Version++;
+                    break;
+                default:
+                    continue; // not applicable in this state: the step changes nothing
+            }
+            await CheckAsync(ops, step, users, credentials);
+        }
+    }
+
+    /// <summary>Every credential answers as the model says, within a second (the time a change may take to reach the other instance).</summary>
+    private async Task CheckAsync(Op[] ops, int step, List<UserModel> users, List<Credential> credentials)
+    {
+        for (var i = 0; i < credentials.Count; i++)
+        {
+            var c = credentials[i];
+            var owner = users[c.User];
+            var valid = !owner.Disabled && (c.TokenId is not null ? !c.Revoked : c.Version == owner.Version);
+            var expected = valid ? HttpStatusCode.OK : HttpStatusCode.Unauthorized;
+            // Each credential is checked on the instance that did not take the step, and on the one that did.
+            foreach (var server in new[] { On(1 - ops[step].Instance), On(ops[step].Instance) })
+            {
+                using var client = server.Client(c.Secret);
+                var watch = Stopwatch.StartNew();
+                HttpStatusCode actual;
+                while ((actual = (await client.GetAsync("/api/v1/me")).StatusCode) != expected && watch.Elapsed < TimeSpan.FromSeconds(1))
+                    await Task.Delay(20);
+                Assert.True(actual == expected,
+                    $"after step {step + 1} ({ops[step]}), credential {i} ({(c.TokenId is null ? "JWT" : "token " + c.TokenId)} of user {c.User}) " +
+                    $"answered {(int)actual} on {(server == pair.A ? "A" : "B")}; the model says {(int)expected}");
+            }
+        }
+    }
+
+    private static string Remember(string secret)
+    {
+        PortcullisServer.Secrets.Add(secret);
+        return secret;
+    }
+}
