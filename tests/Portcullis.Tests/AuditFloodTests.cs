@@ -5,8 +5,11 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>A server whose audit queue holds only 20 events, so that a flood fills it at once.</summary>
-public sealed class SmallAuditQueueServer() : PortcullisServer(Provider.Sqlite, new() { ["Audit:QueueCapacity"] = "20" });
+/// <summary>
+/// A server whose audit queue holds only 20 events, so that a flood fills it at once; without the per-address limit,
+/// so that every attempt of the flood is checked and audited (throttled ones would be refused from memory unaudited).
+/// </summary>
+public sealed class SmallAuditQueueServer() : PortcullisServer(Provider.Sqlite, new() { ["Audit:QueueCapacity"] = "20", ["Auth:MaxFailedLoginsPerAddress"] = "0" });
 
 /// <summary>docs/decisions.md, "Audit log": under a flood, security events are neither dropped nor crowded out.</summary>
 public sealed class AuditFloodTests(SmallAuditQueueServer server) : IClassFixture<SmallAuditQueueServer>

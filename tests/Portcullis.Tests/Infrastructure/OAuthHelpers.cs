@@ -134,46 +134,31 @@ public static class OAuthHelpers
     }
 
     /// <summary>One value read from the server's database from outside.</summary>
-    public static async Task<object?> ScalarAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters)
-    {
-        if (server.Provider == Provider.Postgres)
-        {
-            await using var connection = new NpgsqlConnection(server.ConnectionString);
-            await connection.OpenAsync();
-            await using var cmd = new NpgsqlCommand(sql, connection);
-            foreach (var (name, value) in parameters)
-                cmd.Parameters.AddWithValue(name, value);
-            return await cmd.ExecuteScalarAsync();
-        }
-        await using var sqlite = new SqliteConnection($"Data Source={SqlitePath(server)};Mode=ReadOnly;Pooling=False");
-        await sqlite.OpenAsync();
-        await using var command = sqlite.CreateCommand();
-        command.CommandText = sql;
-        foreach (var (name, value) in parameters)
-            command.Parameters.AddWithValue("@" + name, value);
-        return await command.ExecuteScalarAsync();
-    }
+    public static Task<object?> ScalarAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters) =>
+        WithCommandAsync(server, sql, parameters, readOnly: true, command => command.ExecuteScalarAsync());
 
     /// <summary>Runs SQL against the server's database from outside, as another instance (or an operator) would.</summary>
-    public static async Task ExecuteSqlAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters)
+    public static Task ExecuteSqlAsync(this PortcullisServer server, string sql, params (string Name, object Value)[] parameters) =>
+        WithCommandAsync(server, sql, parameters, readOnly: false, async command => (object?)await command.ExecuteNonQueryAsync());
+
+    private static async Task<object?> WithCommandAsync(PortcullisServer server, string sql, (string Name, object Value)[] parameters, bool readOnly,
+        Func<System.Data.Common.DbCommand, Task<object?>> run)
     {
-        if (server.Provider == Provider.Postgres)
-        {
-            await using var connection = new NpgsqlConnection(server.ConnectionString);
-            await connection.OpenAsync();
-            await using var cmd = new NpgsqlCommand(sql, connection);
-            foreach (var (name, value) in parameters)
-                cmd.Parameters.AddWithValue(name, value);
-            await cmd.ExecuteNonQueryAsync();
-            return;
-        }
-        await using var sqlite = new SqliteConnection($"Data Source={SqlitePath(server)};Pooling=False;Default Timeout=30");
-        await sqlite.OpenAsync();
-        await using var command = sqlite.CreateCommand();
+        await using System.Data.Common.DbConnection connection = server.Provider == Provider.Postgres
+            ? new NpgsqlConnection(server.ConnectionString)
+            : new SqliteConnection($"Data Source={SqlitePath(server)};{(readOnly ? "Mode=ReadOnly;" : "")}Pooling=False;Default Timeout=30");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
         command.CommandText = sql;
         foreach (var (name, value) in parameters)
-            command.Parameters.AddWithValue("@" + name, value);
-        await command.ExecuteNonQueryAsync();
+        {
+            var parameter = command.CreateParameter();
+            // Npgsql matches "@name" in the text to a parameter named "name"; SQLite wants the "@".
+            parameter.ParameterName = server.Provider == Provider.Postgres ? name : "@" + name;
+            parameter.Value = value;
+            command.Parameters.Add(parameter);
+        }
+        return await run(command);
     }
 
     private static string SqlitePath(PortcullisServer server) => Path.Combine(server.DataDir, "data", "portcullis.db");
