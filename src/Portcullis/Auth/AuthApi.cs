@@ -78,7 +78,7 @@ internal static class AuthApi
 
 /// <summary>Parses token requests and runs the grants. Each grant answers an RFC 6749 body.</summary>
 internal sealed class TokenEndpoint(
-    PortcullisDb db,
+    IServiceProvider services,
     PasswordHasher hasher,
     JwtService jwts,
     AuditLog audit,
@@ -87,6 +87,9 @@ internal sealed class TokenEndpoint(
     ILogger<TokenEndpoint> logger)
 {
     private const int MaxParameterLength = 4096;
+
+    /// <summary>Resolved on first use: a refused attempt never rents a database context.</summary>
+    private PortcullisDb Db => field ??= services.GetRequiredService<PortcullisDb>();
 
     public async Task<IResult> HandleAsync(HttpContext http, TimeSpan lifetime)
     {
@@ -135,7 +138,7 @@ internal sealed class TokenEndpoint(
         if (attempt.IsThrottled)
             return Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
-        var user = await CheckPasswordAsync(http, db, hasher, audit, attempt, username, password, "api");
+        var user = await CheckPasswordAsync(http, Db, hasher, audit, attempt, username, password, "api");
         if (user is null)
             return Error("invalid_grant", "The username or password is wrong, or the account is disabled.");
 
@@ -149,9 +152,9 @@ internal sealed class TokenEndpoint(
         }
         var clientId = clientAuthentication.Client?.ClientId;
         var issued = jwts.Issue(user.Username, scopes, lifetime, user.Id, user.CredentialVersion, clientId);
-        db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
+        Db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
             new { path = "api", lifetime_seconds = issued.ExpiresIn, client_id = clientId }));
-        await db.SaveChangesAsync(http.RequestAborted);
+        await Db.SaveChangesAsync(http.RequestAborted);
         logger.LogInformation("Issued an access token to {User} (jti {Jti})", user.Username, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
     }

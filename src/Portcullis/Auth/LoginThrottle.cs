@@ -65,7 +65,7 @@ internal enum LoginKind
 /// Call it outside a transaction: a reservation must commit at once to count for the other requests.
 /// </summary>
 internal sealed class LoginThrottle(
-    PortcullisDb db,
+    IServiceProvider services,
     FullCounters fullCounters,
     AuditLog audit,
     PrometheusMetrics metrics,
@@ -73,6 +73,9 @@ internal sealed class LoginThrottle(
     IOptions<AuthOptions> options,
     ILogger<LoginThrottle> logger)
 {
+    /// <summary>Resolved on first use: a refusal from memory never rents a database context.</summary>
+    private PortcullisDb Db => field ??= services.GetRequiredService<PortcullisDb>();
+
     private const string UserCounter = "user";
     private const string AddressCounter = "address";
     private const int MaxSubjectLength = 64;
@@ -106,10 +109,10 @@ internal sealed class LoginThrottle(
             metrics.CountLoginThrottled();
             return new LoginAttempt(this, [], [], (int)Math.Ceiling((refusedUntil - now).TotalSeconds));
         }
-        await db.Database.OpenConnectionAsync(cancellationToken);
+        await Db.Database.OpenConnectionAsync(cancellationToken);
         try
         {
-            var connection = db.Database.GetDbConnection();
+            var connection = Db.Database.GetDbConnection();
             if (kind == LoginKind.ClientSecret)
             {
                 // A secret check costs one SHA-256 and cannot be won by guessing, so there is nothing to
@@ -133,7 +136,7 @@ internal sealed class LoginThrottle(
         }
         finally
         {
-            await db.Database.CloseConnectionAsync();
+            await Db.Database.CloseConnectionAsync();
         }
     }
 
@@ -215,26 +218,26 @@ internal sealed class LoginThrottle(
     /// <summary>A wrong client secret: counted now, since nothing was reserved for it.</summary>
     internal async Task FailedAsync(IReadOnlyList<Counter> counters)
     {
-        await db.Database.OpenConnectionAsync(CancellationToken.None);
+        await Db.Database.OpenConnectionAsync(CancellationToken.None);
         try
         {
             var now = time.GetUtcNow().UtcDateTime;
-            await CountAsync(db.Database.GetDbConnection(), [.. counters], now, int.MaxValue, int.MaxValue, CancellationToken.None);
-            await SweepAsync(db.Database.GetDbConnection(), now, CancellationToken.None);
+            await CountAsync(Db.Database.GetDbConnection(), [.. counters], now, int.MaxValue, int.MaxValue, CancellationToken.None);
+            await SweepAsync(Db.Database.GetDbConnection(), now, CancellationToken.None);
         }
         finally
         {
-            await db.Database.CloseConnectionAsync();
+            await Db.Database.CloseConnectionAsync();
         }
     }
 
     /// <summary>The password was right: the username's counter starts afresh, the address's reservation is given back.</summary>
     internal async Task SucceededAsync(IReadOnlyList<Reservation> reservations)
     {
-        await db.Database.OpenConnectionAsync(CancellationToken.None);
+        await Db.Database.OpenConnectionAsync(CancellationToken.None);
         try
         {
-            var connection = db.Database.GetDbConnection();
+            var connection = Db.Database.GetDbConnection();
             foreach (var r in reservations)
             {
                 if (r.Kind == UserCounter)
@@ -248,7 +251,7 @@ internal sealed class LoginThrottle(
         }
         finally
         {
-            await db.Database.CloseConnectionAsync();
+            await Db.Database.CloseConnectionAsync();
         }
     }
 
@@ -257,15 +260,15 @@ internal sealed class LoginThrottle(
     {
         try
         {
-            await db.Database.OpenConnectionAsync(CancellationToken.None);
+            await Db.Database.OpenConnectionAsync(CancellationToken.None);
             try
             {
                 foreach (var r in reservations)
-                    await ReleaseAsync(db.Database.GetDbConnection(), r, CancellationToken.None);
+                    await ReleaseAsync(Db.Database.GetDbConnection(), r, CancellationToken.None);
             }
             finally
             {
-                await db.Database.CloseConnectionAsync();
+                await Db.Database.CloseConnectionAsync();
             }
         }
         catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
@@ -298,7 +301,7 @@ internal sealed class LoginThrottle(
     private DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
     {
         var cmd = Sql.Command(connection, sql, parameters);
-        cmd.Transaction = db.Database.CurrentTransaction?.GetDbTransaction();
+        cmd.Transaction = Db.Database.CurrentTransaction?.GetDbTransaction();
         return cmd;
     }
 
