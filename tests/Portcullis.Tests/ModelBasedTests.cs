@@ -32,13 +32,13 @@ public sealed class PostgresPair : IAsyncLifetime
 
 /// <summary>
 /// Model-based: random sequences of credential operations (create, rotate with and without grace, revoke, log in,
-/// disable, enable, reset the password, rotate the signing key), each sent to one of two instances, and after every step every credential
+/// disable, enable, reset the password, promote, demote, rotate the signing key), each sent to one of two instances, and after every step every credential
 /// ever issued in the sequence is checked, on one of the two instances, against a small model of who may do what.
 /// CsCheck generates the sequences and, when one fails, shrinks it and prints the shortest it found.
 /// </summary>
 public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output) : IClassFixture<PostgresPair>
 {
-    private enum Kind { CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword, RotateSigningKey }
+    private enum Kind { CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword, RotateSigningKey, Promote, Demote }
 
     private sealed record Op(Kind Kind, int User, int Target, int Instance)
     {
@@ -51,12 +51,13 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
     }
 
     /// <summary>What the model knows of one credential.</summary>
-    private sealed class Credential(string secret, int user, string? tokenId, int version)
+    private sealed class Credential(string secret, int user, string? tokenId, int version, bool admin)
     {
         public string Secret { get; } = secret;
         public int User { get; } = user;
         public string? TokenId { get; } = tokenId;   // null for a JWT
         public int Version { get; } = version;       // a JWT's owner's credential version when it was issued
+        public bool Admin { get; } = admin;          // granted the admin scope (its owner was an admin when it was made)
         public bool Revoked { get; set; }
         public bool Rotated { get; set; }
     }
@@ -66,10 +67,11 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
         public string Name { get; } = name;
         public string Password { get; set; } = password;
         public bool Disabled { get; set; }
+        public bool Admin { get; set; }
         public int Version { get; set; }
     }
 
-    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, 8], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
+    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, 10], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
         (kind, user, target, instance) => new Op((Kind)kind, user, target, instance));
 
     [Fact]
@@ -111,14 +113,17 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             {
                 case Kind.CreateToken when !user.Disabled:
                 {
-                    using var response = await asAdmin.PostAsJsonAsync("/api/v1/tokens", new { name = "model-" + Guid.NewGuid().ToString("N")[..8], owner = user.Name });
+                    using var response = await asAdmin.PostAsJsonAsync("/api/v1/tokens", new
+                    {
+                        name = "model-" + Guid.NewGuid().ToString("N")[..8], owner = user.Name, scopes = user.Admin ? new[] { "api", "admin" } : ["api"],
+                    });
                     Assert.Equal(HttpStatusCode.Created, response.StatusCode);
                     var body = await response.JsonAsync();
-                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), op.User, body.GetProperty("id").ToString(), user.Version));
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), op.User, body.GetProperty("id").ToString(), user.Version, user.Admin));
                     break;
                 }
                 case Kind.LogIn when !user.Disabled:
-                    credentials.Add(new Credential(await server.LoginAsync(user.Name, user.Password), op.User, null, user.Version));
+                    credentials.Add(new Credential(await server.LoginAsync(user.Name, user.Password), op.User, null, user.Version, user.Admin));
                     break;
                 case Kind.Revoke when target is { TokenId: { } id, Revoked: false }:
                     Assert.Equal(HttpStatusCode.NoContent, (await asAdmin.DeleteAsync($"/api/v1/tokens/{id}")).StatusCode);
@@ -128,9 +133,15 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                 {
                     var grace = op.Kind == Kind.RotateWithGrace ? 3600 : 0;
                     using var response = await asAdmin.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { grace_seconds = grace });
+                    if (target.Admin && !users[target.User].Admin)
+                    {
+                        // The successor would carry the admin scope its owner no longer holds.
+                        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+                        break;
+                    }
                     Assert.Equal(HttpStatusCode.OK, response.StatusCode);
                     var body = await response.JsonAsync();
-                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), target.User, body.GetProperty("id").ToString(), 0));
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), target.User, body.GetProperty("id").ToString(), 0, target.Admin));
                     target.Rotated = true;
                     target.Revoked |= grace == 0;
                     break;
@@ -148,6 +159,10 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                     user.Password = Remember("pw-" + Guid.NewGuid().ToString("N"));
                     Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { password = user.Password })).StatusCode);
                     user.Version++;
+                    break;
+                case Kind.Promote or Kind.Demote when user.Admin != (op.Kind == Kind.Promote):
+                    user.Admin = op.Kind == Kind.Promote;
+                    Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { admin = user.Admin })).StatusCode);
                     break;
                 case Kind.RotateSigningKey:
                     // Changes no credential: JWTs of the old key keep working, and the new key signs on both instances.
@@ -169,17 +184,22 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             var owner = users[c.User];
             var valid = !owner.Disabled && (c.TokenId is not null ? !c.Revoked : c.Version == owner.Version);
             var expected = valid ? HttpStatusCode.OK : HttpStatusCode.Unauthorized;
+            // An admin endpoint: granted scopes meet the owner's current rights.
+            var expectedAdmin = !valid ? HttpStatusCode.Unauthorized : c.Admin && owner.Admin ? HttpStatusCode.OK : HttpStatusCode.Forbidden;
             // Each credential is checked on the instance that did not take the step, and on the one that did.
             foreach (var server in new[] { On(1 - ops[step].Instance), On(ops[step].Instance) })
             {
                 using var client = server.Client(c.Secret);
-                var watch = Stopwatch.StartNew();
-                HttpStatusCode actual;
-                while ((actual = (await client.GetAsync("/api/v1/me")).StatusCode) != expected && watch.Elapsed < TimeSpan.FromSeconds(1))
-                    await Task.Delay(20);
-                Assert.True(actual == expected,
-                    $"after step {step + 1} ({ops[step]}), credential {i} ({(c.TokenId is null ? "JWT" : "token " + c.TokenId)} of user {c.User}) " +
-                    $"answered {(int)actual} on {(server == pair.A ? "A" : "B")}; the model says {(int)expected}");
+                foreach (var (path, want) in new[] { ("/api/v1/me", expected), ("/api/v1/users/" + owner.Name, expectedAdmin) })
+                {
+                    var watch = Stopwatch.StartNew();
+                    HttpStatusCode actual;
+                    while ((actual = (await client.GetAsync(path)).StatusCode) != want && watch.Elapsed < TimeSpan.FromSeconds(1))
+                        await Task.Delay(20);
+                    Assert.True(actual == want,
+                        $"after step {step + 1} ({ops[step]}), credential {i} ({(c.TokenId is null ? "JWT" : "token " + c.TokenId)} of user {c.User}) " +
+                        $"answered {(int)actual} at {path} on {(server == pair.A ? "A" : "B")}; the model says {(int)want}");
+                }
             }
         }
     }
