@@ -31,35 +31,52 @@ public sealed class PostgresPair : IAsyncLifetime
 }
 
 /// <summary>
-/// Model-based: random sequences of credential operations (create, rotate with and without grace, revoke, log in,
-/// disable, enable, reset the password, promote, demote, rotate the signing key), each sent to one of two instances, and after every step every credential
+/// Model-based: random sequences of credential operations (create, rotate with and without grace, revoke, log in, log out,
+/// disable, enable, reset or change the password, promote, demote, rotate the signing key; create an OAuth client, take
+/// its token, rotate its secret, delete it), each sent to one of two instances, and after every step every credential
 /// ever issued in the sequence is checked, on one of the two instances, against a small model of who may do what.
 /// CsCheck generates the sequences and, when one fails, shrinks it and prints the shortest it found.
 /// </summary>
 public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output) : IClassFixture<PostgresPair>
 {
-    private enum Kind { CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword, RotateSigningKey, Promote, Demote }
+    private enum Kind
+    {
+        CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword, RotateSigningKey, Promote, Demote,
+        LogOut, ChangePassword, CreateClient, ClientToken, RotateClientSecret, DeleteClient,
+    }
 
     private sealed record Op(Kind Kind, int User, int Target, int Instance)
     {
         public override string ToString() => Kind switch
         {
-            Kind.Revoke or Kind.Rotate or Kind.RotateWithGrace => $"{Kind}(credential {Target}) on {"AB"[Instance]}",
+            Kind.Revoke or Kind.Rotate or Kind.RotateWithGrace or Kind.LogOut => $"{Kind}(credential {Target}) on {"AB"[Instance]}",
+            Kind.ClientToken or Kind.RotateClientSecret or Kind.DeleteClient => $"{Kind}(client {Target}) on {"AB"[Instance]}",
             Kind.RotateSigningKey => $"{Kind} on {"AB"[Instance]}",
             _ => $"{Kind}(user {User}) on {"AB"[Instance]}",
         };
     }
 
     /// <summary>What the model knows of one credential.</summary>
-    private sealed class Credential(string secret, int user, string? tokenId, int version, bool admin)
+    private sealed class Credential(string secret, int user, string? tokenId, int version, bool admin, ClientModel? client = null)
     {
         public string Secret { get; } = secret;
         public int User { get; } = user;
         public string? TokenId { get; } = tokenId;   // null for a JWT
         public int Version { get; } = version;       // a JWT's owner's credential version when it was issued
         public bool Admin { get; } = admin;          // granted the admin scope (its owner was an admin when it was made)
+        public ClientModel? Client { get; } = client; // the client a client-credentials JWT was issued to
+        public int SecretVersion { get; } = client?.SecretVersion ?? 0;
         public bool Revoked { get; set; }
         public bool Rotated { get; set; }
+    }
+
+    /// <summary>An OAuth client with the <c>api</c> scope, owned by a user.</summary>
+    private sealed class ClientModel(OAuthHelpers.ClientCredentials credentials, int user)
+    {
+        public OAuthHelpers.ClientCredentials Credentials { get; set; } = credentials;
+        public int User { get; } = user;
+        public int SecretVersion { get; set; }
+        public bool Deleted { get; set; }
     }
 
     private sealed class UserModel(string name, string password)
@@ -71,7 +88,7 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
         public int Version { get; set; }
     }
 
-    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, 10], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
+    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, (int)Kind.DeleteClient], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
         (kind, user, target, instance) => new Op((Kind)kind, user, target, instance));
 
     [Fact]
@@ -85,23 +102,42 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             await RunAsync(admin, ops);
         }, time: 60, threads: 1, print: ops => string.Join(", ", ops));
         output.WriteLine($"{sequences} sequences run");
-        Assert.True(sequences >= 20, $"only {sequences} sequences ran in the time given");
+        Assert.True(sequences >= 60, $"only {sequences} sequences ran in the time given");
     }
 
     private PortcullisServer On(int instance) => instance == 0 ? pair.A : pair.B;
 
+    /// <summary>
+    /// The two users every sequence acts on. Creating users costs two password hashes, which would leave time for only
+    /// a few dozen sequences; so they are made once, and each sequence starts by enabling and demoting them (no hash).
+    /// The model is relative to the sequence's start: only credentials issued within it are checked, against versions it counted.
+    /// </summary>
+    private readonly List<UserModel> _users = [];
+
+    private async Task<List<UserModel>> FreshUsersAsync(string admin)
+    {
+        using var asAdmin = pair.A.Client(admin);
+        for (var i = _users.Count; i < 2; i++)
+        {
+            var user = new UserModel("model-" + Guid.NewGuid().ToString("N")[..10], Remember("pw-" + Guid.NewGuid().ToString("N")));
+            using var created = await asAdmin.PostAsJsonAsync("/api/v1/users", new { username = user.Name, password = user.Password });
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            _users.Add(user);
+        }
+        foreach (var user in _users)
+        {
+            using var reset = await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { disabled = false, admin = false });
+            Assert.Equal(HttpStatusCode.OK, reset.StatusCode);
+            (user.Disabled, user.Admin, user.Version) = (false, false, 0);
+        }
+        return _users;
+    }
+
     private async Task RunAsync(string admin, Op[] ops)
     {
-        var users = new List<UserModel>();
-        for (var i = 0; i < 2; i++)
-        {
-            var user = new UserModel("model-" + Guid.NewGuid().ToString("N")[..10], "pw-" + Guid.NewGuid().ToString("N"));
-            PortcullisServer.Secrets.Add(user.Password);
-            using var created = await pair.A.Client(admin).PostAsJsonAsync("/api/v1/users", new { username = user.Name, password = user.Password });
-            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
-            users.Add(user);
-        }
+        var users = await FreshUsersAsync(admin);
         var credentials = new List<Credential>();
+        var clients = new List<ClientModel>();
         for (var step = 0; step < ops.Length; step++)
         {
             var op = ops[step];
@@ -109,6 +145,9 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             using var asAdmin = server.Client(admin);
             var user = users[op.User];
             var target = credentials.Count == 0 ? null : credentials[op.Target % credentials.Count];
+            var client = clients.Count == 0 ? null : clients[op.Target % clients.Count];
+            // A credential the user could act with now: an API token or their own JWT, alive by the model.
+            var usable = credentials.LastOrDefault(c => c.User == op.User && c.Client is null && IsValid(c, users));
             switch (op.Kind)
             {
                 case Kind.CreateToken when !user.Disabled:
@@ -164,6 +203,43 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                     user.Admin = op.Kind == Kind.Promote;
                     Assert.Equal(HttpStatusCode.OK, (await asAdmin.PatchAsJsonAsync($"/api/v1/users/{user.Name}", new { admin = user.Admin })).StatusCode);
                     break;
+                case Kind.LogOut when target is { TokenId: null, Client: null, Revoked: false }:
+                {
+                    // The JWT is revoked at the revocation endpoint (RFC 7009), which is how a CLI logs out.
+                    using var anonymous = server.Client();
+                    using var response = await anonymous.PostAsync("/auth/revoke", new FormUrlEncodedContent([new("token", target.Secret)]));
+                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                    target.Revoked = true;
+                    break;
+                }
+                case Kind.ChangePassword when usable is not null:
+                {
+                    var password = Remember("pw-" + Guid.NewGuid().ToString("N"));
+                    using var asUser = server.Client(usable.Secret);
+                    using var response = await asUser.PostAsJsonAsync("/api/v1/me/password", new { current_password = user.Password, new_password = password });
+                    Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+                    user.Password = password;
+                    user.Version++;
+                    break;
+                }
+                case Kind.CreateClient when usable is not null:
+                    clients.Add(new ClientModel(await server.CreateClientAsync(usable.Secret, ["api"]), op.User));
+                    break;
+                case Kind.ClientToken when client is { Deleted: false } && !users[client.User].Disabled:
+                    credentials.Add(new Credential(await server.ClientTokenAsync(client.Credentials), client.User, null, users[client.User].Version, false, client));
+                    break;
+                case Kind.RotateClientSecret when client is { Deleted: false }:
+                {
+                    using var response = await asAdmin.PostAsync($"/api/v1/clients/{client.Credentials.ClientId}/rotate-secret", null);
+                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                    client.Credentials = client.Credentials with { ClientSecret = Remember((await response.JsonAsync()).GetProperty("client_secret").GetString()!) };
+                    client.SecretVersion++;
+                    break;
+                }
+                case Kind.DeleteClient when client is { Deleted: false }:
+                    Assert.Equal(HttpStatusCode.NoContent, (await asAdmin.DeleteAsync($"/api/v1/clients/{client.Credentials.ClientId}")).StatusCode);
+                    client.Deleted = true;
+                    break;
                 case Kind.RotateSigningKey:
                     // Changes no credential: JWTs of the old key keep working, and the new key signs on both instances.
                     Assert.Equal(HttpStatusCode.OK, (await asAdmin.PostAsync("/api/v1/keys/rotate", null)).StatusCode);
@@ -182,7 +258,7 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
         {
             var c = credentials[i];
             var owner = users[c.User];
-            var valid = !owner.Disabled && (c.TokenId is not null ? !c.Revoked : c.Version == owner.Version);
+            var valid = IsValid(c, users);
             var expected = valid ? HttpStatusCode.OK : HttpStatusCode.Unauthorized;
             // An admin endpoint: granted scopes meet the owner's current rights.
             var expectedAdmin = !valid ? HttpStatusCode.Unauthorized : c.Admin && owner.Admin ? HttpStatusCode.OK : HttpStatusCode.Forbidden;
@@ -197,11 +273,25 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                     while ((actual = (await client.GetAsync(path)).StatusCode) != want && watch.Elapsed < TimeSpan.FromSeconds(1))
                         await Task.Delay(20);
                     Assert.True(actual == want,
-                        $"after step {step + 1} ({ops[step]}), credential {i} ({(c.TokenId is null ? "JWT" : "token " + c.TokenId)} of user {c.User}) " +
+                        $"after step {step + 1} ({ops[step]}), credential {i} ({(c.TokenId is not null ? "token " + c.TokenId : c.Client is null ? "JWT" : "client JWT")} of user {c.User}) " +
                         $"answered {(int)actual} at {path} on {(server == pair.A ? "A" : "B")}; the model says {(int)want}");
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The model: an API token lives until revoked; a JWT until logged out or its owner's credentials change (a password
+    /// change, a reset or a disable); a client's JWT also until its client is deleted or its secret rotated. A disabled owner stops all.
+    /// </summary>
+    private static bool IsValid(Credential c, List<UserModel> users)
+    {
+        var owner = users[c.User];
+        if (owner.Disabled || c.Revoked)
+            return false;
+        if (c.TokenId is not null)
+            return true;
+        return c.Version == owner.Version && (c.Client is null || (!c.Client.Deleted && c.Client.SecretVersion == c.SecretVersion));
     }
 
     private static string Remember(string secret)
