@@ -16,9 +16,13 @@ internal sealed record TokenEndpointResponse(string AccessToken, string TokenTyp
 /// <summary>RFC 6749 §5.2 error body.</summary>
 internal sealed record OAuthError(string Error, string ErrorDescription);
 
+/// <summary>An RFC 6749 error as Airflow's clients read it: <c>detail</c> beside <c>error</c> and <c>error_description</c>.</summary>
+internal sealed record AirflowError(string Error, string ErrorDescription, string Detail);
+
 /// <summary>
 /// The OAuth2-style token endpoint (docs/decisions.md): <c>POST /auth/token</c> (access tokens, 1 h) and
-/// <c>POST /auth/token/cli</c> (CLI tokens, 7 days), with JSON or form bodies.
+/// <c>POST /auth/token/cli</c> (CLI tokens, 7 days), with JSON or form bodies. A form is answered as RFC 6749
+/// says (200); JSON, Airflow's form, as Airflow's clients expect (201, errors with <c>detail</c>).
 /// </summary>
 internal static class AuthApi
 {
@@ -26,9 +30,11 @@ internal static class AuthApi
     {
         var auth = app.MapGroup("/auth").WithTags("Authentication");
         auth.MapPost("/token", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
-            endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime)).DisableAntiforgery();
+            Compat.DaeployApi.IsTokenRequest(http.Request)
+                ? Compat.DaeployApi.CreateTokenAsync(http)
+                : endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime, FirstPartyClients.Portcullis)).DisableAntiforgery();
         auth.MapPost("/token/cli", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
-            endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime)).DisableAntiforgery();
+            endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime, FirstPartyClients.Cli)).DisableAntiforgery();
         auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
         auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
         auth.MapIntrospectionAndRevocation();
@@ -39,14 +45,17 @@ internal static class AuthApi
             http.Response.Headers.CacheControl = "public, max-age=300";
             return TypedResults.Json(keys.Jwks());
         });
+        // One document at both paths (RFC 9068 §4: they must agree); OpenID Connect clients look at the second.
+        wellKnown.MapGet("/oauth-authorization-server", (PublicUrl url, IOptions<AuthOptions> auth) => TypedResults.Json(Discovery(url.Value, auth.Value)));
         wellKnown.MapGet("/openid-configuration", (PublicUrl url, IOptions<AuthOptions> auth) => TypedResults.Json(Discovery(url.Value, auth.Value)));
         return app;
     }
 
     /// <summary>
-    /// RFC 8414 authorization server metadata (served at the OpenID Connect discovery path, where
-    /// most tooling looks). Client authentication at the token, introspection and revocation
-    /// endpoints is <c>client_secret_basic</c> or <c>client_secret_post</c>.
+    /// RFC 8414 authorization server metadata, also served at the OpenID Connect discovery path, where much tooling
+    /// looks, but without anything only an OpenID Provider has: Portcullis issues no ID tokens and has no authorization
+    /// endpoint, so <c>response_types_supported</c> (required) is empty (docs/decisions.md, "OAuth metadata"). Client
+    /// authentication at the token, introspection and revocation endpoints is <c>client_secret_basic</c> or <c>client_secret_post</c>.
     /// </summary>
     internal static Dictionary<string, object> Discovery(string issuer, AuthOptions auth)
     {
@@ -64,8 +73,7 @@ internal static class AuthApi
             // The holder of a token may revoke it without authenticating (docs/decisions.md), hence "none".
             ["revocation_endpoint_auth_methods_supported"] = new[] { "none", "client_secret_basic", "client_secret_post" },
             ["scopes_supported"] = new[] { Scopes.Api, Scopes.Services, Scopes.Admin },
-            ["response_types_supported"] = new[] { "token" },
-            ["id_token_signing_alg_values_supported"] = new[] { SigningKeys.Algorithm },
+            ["response_types_supported"] = Array.Empty<string>(),
         };
     }
 
@@ -91,10 +99,17 @@ internal sealed class TokenEndpoint(
     /// <summary>Resolved on first use: a refused attempt never rents a database context.</summary>
     private PortcullisDb Db => field ??= services.GetRequiredService<PortcullisDb>();
 
-    public async Task<IResult> HandleAsync(HttpContext http, TimeSpan lifetime)
+    /// <param name="firstPartyClient">The client a password login names when it authenticates none (<see cref="FirstPartyClients"/>).</param>
+    public async Task<IResult> HandleAsync(HttpContext http, TimeSpan lifetime, string firstPartyClient)
     {
         http.Response.Headers.CacheControl = "no-store";
         http.Response.Headers.Pragma = "no-cache";
+        var result = await GrantAsync(http, lifetime, firstPartyClient);
+        return http.Request.HasJsonContentType() ? AirflowStyle(result) : result;
+    }
+
+    private async Task<IResult> GrantAsync(HttpContext http, TimeSpan lifetime, string firstPartyClient)
+    {
         var (parameters, parseError) = await ReadParametersAsync(http.Request);
         if (parseError is not null)
             return Error("invalid_request", parseError);
@@ -102,13 +117,25 @@ internal sealed class TokenEndpoint(
         var grant = parameters!.GetValueOrDefault("grant_type") ?? "password";
         return grant switch
         {
-            "password" => await PasswordGrantAsync(http, parameters!, lifetime),
+            "password" => await PasswordGrantAsync(http, parameters!, lifetime, firstPartyClient),
             ClientCredentialsGrant.GrantType => await http.RequestServices.GetRequiredService<ClientCredentialsGrant>().HandleAsync(http, parameters!),
             _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password' or 'client_credentials'."),
         };
     }
 
-    private async Task<IResult> PasswordGrantAsync(HttpContext http, Dictionary<string, string> p, TimeSpan lifetime)
+    /// <summary>
+    /// Airflow answers its token endpoint with 201 and errors with <c>detail</c>, and its clients check both (and the
+    /// content type, exactly <c>application/json</c>). The same answer otherwise: status, fields, headers.
+    /// </summary>
+    private static IResult AirflowStyle(IResult result) => result switch
+    {
+        JsonHttpResult<TokenEndpointResponse> issued => TypedResults.Json(issued.Value, contentType: "application/json", statusCode: StatusCodes.Status201Created),
+        JsonHttpResult<OAuthError> { Value: { } error } refused => TypedResults.Json(new AirflowError(error.Error, error.ErrorDescription, error.ErrorDescription),
+            contentType: "application/json", statusCode: refused.StatusCode),
+        _ => result,
+    };
+
+    private async Task<IResult> PasswordGrantAsync(HttpContext http, Dictionary<string, string> p, TimeSpan lifetime, string firstPartyClient)
     {
         if (!authOptions.Value.PasswordGrant)
         {
@@ -150,7 +177,7 @@ internal sealed class TokenEndpoint(
                 return Error("invalid_scope", $"The requested scope '{requested}' exceeds what '{user.Username}' holds: '{rights}'.");
             scopes = requested;
         }
-        var clientId = clientAuthentication.Client?.ClientId;
+        var clientId = clientAuthentication.Client?.ClientId ?? clientAuthentication.PublicClientId ?? firstPartyClient;
         var issued = jwts.Issue(user.Username, scopes, lifetime, user.Id, user.CredentialVersion, clientId);
         Db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
             new { path = "api", lifetime_seconds = issued.ExpiresIn, client_id = clientId }));

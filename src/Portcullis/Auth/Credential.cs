@@ -51,7 +51,10 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
     /// An OAuth client's own token (client credentials: <c>sub</c> is the client). It may not create or change
     /// credentials, which would outlive it (docs/decisions.md, "What an OAuth client may do").
     /// </summary>
-    public bool IsClientCredentials => Kind == CredentialKinds.Jwt && ClientId is not null && Jwt?.Subject == ClientId;
+    public bool IsClientCredentials => Kind == CredentialKinds.Jwt && ThroughOAuthClient && Jwt?.Subject == ClientId;
+
+    /// <summary>Issued to a registered OAuth client (its own token, or a person's password login through it), not to Portcullis itself.</summary>
+    public bool ThroughOAuthClient => ClientId is not null && !FirstPartyClients.Contains(ClientId);
 
     /// <summary>Granted scopes intersected with the owner's current rights.</summary>
     public ScopeSet Effective => Granted.Intersect(Owner.Rights);

@@ -205,8 +205,8 @@ internal sealed class CredentialVerifier(
             return VerifyResult.Fail(VerifyFailure.Revoked);
         try
         {
-            // A client's own token (client credentials: the client is the subject); a person's token may name a client too.
-            if (claims.ClientId is not null && claims.Subject == claims.ClientId)
+            // A client's own token (client credentials: the client is the subject); a person's token names a client too.
+            if (claims.ClientId is not null && !FirstPartyClients.Contains(claims.ClientId) && claims.Subject == claims.ClientId)
                 return await VerifyClientJwtAsync(claims, cancellationToken);
             var owner = await principals.GetByNameAsync(claims.Subject, cancellationToken);
             if (owner is null)

@@ -46,7 +46,7 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     public sealed record Issued(string AccessToken, string Jti, int ExpiresIn, ScopeSet Scopes);
 
-    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, long? principalId, int? credentialVersion, string? clientId = null, int? ownerVersion = null)
+    public Issued Issue(string subject, ScopeSet scopes, TimeSpan lifetime, long? principalId, int? credentialVersion, string clientId, int? ownerVersion = null)
     {
         var now = time.GetUtcNow().UtcDateTime;
         var jti = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(16));
@@ -60,8 +60,7 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
             claims[PrincipalIdClaim] = id;
         if (credentialVersion is { } v)
             claims[CredentialVersionClaim] = v;
-        if (clientId is not null)
-            claims["client_id"] = clientId;
+        claims["client_id"] = clientId;
         if (ownerVersion is { } owner)
             claims[OwnerVersionClaim] = owner;
         var descriptor = new SecurityTokenDescriptor

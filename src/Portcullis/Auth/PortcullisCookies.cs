@@ -21,8 +21,9 @@ internal static class PortcullisCookies
     public static string Antiforgery(bool https) => https ? "__Host-portcullis-antiforgery" : "portcullis-antiforgery";
 
     /// <summary>
-    /// Whether a cookie name is (or pretends to be) one of Portcullis's: <c>portcullis</c>, <c>portcullis-*</c>, any of
-    /// those behind a <c>__Host-</c> or <c>__Secure-</c> prefix, and ASP.NET Core's own (<c>.AspNetCore.*</c>), in any case.
+    /// Whether a cookie name is (or pretends to be) one of Portcullis's: <c>portcullis</c>, <c>portcullis-*</c>, <c>daeploy</c>
+    /// (the access token Daeploy's CLI logs in with), any of those behind a <c>__Host-</c> or <c>__Secure-</c> prefix, and
+    /// ASP.NET Core's own (<c>.AspNetCore.*</c>), in any case.
     /// </summary>
     public static bool IsOurs(ReadOnlySpan<char> name)
     {
@@ -32,7 +33,7 @@ internal static class PortcullisCookies
         else if (name.StartsWith("__Secure-", StringComparison.OrdinalIgnoreCase))
             name = name["__Secure-".Length..];
         return name.Equals("portcullis", StringComparison.OrdinalIgnoreCase) || name.StartsWith("portcullis-", StringComparison.OrdinalIgnoreCase)
-            || name.StartsWith(".AspNetCore.", StringComparison.OrdinalIgnoreCase);
+            || name.StartsWith(".AspNetCore.", StringComparison.OrdinalIgnoreCase) || name.Equals(Compat.DaeployApi.Cookie, StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>A request's <c>Cookie</c> header without Portcullis's cookies ("" when none is left).</summary>

@@ -19,10 +19,14 @@ internal enum ClientAuthMethod : byte
 
 /// <summary>
 /// The outcome of client authentication: an authenticated client and its owner; or the RFC 6749
-/// error to answer; or neither, when the request carried no client credentials at all.
+/// error to answer; or neither, when the request carried no client credentials at all or only named
+/// one of Portcullis's own public clients (<see cref="PublicClientId"/>).
 /// </summary>
 internal sealed record ClientAuthentication(ClientAuthMethod Method, CachedClient? Client, PrincipalState? Owner, IResult? Error)
 {
+    /// <summary>A first-party public client that named itself without a secret (RFC 6749 §2.1, §3.2.1); nothing is authenticated.</summary>
+    public string? PublicClientId { get; init; }
+
     public static readonly ClientAuthentication None = new(ClientAuthMethod.None, null, null, null);
 }
 
@@ -44,6 +48,8 @@ internal sealed class ClientAuthenticator(TokenFormat format, ClientCache client
             return new(method, null, null, TokenEndpoint.Error("invalid_request", error));
         if (method == ClientAuthMethod.None)
             return ClientAuthentication.None;
+        if (secret is null && FirstPartyClients.Contains(clientId))
+            return ClientAuthentication.None with { Method = method, PublicClientId = clientId };
         if (clientId is null || secret is null)
             return await FailAsync(http, method, purpose, clientId, null, "missing credentials", "Client authentication needs both client_id and client_secret.");
 

@@ -34,7 +34,7 @@ internal static class ClientsApi
         if (caller.Owner.IsService)
             return ProblemResponses.Forbidden("OAuth clients belong to users; a service uses its own tokens.");
         // A client must not be able to mint further clients that would outlive its own secret.
-        if (caller.ClientId is not null)
+        if (caller.ThroughOAuthClient)
             return ProblemResponses.Forbidden("An OAuth client's access token cannot create OAuth clients. Use an API token or log in.");
         if (ValidateName(request.Name) is { } nameError)
             return ProblemResponses.BadRequest(nameError);

@@ -80,7 +80,13 @@ internal sealed class ForwardAuth(
     private async ValueTask<(Credential? Credential, AuthFailure? Failure)> CredentialOfAsync(HttpContext http, string? label)
     {
         if (http.Request.Headers.Authorization.Count > 0)
-            return await CredentialAuthenticationHandler.ReadAuthorizationAsync(http, verifier, metrics);
+        {
+            // A proxy takes only 2xx, 401 and 403 from here (nginx turns anything else into a 500 for the user), and
+            // Daeploy's CLI asks here whether its stored credential (perhaps none: "Bearer ") still works: a malformed
+            // Authorization header is refused as a wrong one is, 401.
+            var (bearer, failure) = await CredentialAuthenticationHandler.ReadAuthorizationAsync(http, verifier, metrics);
+            return (bearer, failure is { Error: "invalid_request" } ? AuthFailure.InvalidToken(failure.Description) : failure);
+        }
         var https = http.Request.IsHttps;
         var (cookie, service) = http.Request.Cookies[PortcullisCookies.Session(https)] is { Length: > 0 } session
             ? (session, (string?)null)

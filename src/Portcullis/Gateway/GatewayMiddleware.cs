@@ -40,8 +40,8 @@ internal sealed class GatewayMiddleware(
         var path = http.Request.Path.Value;
         if (path == ForwardAuth.Path && (HttpMethods.IsGet(http.Request.Method) || HttpMethods.IsHead(http.Request.Method)))
             return CountedAsync(http, ForwardAuth.Path, forwardAuth.VerifyAsync(http));
-        // "/services/" alone is not a service (the UI's /services page and the API list them).
-        if (path is not null && path.Length > PathPrefix.Length && path.StartsWith(PathPrefix, StringComparison.Ordinal))
+        // "/services/" alone is not a service (the UI's /services page and the API list them), nor is Daeploy's inspection.
+        if (path is not null && path.Length > PathPrefix.Length && path.StartsWith(PathPrefix, StringComparison.Ordinal) && path != Compat.DaeployApi.InspectionPath)
             return CountedAsync(http, "/services/{target}/{**path}", PathModeAsync(http, path));
         return next(http);
     }

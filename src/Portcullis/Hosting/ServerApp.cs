@@ -11,6 +11,7 @@ using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Clients;
+using Portcullis.Compat;
 using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Services;
@@ -244,6 +245,7 @@ internal static class ServerApp
         app.MapOpenApi();
 
         app.MapAuth();
+        app.MapDaeploy();
         var api = app.MapGroup("/api/v1").RequireAuthorization(Policies.Api);
         api.MapTokens();
         api.MapUsers();

@@ -34,10 +34,15 @@ internal static class TokenPages
         return app;
     }
 
-    /// <summary>Pages need a web session; a browser without one goes to the login page and comes back.</summary>
+    /// <summary>
+    /// Pages need a web session; a browser without one goes to the login page and comes back. A program (it sent
+    /// <c>Authorization</c>) is never sent to a page: it gets an answer it can read (<see cref="WebPages.ForProgram"/>).
+    /// </summary>
     internal static async ValueTask<object?> RequireSession(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
         var http = context.HttpContext;
+        if (http.Request.Headers.Authorization.Count > 0)
+            return WebPages.ForProgram(http);
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session })
             return Results.Redirect("/login?returnUrl=" + Uri.EscapeDataString(http.Request.Path + http.Request.QueryString));
         if (HttpMethods.IsPost(http.Request.Method) && !await WebPages.IsValidAsync(http.RequestServices.GetRequiredService<IAntiforgery>(), http))

@@ -83,8 +83,25 @@ internal static class WebPages
         }
     }
 
+    /// <summary>
+    /// A page asked for with <c>Authorization</c>: a program, never redirected to the login page. Daeploy's CLI lists the
+    /// services at <c>/services/</c>; any other page says where the API is (401 without a valid credential).
+    /// </summary>
+    internal static IResult ForProgram(HttpContext http)
+    {
+        if (http.Request.Path.StartsWithSegments("/services", out var rest) && rest.Value is "" or "/")
+            return Compat.DaeployApi.ListServices(http);
+        if (http.Features.Get<Credential>() is null)
+            return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Unauthorized",
+                detail: "The credential is invalid. This path is a page of the web UI; programs use the API under /api/v1, described at /openapi/v1.json.");
+        return Results.Problem(statusCode: StatusCodes.Status404NotFound, title: "Not found",
+            detail: "This path is a page of the web UI, which needs the web session; programs use the API under /api/v1, described at /openapi/v1.json.");
+    }
+
     private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry, ServiceHosts hosts)
     {
+        if (http.Request.Headers.Authorization.Count > 0)
+            return ForProgram(http);
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session } credential)
             return Results.Redirect("/login");
         var tokens = antiforgery.GetAndStoreTokens(http);
