@@ -94,6 +94,36 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
         Assert.Equal(["api", "services"], me.GetProperty("auth").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
         var listed = JsonDocument.Parse((await RunAsync("token list --json")).Out).RootElement.EnumerateArray().Single(t => token.StartsWith(t.GetProperty("token_hint").GetString()!.TrimEnd('…')));
         Assert.NotEqual(JsonValueKind.Null, listed.GetProperty("expires_at").ValueKind);
+        Assert.DoesNotContain("never expires", run.Err);
+    }
+
+    [Fact]
+    public async Task TokenWithoutDaysWarnsOnStderrThatItNeverExpires()
+    {
+        await LoginAsync();
+        var run = await RunAsync("token");
+        Assert.Equal(0, run.ExitCode);
+        var token = run.Out.TrimEnd().Split('\n')[^1];
+        PortcullisServer.Secrets.Add(token);
+        Assert.True(new TokenFormat("pc").TryRead(token, out _));
+        Assert.Contains("Warning: this token never expires", run.Err);
+        Assert.Contains("portcullis token 30", run.Err);
+    }
+
+    [Fact]
+    public async Task LoginWithATokenWithoutApiAccessIsRefusedSayingWhatItLacks()
+    {
+        var jwt = await server.LoginAsync();
+        var servicesOnly = await server.CreateTokenAsync(jwt, new { name = "services-only-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "services" } });
+        var login = await RunAsync($"login --host {Url} --api-token-stdin", servicesOnly + "\n");
+        Assert.Equal(1, login.ExitCode);
+        Assert.Contains("Developer Operations Access", login.Err);
+        Assert.Contains("'services'", login.Err);
+        Assert.False(File.Exists(Path.Combine(_config, "credentials.json")) && File.ReadAllText(Path.Combine(_config, "credentials.json")).Contains(servicesOnly));
+
+        var apiToken = await server.CreateTokenAsync(jwt, new { name = "api-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "api" } });
+        Assert.Equal(0, (await RunAsync($"login --host {Url} --api-token-stdin", apiToken + "\n")).ExitCode);
+        Assert.Contains("with an API token (api)", (await RunAsync("whoami")).Out);
     }
 
     [Fact]

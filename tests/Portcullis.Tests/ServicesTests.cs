@@ -70,6 +70,15 @@ public sealed class ServicesTests : IAsyncLifetime
             Assert.Contains(tokens.EnumerateArray(), t => t.GetProperty("name").GetString() == "configured" && t.GetProperty("status").GetString() == "active");
             var audit = await (await server.Client(ExternalToken).GetAsync("/api/v1/audit?limit=100")).JsonAsync();
             Assert.Contains(audit.GetProperty("events").EnumerateArray(), e => e.GetProperty("event").GetString() == "service.registered" && e.GetProperty("subject").GetString() == "external");
+            // The operator sees that the configured token took, JupyterHub's way, and never the token.
+            Assert.Contains("Adding API token for service external", server.Output);
+            await server.StopAsync();
+        }
+        // The same configuration again: nothing is added.
+        await using (var server = PortcullisServer.With(Provider.Sqlite, settings))
+        {
+            await server.InitializeAsync();
+            Assert.DoesNotContain("Adding API token for service", server.Output);
             await server.StopAsync();
         }
         // Gone from the configuration: its token is revoked at the next start.

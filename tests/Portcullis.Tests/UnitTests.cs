@@ -144,3 +144,31 @@ public sealed class BoundedCacheTests
         Assert.True(cache.Count <= 200, $"the cache holds {cache.Count} entries");
     }
 }
+
+/// <summary>docs/gitleaks.toml, applied as gitleaks applies a rule: the secret is the whole match unless the pattern has capture groups.</summary>
+public sealed class GitleaksRuleTests
+{
+    [Fact]
+    public void TheRuleFindsEveryKindOfTokenAndItsSecretIsTheWholeToken()
+    {
+        var toml = File.ReadAllText(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "gitleaks.toml"));
+        var pattern = System.Text.RegularExpressions.Regex.Match(toml, "^regex = '''(.*)'''$", System.Text.RegularExpressions.RegexOptions.Multiline).Groups[1].Value;
+        var rule = new System.Text.RegularExpressions.Regex(pattern);
+        // gitleaks 8.18.1+: with no secretGroup set, a pattern with exactly one capture group reports that group as the
+        // secret, and --redact hides only it. Group 0 (the whole match) must be the only one.
+        Assert.Equal([0], rule.GetGroupNumbers());
+        var format = new TokenFormat("pc");
+        foreach (var kind in new[] { TokenKind.Personal, TokenKind.Service, TokenKind.ClientSecret })
+        {
+            var token = format.Generate(kind);
+            var line = $"export PORTCULLIS_TOKEN=\"{token}\" # in a script";
+            var match = rule.Match(line);
+            Assert.True(match.Success, $"the rule misses a {kind} token");
+            Assert.Equal(token, match.Value);
+            // What gitleaks --redact writes: the match with its secret (the lone capture group, else the whole match) replaced.
+            var secret = rule.GetGroupNumbers().Length == 2 ? match.Groups[1].Value : match.Value;
+            Assert.DoesNotContain(token[4..], match.Value.Replace(secret, "REDACTED"));
+        }
+        Assert.False(rule.IsMatch("pcp_" + new string('a', 35)), "a token too short is not one");
+    }
+}

@@ -197,6 +197,14 @@ internal static partial class ClientCommands
             {
                 credential = ReadSecretLine("API token");
                 var me = await Target.Client(url, credential).GetMeAsync(cancellationToken);
+                // Every command of this CLI calls the API: a token without 'api' would log in, then fail at every step.
+                if (!me.Auth.Scopes.Contains("api"))
+                {
+                    throw new CliException(
+                        $"This token has only '{string.Join(' ', me.Auth.Scopes)}': logging in needs a token with Developer Operations Access " +
+                        "(the 'api' scope). Create one in the web UI (Tokens, Generate new token, tick Developer Operations Access), or log in " +
+                        "with your password and run 'portcullis token create NAME'. A services-only token is used directly: 'Authorization: Bearer <token>'.");
+                }
                 user = me.Username;
             }
             else
@@ -247,16 +255,25 @@ internal static partial class ClientCommands
         {
             var me = await Target.Client().GetMeAsync(cancellationToken);
             Print(parse, new { username = me.Username, admin = me.Admin, endpoint = Target.Url, auth = me.Auth },
-                () => Console.WriteLine($"{me.Username}{(me.Admin ? " (admin)" : "")} on {Target.Url}, with a {me.Auth.Kind.Replace('_', ' ')} ({string.Join(' ', me.Auth.Scopes)})"));
+                () => Console.WriteLine($"{me.Username}{(me.Admin ? " (admin)" : "")} on {Target.Url}, with {Describe(me.Auth.Kind)} ({string.Join(' ', me.Auth.Scopes)})"));
         }));
         return command;
     }
+
+    private static string Describe(string credentialKind) => credentialKind switch
+    {
+        "api_token" => "an API token",
+        "jwt" => "an access token (JWT)",
+        "session" => "a web session",
+        "service" => "a service token",
+        var other => "a credential of kind " + other,
+    };
 
     // --- token ---------------------------------------------------------------------------------
 
     private static Command Token()
     {
-        var days = new Argument<int?>("DAYS") { Description = "Days until it expires (default: never).", Arity = ArgumentArity.ZeroOrOne };
+        var days = new Argument<int?>("DAYS") { Description = "Days until it expires (default: the server's default lifetime, or never).", Arity = ArgumentArity.ZeroOrOne };
         var command = new Command("token", "Create a token with scopes 'api services' and print it (Daeploy style); or manage tokens.\n\nExamples:\n  portcullis token 30\n  portcullis token create ci --expires 90d --scope services\n  portcullis token list --all") { days };
         command.SetAction(Run(async (parse, cancellationToken) =>
         {
@@ -271,6 +288,16 @@ internal static partial class ClientCommands
                 Console.WriteLine("Use it in the header 'Authorization: Bearer <token>'. It is shown only this once:");
                 Console.WriteLine(created.Token);
             });
+            // On stderr, so that scripts reading the token from stdout are not disturbed.
+            if (created.ExpiresAt is null)
+            {
+                Console.Error.WriteLine("Warning: this token never expires. Whoever copies it can use it until it is revoked; " +
+                    $"give it a lifetime next time, e.g. 'portcullis token 30' for 30 days. Revoke it with 'portcullis token revoke {created.Name}'.");
+            }
+            else if (lifetime is null)
+            {
+                Console.Error.WriteLine($"It expires on {created.ExpiresAt.Value.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC, the server's default lifetime.");
+            }
         }));
 
         var tokenName = new Argument<string>("NAME");

@@ -66,6 +66,8 @@ internal sealed class ServiceSync(IOptions<ServicesOptions> options, TokenFormat
                 if (row is null && await Sql.ScalarAsync(connection, "SELECT id FROM api_tokens WHERE token_hash = @hash", cancellationToken, ("@hash", hash)) is null)
                 {
                     await InsertTokenAsync(connection, id, ConfiguredTokenName, hash, Hint(token), scopes, now, cancellationToken);
+                    // As JupyterHub says it: the operator sees that a new or changed token in the configuration took (never the token).
+                    logger.LogInformation("Adding API token for service {Service}", name);
                 }
                 else if (row is not null)
                 {
