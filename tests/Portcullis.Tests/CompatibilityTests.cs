@@ -168,3 +168,52 @@ public sealed class CompatibilityTests(SqliteServer server) : IClassFixture<Sqli
         Assert.Equal("portcullis", Payload(await server.LoginAsync(username, password))["client_id"]!.GetValue<string>());
     }
 }
+
+/// <summary>Every <c>python</c> snippet of the README's "Using it from your existing tools" runs as it is, against a real server.</summary>
+public sealed class ReadmeSnippetTests(SqliteServer server) : IClassFixture<SqliteServer>
+{
+    private static List<string> Snippets()
+    {
+        var readme = File.ReadAllText(Path.Combine(ClusterTests.RepositoryRoot(), "README.md"));
+        var start = readme.IndexOf("## Using it from your existing tools", StringComparison.Ordinal);
+        Assert.True(start >= 0, "the README has no 'Using it from your existing tools' section");
+        var end = readme.IndexOf("\n## ", start + 1, StringComparison.Ordinal);
+        var section = readme[start..(end < 0 ? readme.Length : end)];
+        return System.Text.RegularExpressions.Regex.Matches(section, "```python\n(.*?)```", System.Text.RegularExpressions.RegexOptions.Singleline)
+            .Select(m => m.Groups[1].Value).ToList();
+    }
+
+    [Fact]
+    public async Task EveryPythonSnippetRunsAsItIs()
+    {
+        var (username, password, token) = await server.CreateUserAsync();
+        var c = await server.CreateClientAsync(token, ["api", "services"]);
+        await using var upstream = await TestUpstream.StartAsync();
+        using (var registered = await server.Client(await server.AdminTokenAsync()).PostAsJsonAsync("/api/v1/services",
+            new { name = "model", version = "1.0", upstream = upstream.Url }))
+            Assert.True(registered.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict);
+        var environment = new Dictionary<string, string>
+        {
+            ["PORTCULLIS_URL"] = server.BaseAddress.ToString().TrimEnd('/'), ["PORTCULLIS_USERNAME"] = username, ["PORTCULLIS_PASSWORD"] = password,
+            ["PORTCULLIS_CLIENT_ID"] = c.ClientId, ["PORTCULLIS_CLIENT_SECRET"] = c.ClientSecret, ["PORTCULLIS_TOKEN"] = token,
+        };
+
+        var snippets = Snippets();
+        Assert.Equal(4, snippets.Count);
+        var outputs = new List<string>();
+        foreach (var snippet in snippets)
+        {
+            var run = await DebianPython.RunAsync(snippet, [], environment: environment, isCode: true);
+            Assert.True(run.ExitCode == 0, $"the README snippet failed:\n{snippet}\n{run.Stderr}");
+            outputs.Add(run.Stdout.Trim());
+        }
+        Assert.Equal(username, outputs[0]);                 // Airflow's helper: a working access token
+        Assert.Equal(username, outputs[1]);                 // authlib: the client acts for its owner
+        Assert.Equal($"{c.ClientId} api services", outputs[2]); // PyJWT: an RFC 9068 token of the client
+        Assert.Equal("200", outputs[3]);                    // Substra's scheme through the gateway
+
+        // BentoML's client sends the same with Bearer.
+        using var bentoml = await server.Client(token).GetAsync("/services/model/health");
+        Assert.Equal(HttpStatusCode.OK, bentoml.StatusCode);
+    }
+}

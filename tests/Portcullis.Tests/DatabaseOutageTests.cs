@@ -75,7 +75,7 @@ public sealed class DatabaseOutageTests(ITestOutputHelper output)
         while (watch.Elapsed < TimeSpan.FromSeconds(15))
         {
             if (await StatusAsync(server.Client(), "/readyz") == 200
-                && await LoginStatusAsync(server, username, password) == 200
+                && await LoginStatusAsync(server, username, password) == 201
                 && await StatusAsync(server.Client(format.Generate(TokenKind.Personal)), "/api/v1/me") == 401
                 && await StatusAsync(server.Client(admin), "/api/v1/tokens") == 200)
             {

@@ -135,7 +135,7 @@ public abstract class LoginThrottleTests(PortcullisServer server)
         var (username, password, _) = await server.CreateUserAsync();
         for (var i = 0; i < Limit - 1; i++)
             Assert.Equal(HttpStatusCode.BadRequest, (await LoginAsync(username, WrongPassword)).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await LoginAsync(username, password)).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await LoginAsync(username, password)).StatusCode);
         for (var i = 0; i < Limit; i++)
             Assert.Equal(HttpStatusCode.BadRequest, (await LoginAsync(username, WrongPassword)).StatusCode);
         Assert.Equal(HttpStatusCode.TooManyRequests, (await LoginAsync(username, WrongPassword)).StatusCode);
@@ -365,7 +365,7 @@ public sealed class LoginThrottleWindowTests(ThrottledInProcessServer server) : 
         }
 
         server.Clock.Advance(TimeSpan.FromSeconds(1));
-        Assert.Equal(HttpStatusCode.OK, (await client.PostAsJsonAsync("/auth/token", new { username = "window-user", password })).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PostAsJsonAsync("/auth/token", new { username = "window-user", password })).StatusCode);
     }
 
     [Fact]

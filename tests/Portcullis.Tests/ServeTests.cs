@@ -58,7 +58,7 @@ public sealed class ServeTests(SqliteServer server) : IClassFixture<SqliteServer
             {
                 using var login = await client.PostAsync("/auth/token", new StringContent(
                     JsonSerializer.Serialize(new { username = "admin", password }), System.Text.Encoding.UTF8, "application/json"));
-                Assert.Equal(HttpStatusCode.OK, login.StatusCode);
+                Assert.Equal(HttpStatusCode.Created, login.StatusCode);
                 PortcullisServer.Secrets.Add((await login.JsonAsync()).GetProperty("access_token").GetString()!);
             });
         Assert.DoesNotContain("Initial admin password", second);

@@ -202,7 +202,7 @@ public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser)
         await page.GetByLabel("Password", new() { Exact = true }).FillAsync(password);
         await page.GetByRole(AriaRole.Button, new() { Name = "Create user" }).ClickAsync();
         await page.GetByText($"User {name} created.").WaitForAsync();
-        Assert.Equal(HttpStatusCode.OK, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password))).StatusCode);
 
         await page.GetByRole(AriaRole.Button, new() { Name = $"Make admin {name}" }).ClickAsync();
         Assert.Contains("yes", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());

@@ -16,6 +16,12 @@ internal sealed record TokenEndpointResponse(string AccessToken, string TokenTyp
 /// <summary>RFC 6749 §5.2 error body.</summary>
 internal sealed record OAuthError(string Error, string ErrorDescription);
 
+/// <summary>What <c>/auth/token</c> reads, as a form or a JSON object (for the OpenAPI document).</summary>
+internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret);
+
+/// <summary>What <c>/auth/introspect</c> and <c>/auth/revoke</c> read, as a form or a JSON object (for the OpenAPI document).</summary>
+internal sealed record TokenParameterRequest(string? Token, string? TokenTypeHint, string? ClientId, string? ClientSecret);
+
 /// <summary>An RFC 6749 error as Airflow's clients read it: <c>detail</c> beside <c>error</c> and <c>error_description</c>.</summary>
 internal sealed record AirflowError(string Error, string ErrorDescription, string Detail);
 
@@ -32,11 +38,11 @@ internal static class AuthApi
         auth.MapPost("/token", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
             Compat.DaeployApi.IsTokenRequest(http.Request)
                 ? Compat.DaeployApi.CreateTokenAsync(http)
-                : endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime, FirstPartyClients.Portcullis)).DisableAntiforgery();
+                : endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime, FirstPartyClients.Portcullis)).DisableAntiforgery().DescribedAsTokenEndpoint();
         auth.MapPost("/token/cli", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
-            endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime, FirstPartyClients.Cli)).DisableAntiforgery();
-        auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
-        auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
+            endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime, FirstPartyClients.Cli)).DisableAntiforgery().DescribedAsTokenEndpoint();
+        auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
+        auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
         auth.MapIntrospectionAndRevocation();
 
         var wellKnown = app.MapGroup("/.well-known").WithTags("Discovery");
@@ -76,6 +82,27 @@ internal static class AuthApi
             ["response_types_supported"] = Array.Empty<string>(),
         };
     }
+
+    /// <summary>The token endpoint's bodies and answers: a form answered as RFC 6749 says (200), JSON as Airflow does (201).</summary>
+    private static RouteHandlerBuilder DescribedAsTokenEndpoint(this RouteHandlerBuilder endpoint) => endpoint
+        .Accepts<TokenRequest>("application/x-www-form-urlencoded", "application/json")
+        .Produces<TokenEndpointResponse>(StatusCodes.Status200OK)
+        .Produces<TokenEndpointResponse>(StatusCodes.Status201Created)
+        .Produces<OAuthError>(StatusCodes.Status400BadRequest)
+        .Produces<OAuthError>(StatusCodes.Status401Unauthorized)
+        .Produces<OAuthError>(StatusCodes.Status403Forbidden)
+        .Produces<OAuthError>(StatusCodes.Status429TooManyRequests)
+        .Produces<OAuthError>(StatusCodes.Status503ServiceUnavailable);
+
+    /// <summary>Introspection and revocation: a token parameter, optional client authentication, RFC 6749 errors.</summary>
+    internal static RouteHandlerBuilder DescribedAsTokenParameterEndpoint(this RouteHandlerBuilder endpoint) => endpoint
+        .Accepts<TokenParameterRequest>("application/x-www-form-urlencoded", "application/json")
+        .Produces<Dictionary<string, object>>(StatusCodes.Status200OK)
+        .Produces<OAuthError>(StatusCodes.Status400BadRequest)
+        .Produces<OAuthError>(StatusCodes.Status401Unauthorized)
+        .Produces<OAuthError>(StatusCodes.Status403Forbidden)
+        .Produces<OAuthError>(StatusCodes.Status429TooManyRequests)
+        .Produces<OAuthError>(StatusCodes.Status503ServiceUnavailable);
 
     private static IResult MethodNotAllowed(HttpContext http)
     {

@@ -18,10 +18,10 @@ internal static class IntrospectionApi
 {
     public static RouteGroupBuilder MapIntrospectionAndRevocation(this RouteGroupBuilder auth)
     {
-        auth.MapPost("/introspect", IntrospectAsync).DisableAntiforgery();
-        auth.MapPost("/revoke", RevokeAsync).DisableAntiforgery();
-        auth.MapMethods("/introspect", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
-        auth.MapMethods("/revoke", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed);
+        auth.MapPost("/introspect", IntrospectAsync).DisableAntiforgery().DescribedAsTokenParameterEndpoint();
+        auth.MapPost("/revoke", RevokeAsync).DisableAntiforgery().DescribedAsTokenParameterEndpoint();
+        auth.MapMethods("/introspect", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
+        auth.MapMethods("/revoke", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
         return auth;
     }
 

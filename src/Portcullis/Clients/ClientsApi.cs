@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Data;
+using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Users;
 
@@ -16,7 +17,8 @@ internal static class ClientsApi
     public static RouteGroupBuilder MapClients(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/clients").WithTags("OAuth clients");
-        group.MapPost("/", CreateAsync).NotForClientCredentials();
+        group.MapPost("/", CreateAsync).NotForClientCredentials()
+            .Answers((StatusCodes.Status409Conflict, "The caller already has a client of that name."));
         group.MapGet("/", ListAsync);
         group.MapGet("/{clientId}", GetAsync);
         group.MapDelete("/{clientId}", DeleteAsync).NotForClientCredentials();

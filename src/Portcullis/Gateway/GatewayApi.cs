@@ -17,7 +17,11 @@ internal static partial class GatewayApi
     public static IEndpointRouteBuilder MapGateway(this IEndpointRouteBuilder app)
     {
         // Answered by GatewayMiddleware ahead of the pipeline; mapped here so that it is documented and other methods get 405.
-        app.MapMethods("/auth/verify", ["GET", "HEAD"], (HttpContext http, ForwardAuth forwardAuth) => forwardAuth.VerifyAsync(http)).WithTags("Gateway");
+        app.MapMethods("/auth/verify", ["GET", "HEAD"], (HttpContext http, ForwardAuth forwardAuth) => forwardAuth.VerifyAsync(http)).WithTags("Gateway")
+            .Answers((StatusCodes.Status400BadRequest, "The service cannot be told from the request, or two headers disagree."),
+                (StatusCodes.Status401Unauthorized, "No credential, or a malformed, invalid, expired or revoked one."),
+                (StatusCodes.Status403Forbidden, "The credential may not reach this service."),
+                (StatusCodes.Status503ServiceUnavailable, "The credential cannot be checked: the database does not answer."));
         app.MapGet("/auth/handshake", HandshakeAsync).WithTags("Gateway").ExcludeFromDescription();
         return app;
     }

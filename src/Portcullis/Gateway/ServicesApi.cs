@@ -31,7 +31,8 @@ internal static class ServicesApi
         // Listing needs any credential (a services-only token may ask what it can reach); changes need admin.
         var group = app.MapGroup("/api/v1/services").WithTags("Services").RequireAuthorization(Policies.Authenticated);
         group.MapGet("/", List);
-        group.MapPost("/", RegisterAsync).RequireAuthorization(Policies.Admin);
+        group.MapPost("/", RegisterAsync).RequireAuthorization(Policies.Admin)
+            .Answers((StatusCodes.Status409Conflict, "That name and version are registered, or would share a host name with another service."));
         group.MapDelete("/{key}", RemoveAsync).RequireAuthorization(Policies.Admin);
         return group;
     }

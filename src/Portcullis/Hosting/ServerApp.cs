@@ -140,7 +140,7 @@ internal static class ServerApp
         services.AddAntiforgery();
         services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         services.AddProblemDetails();
-        services.AddOpenApi();
+        services.AddOpenApi(OpenApiDocument.Configure);
         services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;

@@ -20,11 +20,13 @@ internal static class TokensApi
     public static RouteGroupBuilder MapTokens(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/tokens").WithTags("Tokens");
-        group.MapPost("/", CreateAsync).NotForClientCredentials();
+        group.MapPost("/", CreateAsync).NotForClientCredentials()
+            .Answers((StatusCodes.Status409Conflict, "The owner already has an active token of that name."));
         group.MapGet("/", ListAsync);
         group.MapGet("/{id:long}", GetAsync);
         group.MapDelete("/{id:long}", RevokeAsync);
-        group.MapPost("/{id:long}/rotate", RotateAsync).NotForClientCredentials();
+        group.MapPost("/{id:long}/rotate", RotateAsync).NotForClientCredentials()
+            .Answers((StatusCodes.Status409Conflict, "The token was already rotated or has ended."));
         group.MapGet("/{id:long}/usage", UsageAsync);
         return group;
     }

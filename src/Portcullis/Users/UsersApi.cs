@@ -4,6 +4,7 @@ using Microsoft.EntityFrameworkCore;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Data;
+using Portcullis.Hosting;
 using Portcullis.Security;
 
 namespace Portcullis.Users;
@@ -30,7 +31,8 @@ internal static partial class UsersApi
     {
         var users = api.MapGroup("/users").WithTags("Users").RequireAuthorization(Policies.Admin);
         users.MapGet("/", ListAsync);
-        users.MapPost("/", CreateAsync).NotForClientCredentials();
+        users.MapPost("/", CreateAsync).NotForClientCredentials()
+            .Answers((StatusCodes.Status409Conflict, "A user or service of that name exists."));
         users.MapGet("/{name}", GetAsync);
         users.MapPatch("/{name}", UpdateAsync).NotForClientCredentials();
         users.MapDelete("/{name}", DeleteAsync).NotForClientCredentials();
@@ -42,7 +44,8 @@ internal static partial class UsersApi
         var me = api.MapGroup("/me").WithTags("Me");
         // Any valid credential may ask who it is, even one without the 'api' scope.
         me.MapGet("/", GetMe).RequireAuthorization(Policies.Authenticated);
-        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api).NotForClientCredentials();
+        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api).NotForClientCredentials()
+            .Answers((StatusCodes.Status429TooManyRequests, "Too many wrong current passwords for this user or from this address; see Retry-After."));
         return me;
     }
 
