@@ -103,3 +103,74 @@ public sealed class KeyPruningTests(InProcessServer server) : IClassFixture<InPr
         Assert.Contains(newKid, jwks);
     }
 }
+
+/// <summary>
+/// <c>Jwt:SigningAlgorithm=RS256</c> (RFC 9068 §2.1 has every conforming party support RS256): keys made after the
+/// switch sign RS256, keys made before keep verifying ES256, each key verifies only its own algorithm, and a library
+/// nobody here wrote (PyJWT) checks the RS256 tokens from the JWKS alone.
+/// </summary>
+public sealed class RsaSigningTests
+{
+    [Fact]
+    public async Task SwitchingToRs256SignsWithRsaAfterTheNextRotationAndOldTokensKeepWorking()
+    {
+        var data = Directory.CreateTempSubdirectory("portcullis-rs256-").FullName;
+        await using (var before = PortcullisServer.With(Provider.Sqlite, new() { ["DataDir"] = data }))
+        {
+            await before.InitializeAsync();   // makes the first key: ES256
+            await before.StopAsync();
+        }
+
+        await using var server = PortcullisServer.With(Provider.Sqlite, new() { ["DataDir"] = data, ["Jwt:SigningAlgorithm"] = "RS256" });
+        await server.InitializeAsync();
+        // The existing key keeps signing, with its own algorithm, until the next rotation.
+        var es256 = await server.LoginAsync();
+        Assert.Equal("ES256", (string?)Header(es256)["alg"]);
+        using (var rotated = await server.Client(await server.AdminTokenAsync()).PostAsync("/api/v1/keys/rotate", null))
+            Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        var rs256 = await server.LoginAsync();
+        Assert.Equal("RS256", (string?)Header(rs256)["alg"]);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(es256).GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(rs256).GetAsync("/api/v1/me")).StatusCode);
+
+        var jwks = (await (await server.Client().GetAsync("/.well-known/jwks.json")).JsonAsync()).GetProperty("keys").EnumerateArray().ToList();
+        var rsa = jwks.Single(k => k.GetProperty("kid").GetString() == (string?)Header(rs256)["kid"]);
+        Assert.Equal(("RSA", "RS256"), (rsa.GetProperty("kty").GetString(), rsa.GetProperty("alg").GetString()));
+        Assert.True(rsa.TryGetProperty("n", out _) && rsa.TryGetProperty("e", out _));
+        foreach (var member in new[] { "d", "p", "q", "dp", "dq", "qi" })
+            Assert.False(rsa.TryGetProperty(member, out _), $"the RSA key has its private member '{member}'");
+        Assert.Contains(jwks, k => k.GetProperty("kty").GetString() == "EC");
+
+        // A token cannot choose how it is checked: the RSA key's token relabelled ES256, or the EC key's relabelled RS256, fails.
+        foreach (var (token, alg) in new[] { (rs256, "ES256"), (es256, "RS256") })
+        {
+            var header = Header(token);
+            header["alg"] = alg;
+            var relabelled = Encode(header) + token[token.IndexOf('.')..];
+            Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(relabelled).GetAsync("/api/v1/me")).StatusCode);
+        }
+
+        var verified = await DebianPython.RunAsync("""
+            import jwt, sys
+            base, token = sys.argv[1], sys.stdin.read().strip()
+            key = jwt.PyJWKClient(base + "/.well-known/jwks.json").get_signing_key_from_jwt(token)
+            print(jwt.decode(token, key.key, algorithms=["RS256"], audience="portcullis", issuer=base)["sub"])
+            """, [server.BaseAddress.ToString().TrimEnd('/')], rs256, isCode: true);
+        Assert.True(verified.ExitCode == 0, verified.Stderr);
+        Assert.Equal("admin", verified.Stdout.Trim());
+    }
+
+    [Fact]
+    public async Task AnAlgorithmOtherThanEs256OrRs256IsRefusedAtStart()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "portcullis.dll"), "serve", "--data-dir", dir, "--Jwt:SigningAlgorithm=HS256" })
+            psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var error = await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.Equal(1, process.ExitCode);
+        Assert.Contains("Jwt:SigningAlgorithm", error);
+    }
+}

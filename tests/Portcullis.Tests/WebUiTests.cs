@@ -209,7 +209,7 @@ public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser)
         await page.GetByLabel($"New password for {name}").FillAsync(password + "-reset");
         await page.GetByRole(AriaRole.Button, new() { Name = $"Reset password of {name}" }).ClickAsync();
         PortcullisServer.Secrets.Add(password + "-reset");
-        Assert.Equal(HttpStatusCode.OK, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
         await page.GetByRole(AriaRole.Button, new() { Name = $"Disable {name}" }).ClickAsync();
         Assert.Contains("disabled", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());
         Assert.Equal(HttpStatusCode.BadRequest, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);

@@ -85,7 +85,7 @@ internal static class AuthApi
 
     /// <summary>The token endpoint's bodies and answers: a form answered as RFC 6749 says (200), JSON as Airflow does (201).</summary>
     private static RouteHandlerBuilder DescribedAsTokenEndpoint(this RouteHandlerBuilder endpoint) => endpoint
-        .Accepts<TokenRequest>("application/x-www-form-urlencoded", "application/json")
+        .DocumentedBody<TokenRequest>("application/x-www-form-urlencoded", "application/json")
         .Produces<TokenEndpointResponse>(StatusCodes.Status200OK)
         .Produces<TokenEndpointResponse>(StatusCodes.Status201Created)
         .Produces<OAuthError>(StatusCodes.Status400BadRequest)
@@ -96,7 +96,7 @@ internal static class AuthApi
 
     /// <summary>Introspection and revocation: a token parameter, optional client authentication, RFC 6749 errors.</summary>
     internal static RouteHandlerBuilder DescribedAsTokenParameterEndpoint(this RouteHandlerBuilder endpoint) => endpoint
-        .Accepts<TokenParameterRequest>("application/x-www-form-urlencoded", "application/json")
+        .DocumentedBody<TokenParameterRequest>("application/x-www-form-urlencoded", "application/json")
         .Produces<Dictionary<string, object>>(StatusCodes.Status200OK)
         .Produces<OAuthError>(StatusCodes.Status400BadRequest)
         .Produces<OAuthError>(StatusCodes.Status401Unauthorized)

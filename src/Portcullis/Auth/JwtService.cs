@@ -14,8 +14,8 @@ internal sealed record JwtClaims(string Subject, string Jti, ScopeSet Scopes, lo
     DateTime? NotBefore = null, int? OwnerVersion = null);
 
 /// <summary>
-/// Issues and validates ES256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
-/// one algorithm, known <c>kid</c> only, no key material taken from the token, our issuer and audience,
+/// Issues and validates ES256 or RS256 access tokens (<c>typ: at+jwt</c>, RFC 9068). Validation is strict:
+/// a known <c>kid</c> and only the algorithm of the key it names, no key material taken from the token, our issuer and audience,
 /// and a clock skew of at most 30 seconds.
 /// <para>A token that passed once is remembered by the SHA-256 of its text until it expires, so a
 /// client sending the same JWT again pays a hash and a lookup instead of an ECDSA verification
@@ -133,23 +133,24 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
     /// <summary>The full validation, without the cache of tokens already validated.</summary>
     internal async Task<JwtClaims?> ValidateUncachedAsync(string token, CancellationToken cancellationToken = default)
     {
-        if (AllowedHeaderKid(token) is not { } kid)
+        if (AllowedHeader(token) is not var (kid, alg))
             return null;
-        // A kid we do not know may come from a rotation on another instance: look once (rate-limited).
-        if (await keys.FindOrReloadAsync(kid, cancellationToken) is null)
+        // A kid we do not know may come from a rotation on another instance: look once (rate-limited). The key
+        // verifies only the algorithm it was made for: no token chooses how it is checked.
+        if (await keys.FindOrReloadAsync(kid, cancellationToken) is not { } key || key.Algorithm != alg)
             return null;
         var now = time.GetUtcNow().UtcDateTime;
         var parameters = new TokenValidationParameters
         {
             ValidIssuer = publicUrl.Value,
             ValidAudience = _options.Audience,
-            ValidAlgorithms = [SigningKeys.Algorithm],
+            ValidAlgorithms = [key.Algorithm],
             ValidTypes = [TokenType],
             RequireSignedTokens = true,
             RequireExpirationTime = true,
             ClockSkew = _options.ClockSkew,
             TryAllIssuerSigningKeys = false,
-            IssuerSigningKeyResolver = (_, _, kid, _) => kid is not null && keys.Find(kid) is { } key ? [key] : [],
+            IssuerSigningKeyResolver = (_, _, _, _) => [key.Key],
             LifetimeValidator = (notBefore, expires, _, _) =>
                 expires is { } exp && now < exp.ToUniversalTime() + _options.ClockSkew &&
                 (notBefore is null || notBefore.Value.ToUniversalTime() <= now + _options.ClockSkew),
@@ -173,9 +174,9 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
 
     /// <summary>
     /// Refuses headers that point at key material (<c>jku</c>, <c>x5u</c>, <c>jwk</c>, <c>x5c</c>) and
-    /// anything but ES256 before the library looks at the token. Returns the <c>kid</c>, or null.
+    /// any algorithm but ES256 and RS256 before the library looks at the token. Returns the <c>kid</c> and <c>alg</c>, or null.
     /// </summary>
-    private static string? AllowedHeaderKid(string token)
+    private static (string Kid, string Alg)? AllowedHeader(string token)
     {
         JsonWebToken parsed;
         try
@@ -186,14 +187,14 @@ internal sealed class JwtService(SigningKeys keys, IOptions<JwtOptions> options,
         {
             return null;
         }
-        if (parsed.Alg != SigningKeys.Algorithm || string.IsNullOrEmpty(parsed.Kid) || parsed.Kid.Length > 64)
+        if (!SigningKeys.Algorithms.Contains(parsed.Alg) || string.IsNullOrEmpty(parsed.Kid) || parsed.Kid.Length > 64)
             return null;
         foreach (var forbidden in (ReadOnlySpan<string>)["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"])
         {
             if (parsed.TryGetHeaderValue<object>(forbidden, out _))
                 return null;
         }
-        return parsed.Kid;
+        return (parsed.Kid, parsed.Alg);
     }
 }
 

@@ -1,6 +1,6 @@
 namespace Portcullis.Auth;
 
-/// <summary>An ES256 key pair for signing JWTs, shared through the database by every instance.</summary>
+/// <summary>A key pair for signing JWTs (ES256 or RS256), shared through the database by every instance.</summary>
 internal sealed class SigningKey
 {
     public required string Kid { get; set; }

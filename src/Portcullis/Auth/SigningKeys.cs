@@ -11,8 +11,12 @@ using Portcullis.Security;
 
 namespace Portcullis.Auth;
 
+/// <summary>A signing key's public half and the one algorithm it verifies; a token naming another algorithm is refused.</summary>
+internal sealed record VerificationKey(AsymmetricSecurityKey Key, string Algorithm);
+
 /// <summary>
-/// The ES256 keys that sign and verify JWTs. Created on first start and kept in the database so that
+/// The keys that sign and verify JWTs: ES256, or RS256 when <c>Jwt:SigningAlgorithm</c> says so (each key keeps the
+/// algorithm it was made for). Created on first start and kept in the database so that
 /// every instance signs with the same key. The newest unretired key signs; a rotation retires the
 /// others, which keep verifying (and stay in the JWKS) until every token they signed has expired,
 /// and are then pruned. Other instances reload when told of a rotation, or when a JWT names a
@@ -22,27 +26,27 @@ namespace Portcullis.Auth;
 internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time, AuditLog audit, KeySealing sealing, IOptions<JwtOptions> options,
     ILogger<SigningKeys> logger)
 {
-    public const string Algorithm = SecurityAlgorithms.EcdsaSha256;
+    public const string Es256 = SecurityAlgorithms.EcdsaSha256;
+    public const string Rs256 = SecurityAlgorithms.RsaSha256;
+    public static readonly IReadOnlySet<string> Algorithms = new HashSet<string>(StringComparer.Ordinal) { Es256, Rs256 };
 
     /// <summary>An unknown <c>kid</c> costs at most one database read per this interval, however many arrive.</summary>
     public static readonly TimeSpan UnknownKidReloadInterval = TimeSpan.FromSeconds(5);
 
-    private volatile KeySet _keys = new(new Dictionary<string, ECDsaSecurityKey>(), null, []);
+    private volatile KeySet _keys = new(new Dictionary<string, VerificationKey>(), null, []);
     private volatile bool _loaded;
     // Far in the past, but not so far that "now - last" overflows.
     private long _lastUnknownKidReload = long.MinValue / 2;
     private readonly SemaphoreSlim _reloadLock = new(1, 1);
 
-    private sealed record KeySet(IReadOnlyDictionary<string, ECDsaSecurityKey> ByKid, SigningCredentials? Current, IReadOnlyList<KeyInfo> Info);
+    private sealed record KeySet(IReadOnlyDictionary<string, VerificationKey> ByKid, SigningCredentials? Current, IReadOnlyList<KeyInfo> Info);
 
     /// <summary>A key as listed by <c>/api/v1/keys</c>: never the key material.</summary>
     internal sealed record KeyInfo(string Kid, string Alg, DateTime CreatedAt, DateTime? RetiredAt, bool Signing);
 
     public SigningCredentials Current => _keys.Current ?? throw new InvalidOperationException("No signing key loaded.");
 
-    public ECDsaSecurityKey? Find(string kid) => _keys.ByKid.GetValueOrDefault(kid);
-
-    public IEnumerable<ECDsaSecurityKey> All => _keys.ByKid.Values;
+    public VerificationKey? Find(string kid) => _keys.ByKid.GetValueOrDefault(kid);
 
     public IReadOnlyList<KeyInfo> Info => _keys.Info;
 
@@ -97,7 +101,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
     /// Looks for a <c>kid</c> this instance does not know: another instance may have rotated the key
     /// and the notification not arrived yet. Rate-limited, so made-up kids cannot hammer the database.
     /// </summary>
-    public async ValueTask<ECDsaSecurityKey?> FindOrReloadAsync(string kid, CancellationToken cancellationToken)
+    public async ValueTask<VerificationKey?> FindOrReloadAsync(string kid, CancellationToken cancellationToken)
     {
         if (Find(kid) is { } known)
             return known;
@@ -142,9 +146,9 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         }
     }
 
-    private void Apply(List<(SigningKey Row, ECDsaSecurityKey Key)> rows)
+    private void Apply(List<(SigningKey Row, VerificationKey Key)> rows)
     {
-        var byKid = new Dictionary<string, ECDsaSecurityKey>(StringComparer.Ordinal);
+        var byKid = new Dictionary<string, VerificationKey>(StringComparer.Ordinal);
         var expiredBefore = time.GetUtcNow().UtcDateTime - Retention;
         foreach (var (row, key) in rows)
         {
@@ -163,13 +167,13 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
             .OrderByDescending(r => r.CreatedAt).ThenBy(r => r.Kid, StringComparer.Ordinal)
             .Select(r => new KeyInfo(r.Kid, r.Algorithm, r.CreatedAt, r.RetiredAt, r.Kid == current.Kid))
             .ToArray();
-        _keys = new KeySet(byKid, new SigningCredentials(currentKey, Algorithm), info);
+        _keys = new KeySet(byKid, new SigningCredentials(currentKey.Key, currentKey.Algorithm), info);
     }
 
     /// <summary>The stored keys this server can unseal; any other row is left alone and never used.</summary>
-    private async Task<List<(SigningKey Row, ECDsaSecurityKey Key)>> ReadAsync(DbConnection connection, CancellationToken cancellationToken)
+    private async Task<List<(SigningKey Row, VerificationKey Key)>> ReadAsync(DbConnection connection, CancellationToken cancellationToken)
     {
-        var rows = new List<(SigningKey, ECDsaSecurityKey)>();
+        var rows = new List<(SigningKey, VerificationKey)>();
         await using var cmd = Sql.Command(connection, "SELECT kid, algorithm, private_key, created_at, retired_at FROM signing_keys");
         await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -188,12 +192,28 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
                 logger.LogError("Signing key {Kid} in the database is not sealed with a key-encryption key of this server (written there by hand?): not used", row.Kid);
                 continue;
             }
+            if (!Algorithms.Contains(row.Algorithm))
+            {
+                logger.LogError("Signing key {Kid} in the database is for {Algorithm}, which this server does not use: not used", row.Kid, row.Algorithm);
+                continue;
+            }
             var pkcs8 = Convert.FromBase64String(Encoding.ASCII.GetString(text));
-            var ecdsa = ECDsa.Create();
-            ecdsa.ImportPkcs8PrivateKey(pkcs8, out _);
+            AsymmetricSecurityKey key;
+            if (row.Algorithm == Rs256)
+            {
+                var rsa = RSA.Create();
+                rsa.ImportPkcs8PrivateKey(pkcs8, out _);
+                key = new RsaSecurityKey(rsa) { KeyId = row.Kid };
+            }
+            else
+            {
+                var ecdsa = ECDsa.Create();
+                ecdsa.ImportPkcs8PrivateKey(pkcs8, out _);
+                key = new ECDsaSecurityKey(ecdsa) { KeyId = row.Kid };
+            }
             CryptographicOperations.ZeroMemory(pkcs8);
             CryptographicOperations.ZeroMemory(text);
-            rows.Add((row, new ECDsaSecurityKey(ecdsa) { KeyId = row.Kid }));
+            rows.Add((row, new VerificationKey(key, row.Algorithm)));
         }
         return rows;
     }
@@ -201,7 +221,8 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
     /// <summary>Inserts a new key (retiring the others and pruning expired ones when rotating) with its audit event, in one transaction.</summary>
     private async Task<string> CreateAsync(DbConnection connection, HttpContext? http, bool retireOthers, CancellationToken cancellationToken)
     {
-        using var ecdsa = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var algorithm = options.Value.SigningAlgorithm;
+        using AsymmetricAlgorithm pair = algorithm == Rs256 ? RSA.Create(2048) : ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var kid = Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(12));
         var now = time.GetUtcNow().UtcDateTime;
         await using var tx = await connection.BeginTransactionAsync(cancellationToken);
@@ -219,10 +240,10 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
             await Execute("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < @before", ("@before", now - Retention));
         }
         await Execute("INSERT INTO signing_keys (kid, algorithm, private_key, created_at) VALUES (@kid, @alg, @key, @at)",
-            ("@kid", kid), ("@alg", Algorithm), ("@key", sealing.Seal(Encoding.ASCII.GetBytes(Convert.ToBase64String(ecdsa.ExportPkcs8PrivateKey())), KeySealing.SigningKeys, kid)), ("@at", now));
+            ("@kid", kid), ("@alg", algorithm), ("@key", sealing.Seal(Encoding.ASCII.GetBytes(Convert.ToBase64String(pair.ExportPkcs8PrivateKey())), KeySealing.SigningKeys, kid)), ("@at", now));
         var e = retireOthers
-            ? audit.Create(http, AuditEvents.SigningKeyRotated, details: new { kid, retired })
-            : audit.Create(http, AuditEvents.SigningKeyCreated, details: new { kid });
+            ? audit.Create(http, AuditEvents.SigningKeyRotated, details: new { kid, algorithm, retired })
+            : audit.Create(http, AuditEvents.SigningKeyCreated, details: new { kid, algorithm });
         await Execute("INSERT INTO audit_events (occurred_at, event, actor, actor_id, token_id, client_ip, details) VALUES (@at, @event, @actor, @actor_id, @token_id, @ip, @details)",
             ("@at", e.OccurredAt), ("@event", e.Event), ("@actor", e.Actor), ("@actor_id", e.ActorId), ("@token_id", e.TokenId), ("@ip", e.ClientIp), ("@details", e.Details));
         await tx.CommitAsync(cancellationToken);
@@ -237,26 +258,31 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         }
     }
 
+    /// <summary>One public key as a JWK (RFC 7517, RFC 7518 §6): only the public parameters are ever read.</summary>
+    private static Dictionary<string, string> PublicJwk(VerificationKey k)
+    {
+        var jwk = new Dictionary<string, string>();
+        if (k.Key is RsaSecurityKey rsa)
+        {
+            var p = rsa.Rsa.ExportParameters(includePrivateParameters: false);
+            (jwk["kty"], jwk["n"], jwk["e"]) = ("RSA", Base64UrlEncoder.Encode(p.Modulus!), Base64UrlEncoder.Encode(p.Exponent!));
+        }
+        else
+        {
+            var p = ((ECDsaSecurityKey)k.Key).ECDsa.ExportParameters(includePrivateParameters: false);
+            (jwk["kty"], jwk["crv"], jwk["x"], jwk["y"]) = ("EC", "P-256", Base64UrlEncoder.Encode(p.Q.X!), Base64UrlEncoder.Encode(p.Q.Y!));
+        }
+        (jwk["kid"], jwk["use"], jwk["alg"]) = (k.Key.KeyId, "sig", k.Algorithm);
+        return jwk;
+    }
+
     /// <summary>Public keys as a JWKS document (RFC 7517), the signing key first; never a private member.</summary>
     public object Jwks()
     {
         var keys = _keys;
         return new
         {
-            keys = keys.Info.Select(i => keys.ByKid[i.Kid]).Select(k =>
-            {
-                var p = k.ECDsa.ExportParameters(includePrivateParameters: false);
-                return new Dictionary<string, string>
-                {
-                    ["kty"] = "EC",
-                    ["crv"] = "P-256",
-                    ["x"] = Base64UrlEncoder.Encode(p.Q.X!),
-                    ["y"] = Base64UrlEncoder.Encode(p.Q.Y!),
-                    ["kid"] = k.KeyId,
-                    ["use"] = "sig",
-                    ["alg"] = Algorithm,
-                };
-            }).ToArray(),
+            keys = keys.Info.Select(i => keys.ByKid[i.Kid]).Select(PublicJwk).ToArray(),
         };
     }
 }

@@ -48,12 +48,21 @@ internal static class OpenApiDocument
             };
             return Task.CompletedTask;
         });
-        options.AddOperationTransformer((operation, context, _) =>
+        options.AddOperationTransformer(async (operation, context, cancellationToken) =>
         {
             var api = context.Description;
             var route = $"{api.HttpMethod} /{api.RelativePath?.TrimEnd('/')}";
             operation.Summary ??= Summaries.GetValueOrDefault(route) ?? route;
             var metadata = api.ActionDescriptor.EndpointMetadata;
+            if (metadata.OfType<DocumentedBody>().FirstOrDefault() is { } documented)
+            {
+                var schema = await context.GetOrCreateSchemaAsync(documented.Type, cancellationToken: cancellationToken);
+                operation.RequestBody = new OpenApiRequestBody
+                {
+                    Required = true,
+                    Content = documented.ContentTypes.ToDictionary(c => c, _ => new OpenApiMediaType { Schema = schema }),
+                };
+            }
             var authenticated = metadata.OfType<IAuthorizeData>().Any() && !metadata.OfType<IAllowAnonymous>().Any();
             if (authenticated)
             {
@@ -92,7 +101,6 @@ internal static class OpenApiDocument
                 AddProblem(operation, StatusCodes.Status404NotFound, "Nothing by that name or id that the caller may see.");
             foreach (var (status, description) in metadata.OfType<ProblemAnswers>().SelectMany(p => p.Problems))
                 AddProblem(operation, status, description);
-            return Task.CompletedTask;
         });
     }
 
@@ -208,6 +216,12 @@ internal static class OpenApiDocument
     }
 }
 
+/// <summary>
+/// A body the handler reads itself (the OAuth endpoints parse forms and JSON by RFC 6749's rules), described without
+/// <c>Accepts</c>, which would have the framework answer other content types 415 instead of the RFC's 400 <c>invalid_request</c>.
+/// </summary>
+internal sealed record DocumentedBody(Type Type, string[] ContentTypes);
+
 /// <summary>Problem answers an endpoint gives beyond those every authenticated endpoint or body may give (<see cref="OpenApiDocument"/>).</summary>
 internal sealed record ProblemAnswers(IReadOnlyList<(int Status, string Description)> Problems);
 
@@ -216,4 +230,8 @@ internal static class ProblemAnswersExtensions
     /// <summary>Documents problem answers of this endpoint (each status with what it means).</summary>
     public static TBuilder Answers<TBuilder>(this TBuilder builder, params (int Status, string Description)[] problems) where TBuilder : IEndpointConventionBuilder =>
         builder.WithMetadata(new ProblemAnswers(problems));
+
+    /// <summary>Documents the body the handler reads itself (<see cref="DocumentedBody"/>).</summary>
+    public static RouteHandlerBuilder DocumentedBody<T>(this RouteHandlerBuilder builder, params string[] contentTypes) =>
+        builder.WithMetadata(new DocumentedBody(typeof(T), contentTypes));
 }

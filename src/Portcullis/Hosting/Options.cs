@@ -72,6 +72,12 @@ internal sealed class JwtOptions
 
     /// <summary>Tolerance for clocks that disagree; kept far below the usual 5 minutes.</summary>
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How new signing keys sign: <c>ES256</c> (P-256, the default) or <c>RS256</c> (RSA 2048, which RFC 9068 §2.1 has every
+    /// conforming party support, for resource servers that have nothing else). Existing keys keep their own algorithm.
+    /// </summary>
+    public string SigningAlgorithm { get; set; } = Auth.SigningKeys.Es256;
 }
 
 internal sealed class AuthOptions
@@ -150,6 +156,8 @@ internal sealed class OptionsValidator :
             errors.Add($"Jwt:CliTokenLifetime is {o.CliTokenLifetime}. Set it between 00:01:00 and 90.00:00:00 (default 7.00:00:00).");
         if (string.IsNullOrWhiteSpace(o.Audience))
             errors.Add("Jwt:Audience must not be empty (default 'portcullis').");
+        if (!Auth.SigningKeys.Algorithms.Contains(o.SigningAlgorithm))
+            errors.Add($"Jwt:SigningAlgorithm is '{o.SigningAlgorithm}'. Set it to ES256 (the default) or RS256.");
         if (o.ClockSkew < TimeSpan.Zero || o.ClockSkew > TimeSpan.FromSeconds(30))
             errors.Add($"Jwt:ClockSkew is {o.ClockSkew}. Set it between 00:00:00 and 00:00:30.");
         return Result(errors);
