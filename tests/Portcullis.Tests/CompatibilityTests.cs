@@ -96,6 +96,20 @@ public sealed class CompatibilityTests(SqliteServer server) : IClassFixture<Sqli
         Assert.Equal(HttpStatusCode.BadRequest, days.StatusCode);
         Assert.Contains("expire_in_days", (await days.JsonAsync()).GetProperty("detail").GetString());
 
+        // A form is always an OAuth grant, even with a stray Bearer header: it never mints an API token.
+        using (var grant = new HttpRequestMessage(HttpMethod.Post, "/auth/token")
+        {
+            Content = new FormUrlEncodedContent([new("grant_type", "password"), new("username", "admin"), new("password", PortcullisServer.AdminPassword)]),
+        })
+        {
+            grant.Headers.Authorization = new("Bearer", admin);
+            using var answer = await server.Client().SendAsync(grant);
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            var body = await answer.JsonAsync();
+            PortcullisServer.Secrets.Add(body.GetProperty("access_token").GetString()!);
+            Assert.False(body.TryGetProperty("Token", out _));
+        }
+
         // Daeploy's own server read the days from the query string: that works too.
         using var query = await server.Client(admin).PostAsync("/auth/token?expire_in_days=3", null);
         Assert.Equal(HttpStatusCode.Created, query.StatusCode);

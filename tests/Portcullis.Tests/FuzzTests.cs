@@ -107,11 +107,19 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
 
         output.WriteLine($"{HttpRequests} HTTP + {raw} raw requests; statuses: " +
             string.Join(", ", statuses.OrderBy(s => s.Key).Select(s => $"{s.Key}: {s.Value}")));
-        Assert.True(failures.IsEmpty, $"{failures.Count} requests failed; the first ones:\n" + string.Join("\n", failures.Take(10)));
+        Assert.True(failures.IsEmpty, $"{failures.Count} requests failed; the first ones:\n" + string.Join("\n", failures.Take(10)) + ServerErrors());
         Assert.Equal(System.Net.HttpStatusCode.OK, (await server.Client().GetAsync("/healthz")).StatusCode);
         Assert.Equal(System.Net.HttpStatusCode.OK, (await server.Client(spare).GetAsync("/api/v1/me")).StatusCode);
         Assert.Equal(System.Net.HttpStatusCode.OK, (await browser.GetAsync("/tokens")).StatusCode); // the session survived the garbage
         Assert.DoesNotContain("unhandled exception", server.Output, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>What the server logged of its failures (the exception behind a 500), so that a failure in CI can be understood from its log.</summary>
+    private string ServerErrors()
+    {
+        var lines = server.Output.Split('\n');
+        var at = Array.FindIndex(lines, l => l.Contains("fail:", StringComparison.Ordinal) || l.Contains("Exception", StringComparison.Ordinal));
+        return at < 0 ? "\n(the server logged no failure)" : "\nThe server logged:\n" + string.Join('\n', lines.Skip(at).Take(40));
     }
 
     private sealed record Session(string Cookies, string CsrfToken);

@@ -65,7 +65,7 @@ public sealed class GatewayTests(GatewayFixture fixture) : IClassFixture<Gateway
         using var client = Server.Client();
         using var request = new HttpRequestMessage(HttpMethod.Post, "/services/echo_1/a/b?x=1&y=%20z") { Content = new StringContent("hello", Encoding.UTF8, "text/plain") };
         request.Headers.Authorization = new AuthenticationHeaderValue("token", token);
-        request.Headers.TryAddWithoutValidation("Cookie", "portcullis=session-value; theirs=kept; __Host-portcullis=x");
+        request.Headers.TryAddWithoutValidation("Cookie", "portcullis=session-value; theirs=kept; __Host-portcullis=x; daeploy=cli-login-token");
         foreach (var forged in new[] { "X-Portcullis-User", "x-portcullis-scopes", "X_Portcullis_Token_Id", "X-PORTCULLIS-Extra" })
             request.Headers.TryAddWithoutValidation(forged, "admin");
         request.Headers.TryAddWithoutValidation("X-Forwarded-For", "203.0.113.9");

@@ -61,9 +61,13 @@ internal static class DaeployApi
         return app;
     }
 
-    /// <summary>Daeploy asks <c>/auth/token</c> for an API token with a Bearer credential; an OAuth client never sends one there.</summary>
+    /// <summary>
+    /// Daeploy asks <c>/auth/token</c> for an API token with a Bearer credential and JSON (or no body). An OAuth client
+    /// authenticates with Basic or the body, and sends a form: a form is always a grant, whatever else it carries.
+    /// </summary>
     public static bool IsTokenRequest(HttpRequest request) =>
-        request.Headers.Authorization.ToString() is var header
+        !request.HasFormContentType
+        && request.Headers.Authorization.ToString() is var header
         && (header.StartsWith("Bearer", StringComparison.OrdinalIgnoreCase) || header.StartsWith("token ", StringComparison.OrdinalIgnoreCase));
 
     private static async Task<IResult> LoginAsync(HttpContext http, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle, JwtService jwts,
