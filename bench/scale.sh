@@ -4,7 +4,8 @@
 # Runs, each on a fresh SQLite data directory with the same 1,000 tokens in use:
 #   1. 1,000 tokens in the database;  2. 1,000,000 tokens in the database;
 # and then, for memory, 1,000,000 in the database with 50,000 distinct tokens in use against a cache of
-# 20,000 entries (Tokens:CacheSize), reporting the server's RSS and the cache's size.
+# 20,000 entries (Tokens:CacheSize), reporting the server's RSS, the cache's size, and how long the server
+# took from launch to ready (it reads every token's digest at start: Tokens/TokenCache.cs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-10}
@@ -21,7 +22,14 @@ start() { # dir port [extra settings as env]
     PORTCULLIS_ADMIN_PASSWORD=scale-bench-password PORTCULLIS_Logging__LogLevel__Default=Warning \
         dotnet "$dll" serve --data-dir "$1" --urls "http://127.0.0.1:$2" >"$1.log" 2>&1 &
     pid=$!
-    for _ in $(seq 3000); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return; sleep 0.01; done
+    local began=$EPOCHREALTIME
+    for _ in $(seq 3000); do
+        if curl -sf "http://127.0.0.1:$2/readyz" >/dev/null 2>&1; then
+            started=$(python3 -c "print(f'{$EPOCHREALTIME - $began:.2f}')")
+            return
+        fi
+        sleep 0.01
+    done
     echo "server did not start" >&2; cat "$1.log" >&2; exit 1
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
@@ -48,7 +56,7 @@ scenario() { # name total used [cache size]
     unset PORTCULLIS_Tokens__CacheSize
     lua "$work/$1.tokens" >"$work/$1.lua"
     wrk -t2 -c16 -d3s -s "$work/$1.lua" "http://127.0.0.1:$port" >/dev/null    # warm-up: fills the cache
-    local out rps p99 rss hwm entries
+    local ready=$started out rps p99 rss hwm entries
     out=$(wrk -t2 -c16 -d"${seconds}s" --latency -s "$work/$1.lua" "http://127.0.0.1:$port")
     if grep -q "Non-2xx" <<<"$out"; then echo "$1: errors: $(grep Non-2xx <<<"$out")" >&2; exit 1; fi
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -56,7 +64,7 @@ scenario() { # name total used [cache size]
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
     entries=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^portcullis_token_cache_entries/ {print $2}')
-    printf '%-28s %10s req/s  p99 %-8s RSS %6d MiB  peak %6d MiB  cache entries %s\n' "$1" "$rps" "$p99" $((rss / 1024)) $((hwm / 1024)) "$entries"
+    printf '%-28s %10s req/s  p99 %-8s RSS %6d MiB  peak %6d MiB  cache entries %-6s ready after %s s\n' "$1" "$rps" "$p99" $((rss / 1024)) $((hwm / 1024)) "$entries" "$ready"
     echo "$1 $rps" >>"$work/results"
     stop
 }
