@@ -163,14 +163,8 @@ public sealed class RsaSigningTests
     [Fact]
     public async Task AnAlgorithmOtherThanEs256OrRs256IsRefusedAtStart()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
-        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "portcullis.dll"), "serve", "--data-dir", dir, "--Jwt:SigningAlgorithm=HS256" })
-            psi.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(psi)!;
-        var error = await process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        Assert.Equal(1, process.ExitCode);
+        var (exitCode, error) = await PortcullisServer.RefusedStartAsync("--Jwt:SigningAlgorithm=HS256");
+        Assert.Equal(1, exitCode);
         Assert.Contains("Jwt:SigningAlgorithm", error);
     }
 }

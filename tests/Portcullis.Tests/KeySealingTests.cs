@@ -173,7 +173,8 @@ public sealed class KeySealingTests
         await server.StartAsync("--Keys:EncryptionKeyFile", nextFile);
         Assert.Equal(kid, await SigningKidAsync(server));
         await server.StopAsync();
-        Assert.Contains($"sealed with key-encryption key {KekId(next)}", await StartFailsAsync(server));
+        var refusal = await StartFailsAsync(server);
+        Assert.True(refusal.Contains($"sealed with key-encryption key {KekId(next)}", StringComparison.Ordinal), refusal); // the whole log when it fails
         Assert.Equal(old, server.EncryptionKey()); // the default file, still the old key
     }
 

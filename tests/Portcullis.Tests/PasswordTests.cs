@@ -28,14 +28,8 @@ public sealed class PasswordTests(SqliteServer server) : IClassFixture<SqliteSer
     [Fact]
     public async Task IterationsBelowOwaspStrengthAreRefusedAtStart()
     {
-        var dir = Directory.CreateTempSubdirectory().FullName;
-        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "portcullis.dll"), "serve", "--data-dir", dir, "--Auth:PasswordIterations=1000" })
-            psi.ArgumentList.Add(a);
-        using var process = System.Diagnostics.Process.Start(psi)!;
-        var error = await process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        Assert.Equal(1, process.ExitCode);
+        var (exitCode, error) = await PortcullisServer.RefusedStartAsync("--Auth:PasswordIterations=1000");
+        Assert.Equal(1, exitCode);
         Assert.Contains("Auth:PasswordIterations", error);
     }
 

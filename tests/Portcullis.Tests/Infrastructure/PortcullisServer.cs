@@ -221,6 +221,20 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
     }
 
     /// <summary>Creates a user and returns an API token of theirs with the default scopes.</summary>
+    /// <summary>Runs <c>portcullis serve</c> on a fresh data directory with a setting that must be refused: its exit code and standard error.</summary>
+    public static async Task<(int ExitCode, string Error)> RefusedStartAsync(string setting)
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "portcullis.dll"), "serve", "--data-dir", dir, setting })
+            psi.ArgumentList.Add(a);
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var error = await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Directory.Delete(dir, recursive: true);
+        return (process.ExitCode, error);
+    }
+
     public async Task<(string Username, string Password, string Token)> CreateUserAsync(bool admin = false)
     {
         var username = "user-" + Guid.NewGuid().ToString("N")[..10];
