@@ -60,7 +60,7 @@ internal static class AuthApi
     /// <summary>
     /// RFC 8414 authorization server metadata, also served at the OpenID Connect discovery path, where much tooling
     /// looks, but without anything only an OpenID Provider has: Portcullis issues no ID tokens and has no authorization
-    /// endpoint, so <c>response_types_supported</c> (required) is empty (docs/decisions.md, "OAuth metadata"). Client
+    /// endpoint, so <c>response_types_supported</c> (required) is empty (docs/decisions.md, "Discovery"). Client
     /// authentication at the token, introspection and revocation endpoints is <c>client_secret_basic</c> or <c>client_secret_post</c>.
     /// </summary>
     internal static Dictionary<string, object> Discovery(string issuer, AuthOptions auth)
@@ -88,16 +88,16 @@ internal static class AuthApi
         .DocumentedBody<TokenRequest>("application/x-www-form-urlencoded", "application/json")
         .Produces<TokenEndpointResponse>(StatusCodes.Status200OK)
         .Produces<TokenEndpointResponse>(StatusCodes.Status201Created)
-        .Produces<OAuthError>(StatusCodes.Status400BadRequest)
-        .Produces<OAuthError>(StatusCodes.Status401Unauthorized)
-        .Produces<OAuthError>(StatusCodes.Status403Forbidden)
-        .Produces<OAuthError>(StatusCodes.Status429TooManyRequests)
-        .Produces<OAuthError>(StatusCodes.Status503ServiceUnavailable);
+        .ProducesOAuthErrors();
 
     /// <summary>Introspection and revocation: a token parameter, optional client authentication, RFC 6749 errors.</summary>
     internal static RouteHandlerBuilder DescribedAsTokenParameterEndpoint(this RouteHandlerBuilder endpoint) => endpoint
         .DocumentedBody<TokenParameterRequest>("application/x-www-form-urlencoded", "application/json")
         .Produces<Dictionary<string, object>>(StatusCodes.Status200OK)
+        .ProducesOAuthErrors();
+
+    /// <summary>The RFC 6749 error answers of the OAuth endpoints.</summary>
+    private static RouteHandlerBuilder ProducesOAuthErrors(this RouteHandlerBuilder endpoint) => endpoint
         .Produces<OAuthError>(StatusCodes.Status400BadRequest)
         .Produces<OAuthError>(StatusCodes.Status401Unauthorized)
         .Produces<OAuthError>(StatusCodes.Status403Forbidden)

@@ -151,8 +151,7 @@ internal static class DaeployApi
         if (http.Features.Get<Credential>() is not { } caller)
             return Unauthenticated(http);
         var registry = http.RequestServices.GetRequiredService<ServiceRegistry>();
-        return TypedResults.Json(registry.All
-            .Where(s => !s.Protected || caller.Allows(ScopeRequirement.ForService(s.Name)))
+        return TypedResults.Json(registry.ReachableBy(caller)
             .Select(s => new DaeployService(s.Name, s.Version, registry.Find(s.Name) == s, null))
             .ToArray(), contentType: "application/json");
     }
@@ -161,8 +160,7 @@ internal static class DaeployApi
     {
         if (http.Features.Get<Credential>() is not { } caller)
             return Unauthenticated(http);
-        if (name is null || version is null || registry.Find(name, version) is not { } service
-            || (service.Protected && !caller.Allows(ScopeRequirement.ForService(service.Name))))
+        if (name is null || version is null || registry.Find(name, version) is not { } service || !service.IsReachableBy(caller))
             return Error(StatusCodes.Status404NotFound, $"There is no service '{name}_{version}' that you may reach.");
         var state = processes.States.FirstOrDefault(s => s.Name == service.Name) is { } managed
             ? new DaeployState(managed.State, managed.State == "running", Iso(managed.StartedAt), null)

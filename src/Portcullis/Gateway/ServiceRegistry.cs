@@ -17,6 +17,9 @@ internal sealed record ServiceEntry(string Name, string Version, ImmutableArray<
 
     public string Key => $"{Name}_{Version}";
 
+    /// <summary>Whether the credential may use this service: any credential for an unprotected one, else the service's scope.</summary>
+    public bool IsReachableBy(Auth.Credential credential) => !Protected || credential.Allows(Security.ScopeRequirement.ForService(Name));
+
     /// <summary>The host label of this version on its own origin (<see cref="ServiceHosts"/>).</summary>
     public string Label => ServiceHosts.Label(Name, Version);
 
@@ -57,6 +60,9 @@ internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IService
     private volatile Snapshot _snapshot = Build([]);
 
     public IReadOnlyList<ServiceEntry> All => _snapshot.All;
+
+    /// <summary>The services the credential may use (<see cref="ServiceEntry.IsReachableBy"/>).</summary>
+    public IEnumerable<ServiceEntry> ReachableBy(Auth.Credential credential) => _snapshot.All.Where(s => s.IsReachableBy(credential));
 
     /// <summary>A <c>{name}_{version}</c> or bare <c>{name}</c> path segment: the exact version, or the newest.</summary>
     public ServiceEntry? Find(string target)

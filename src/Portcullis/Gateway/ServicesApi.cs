@@ -42,8 +42,7 @@ internal static class ServicesApi
     {
         var caller = http.Credential();
         var admin = caller.Allows(ScopeRequirement.Admin);
-        return TypedResults.Ok(registry.All
-            .Where(s => !s.Protected || caller.Allows(ScopeRequirement.ForService(s.Name)))
+        return TypedResults.Ok(registry.ReachableBy(caller)
             .Select(s => ToResponse(s, admin, hosts, replicas))
             .ToArray());
     }

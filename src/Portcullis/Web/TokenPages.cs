@@ -296,7 +296,7 @@ internal static class TokenPages
     private static IResult Services(HttpContext http, ServiceRegistry registry, ServiceHosts hosts)
     {
         var credential = http.Features.Get<Credential>()!;
-        var mine = registry.All.Where(s => !s.Protected || credential.Allows(ScopeRequirement.ForService(s.Name))).ToList();
+        var mine = registry.ReachableBy(credential).ToList();
         var body = new StringBuilder("<h1>Services</h1>");
         if (mine.Count == 0)
             body.Append("<p>No services you may open.</p>");

@@ -105,7 +105,7 @@ internal static class WebPages
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session } credential)
             return Results.Redirect("/login");
         var tokens = antiforgery.GetAndStoreTokens(http);
-        var services = registry.All.Where(s => !s.Protected || credential.Allows(ScopeRequirement.ForService(s.Name))).ToList();
+        var services = registry.ReachableBy(credential).ToList();
         var body = new StringBuilder();
         body.Append($"<h1>Portcullis</h1><p>Logged in as <strong>{Html.H(credential.Owner.Name)}</strong>{(credential.Owner.IsAdmin ? " (admin)" : "")}.</p>");
         body.Append("<h2>Services</h2>");
