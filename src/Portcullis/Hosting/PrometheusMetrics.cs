@@ -86,6 +86,10 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
         }
     }
 
+    /// <summary>
+    /// The dictionaries are snapshotted with their own <c>ToArray</c> before sorting: LINQ's copy reads the count, then
+    /// copies, and a request counted in between made it throw (found by the fuzz test).
+    /// </summary>
     public string Render()
     {
         var sb = new StringBuilder();
@@ -97,16 +101,16 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
         Single(sb, "portcullis_token_cache_hit_ratio", "gauge", "Token cache hits over lookups since start.", lookups == 0 ? 0 : Math.Round((double)cache.Hits / lookups, 4));
 
         Header(sb, "portcullis_http_requests_total", "counter", "HTTP requests by route pattern and status code.");
-        foreach (var ((route, status), n) in _requests.OrderBy(x => x.Key.Route, StringComparer.Ordinal).ThenBy(x => x.Key.Status))
+        foreach (var ((route, status), n) in _requests.ToArray().OrderBy(x => x.Key.Route, StringComparer.Ordinal).ThenBy(x => x.Key.Status))
             sb.Append(CultureInfo.InvariantCulture, $"portcullis_http_requests_total{{route=\"{Escape(route)}\",status=\"{status}\"}} {n}\n");
         Header(sb, "portcullis_credential_verifications_total", "counter", "Credential checks by outcome.");
-        foreach (var (outcome, n) in _verifications.OrderBy(x => x.Key, StringComparer.Ordinal))
+        foreach (var (outcome, n) in _verifications.ToArray().OrderBy(x => x.Key, StringComparer.Ordinal))
             sb.Append(CultureInfo.InvariantCulture, $"portcullis_credential_verifications_total{{outcome=\"{outcome}\"}} {n}\n");
         Header(sb, "portcullis_token_cache_lookups_total", "counter", "Token cache lookups by result.");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"hit\"}} {cache.Hits}\n");
         sb.Append(CultureInfo.InvariantCulture, $"portcullis_token_cache_lookups_total{{result=\"miss\"}} {cache.Misses}\n");
         Header(sb, "portcullis_upstream_request_duration_seconds", "histogram", "Time until a gateway upstream answered with its headers (or failed), by service.");
-        foreach (var (service, counts) in _upstream.OrderBy(x => x.Key, StringComparer.Ordinal))
+        foreach (var (service, counts) in _upstream.ToArray().OrderBy(x => x.Key, StringComparer.Ordinal))
         {
             var cumulative = 0L;
             for (var i = 0; i < UpstreamBuckets.Length; i++)
