@@ -191,12 +191,20 @@ for trx in "$results"/*.trx "$results"/*/*.trx; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
 done
-# The failed tests by name, last, where a CI log that keeps only its tail still shows them.
+# The failed tests by name with the first lines of their message, last, where a CI log that keeps
+# only its tail still shows them.
 if [ "$failed" -gt 0 ]; then
     for trx in "$results"/*.trx "$results"/*/*.trx; do
         [ -f "$trx" ] || continue
-        grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx" |
-            sed -n 's/.* testName="\([^"]*\)".*/failed: \1/p' | sed 's/&quot;/"/g; s/&amp;/\&/g'
+        /usr/bin/python3 - "$trx" <<'PY' || grep -o '<UnitTestResult [^>]*outcome="Failed"[^>]*>' "$trx"
+import sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for result in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult[@outcome='Failed']", ns):
+    print("failed: " + result.get("testName"))
+    message = result.findtext(".//t:ErrorInfo/t:Message", "", ns).strip().splitlines()
+    for line in message[:6]:
+        print("    " + line[:300])
+PY
     done
 fi
 echo "tests: $passed passed, $failed failed"
