@@ -94,7 +94,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         await page.GetByRole(AriaRole.Link, new() { Name = "default", Exact = true }).ClickAsync();
         Assert.Matches("/tokens/[0-9]+$", page.Url);
         var chart = page.GetByRole(AriaRole.Img, new() { Name = "Requests per day" });
-        Assert.Equal(30, await chart.Locator("rect").CountAsync());
+        Assert.Equal(30, await chart.Locator("rect.bar").CountAsync());
         Assert.Contains("5 requests in the last 30 days", await page.ContentAsync()); // one to create short-lived, four to ask who it is
         Assert.Contains("from 127.0.0.1", await page.ContentAsync());
         Assert.Contains("token.created", await page.ContentAsync());
@@ -205,13 +205,15 @@ public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser)
         Assert.Equal(HttpStatusCode.Created, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password))).StatusCode);
 
         await page.GetByRole(AriaRole.Button, new() { Name = $"Make admin {name}" }).ClickAsync();
-        Assert.Contains("yes", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());
+        var row = page.GetByRole(AriaRole.Row).Filter(new() { HasText = name });
+        Assert.Equal("admin", await row.Locator(".badge.neutral").InnerTextAsync());
+        await row.GetByRole(AriaRole.Button, new() { Name = $"Remove admin from {name}" }).WaitForAsync();
         await page.GetByLabel($"New password for {name}").FillAsync(password + "-reset");
         await page.GetByRole(AriaRole.Button, new() { Name = $"Reset password of {name}" }).ClickAsync();
         PortcullisServer.Secrets.Add(password + "-reset");
         Assert.Equal(HttpStatusCode.Created, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
         await page.GetByRole(AriaRole.Button, new() { Name = $"Disable {name}" }).ClickAsync();
-        Assert.Contains("disabled", await page.GetByRole(AriaRole.Row).Filter(new() { HasText = name }).InnerTextAsync());
+        Assert.Equal("Disabled", await row.Locator(".badge.revoked").InnerTextAsync());
         Assert.Equal(HttpStatusCode.BadRequest, (await Server.Client().PostAsync("/auth/token", JsonBody(name, password + "-reset"))).StatusCode);
         await ScreenshotAsync(page, "admin-users");
     }

@@ -7,13 +7,13 @@ using Portcullis.Security;
 
 namespace Portcullis.Audit;
 
-internal sealed record AuditEventResponse(long Id, DateTime OccurredAt, string Event, string? Actor, string? Subject, string? TokenId, string? ClientIp, JsonElement? Details)
+public sealed record AuditEventResponse(long Id, DateTime OccurredAt, string Event, string? Actor, string? Subject, string? TokenId, string? ClientIp, JsonElement? Details)
 {
-    public static AuditEventResponse From(AuditEvent e) =>
+    internal static AuditEventResponse From(AuditEvent e) =>
         new(e.Id, e.OccurredAt, e.Event, e.Actor, e.Subject, e.TokenId, e.ClientIp, e.Details is null ? null : JsonDocument.Parse(e.Details).RootElement);
 }
 
-internal sealed record AuditPage(AuditEventResponse[] Events, long? NextBefore);
+public sealed record AuditPage(AuditEventResponse[] Events, long? NextBefore);
 
 /// <summary><c>GET /api/v1/audit?limit=&amp;before=</c>: admins see everything, others their own events.</summary>
 internal static class AuditApi

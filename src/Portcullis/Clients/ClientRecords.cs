@@ -3,7 +3,7 @@ namespace Portcullis.Clients;
 internal sealed record CreateClientRequest(string? Name, string[]? Scopes);
 
 /// <summary>The only response that carries a client secret; sent with <c>Cache-Control: no-store</c>.</summary>
-internal sealed record ClientSecretResponse(
+public sealed record ClientSecretResponse(
     string ClientId,
     string ClientSecret,
     string Name,
@@ -13,13 +13,13 @@ internal sealed record ClientSecretResponse(
     DateTime CreatedAt,
     DateTime SecretCreatedAt)
 {
-    public static ClientSecretResponse From(OAuthClient c, string secret, string owner) =>
+    internal static ClientSecretResponse From(OAuthClient c, string secret, string owner) =>
         new(c.ClientId, secret, c.Name, SplitScopes(c.Scopes), owner, c.SecretHint, c.CreatedAt, c.SecretCreatedAt);
 
     internal static string[] SplitScopes(string scopes) => scopes.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 }
 
-internal sealed record ClientResponse(
+public sealed record ClientResponse(
     string ClientId,
     string Name,
     string[] Scopes,
@@ -29,7 +29,7 @@ internal sealed record ClientResponse(
     DateTime CreatedAt,
     DateTime SecretCreatedAt)
 {
-    public static ClientResponse From(OAuthClient c, string owner) =>
+    internal static ClientResponse From(OAuthClient c, string owner) =>
         new(c.ClientId, c.Name, ClientSecretResponse.SplitScopes(c.Scopes), owner, c.SecretHint,
             c.SecretRevokedAt is null ? "active" : "revoked", c.CreatedAt, c.SecretCreatedAt);
 }

@@ -130,16 +130,14 @@ internal static class DaeployApi
         var now = services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
         var name = $"daeploy {now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)} {Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(2))}";
         var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null);
-        var created = await TokensApi.CreateAsync(request, http, services.GetRequiredService<PortcullisDb>(), services.GetRequiredService<TokenFormat>(),
-            services.GetRequiredService<AuditLog>(), services.GetRequiredService<InvalidationBus>(), services.GetRequiredService<IOptions<TokenOptions>>(),
+        var (created, error) = await TokensApi.IssueAsync(request, http, services.GetRequiredService<PortcullisDb>(), services.GetRequiredService<TokenFormat>(),
+            services.GetRequiredService<AuditLog>(), services.GetRequiredService<InvalidationBus>(), services.GetRequiredService<IOptions<TokenOptions>>().Value,
             services.GetRequiredService<TimeProvider>(), http.RequestAborted);
-        return created.Result switch
-        {
-            Created<CreatedTokenResponse> { Value: { } token } => TypedResults.Json(new DaeployToken(token.Token, token.Id.ToString(CultureInfo.InvariantCulture)),
-                contentType: "application/json", statusCode: StatusCodes.Status201Created),
-            ProblemHttpResult problem => Error(problem.StatusCode, problem.ProblemDetails.Detail ?? "The token could not be created."),
-            var other => other,
-        };
+        if (error is not null)
+            return Error(error.Status, error.Message);
+        http.Response.Headers.CacheControl = "no-store";
+        return TypedResults.Json(new DaeployToken(created!.Token, created.Id.ToString(CultureInfo.InvariantCulture)),
+            contentType: "application/json", statusCode: StatusCodes.Status201Created);
     }
 
     /// <summary>

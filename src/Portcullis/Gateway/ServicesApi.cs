@@ -19,7 +19,7 @@ internal sealed record ServiceResponse(string Name, string Version, string Upstr
     string Path, string Origin, DateTime RegisteredAt, HealthCheckRequest? HealthCheck, DestinationResponse[]? Destinations);
 
 /// <summary>One replica and its health as the gateway sees it: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c> (not probed, no failures).</summary>
-internal sealed record DestinationResponse(string Address, string Health);
+public sealed record DestinationResponse(string Address, string Health);
 
 /// <summary>The service registry: <c>/api/v1/services</c> (docs/gateway.md).</summary>
 internal static class ServicesApi

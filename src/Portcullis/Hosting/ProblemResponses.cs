@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace Portcullis;
 
@@ -28,7 +29,16 @@ internal static class ProblemResponses
             new ProblemDetails { Status = status, Title = title, Detail = detail, Type = TypeFor(status) }, JsonOptions, context.RequestAborted);
     }
 
-    private static string TypeFor(int status) => status switch
+    internal static string TitleFor(int status) => status switch
+    {
+        400 => "Bad request",
+        403 => "Forbidden",
+        404 => "Not found",
+        409 => "Conflict",
+        _ => ReasonPhrases.GetReasonPhrase(status),
+    };
+
+    internal static string TypeFor(int status) => status switch
     {
         400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
         401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",

@@ -138,6 +138,7 @@ internal static class ServerApp
             o.FormFieldName = "csrf_token";
         });
         services.AddAntiforgery();
+        services.AddWebPages();
         services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         services.AddProblemDetails();
         services.AddOpenApi(OpenApiDocument.Configure);
@@ -233,6 +234,7 @@ internal static class ServerApp
         app.UseStatusCodePages();
         app.Use(ApiHeaders);
         app.UseMiddleware<RequestMetricsMiddleware>();
+        app.UseWebStaticFiles();
         if (app.Services.GetRequiredService<PublicUrl>().Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
             app.Use(Web.WebPages.HttpsForPages);
         app.UseAuthentication();

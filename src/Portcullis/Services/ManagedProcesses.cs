@@ -7,7 +7,7 @@ using Portcullis.Auth;
 namespace Portcullis.Services;
 
 /// <summary>The state of one managed service, as <c>GET /api/v1/managed-services</c> shows it.</summary>
-internal sealed record ManagedServiceState(string Name, string State, int? Pid, int Restarts, int? LastExitCode, DateTime? StartedAt, DateTime? NextStartAt);
+public sealed record ManagedServiceState(string Name, string State, int? Pid, int Restarts, int? LastExitCode, DateTime? StartedAt, DateTime? NextStartAt);
 
 /// <summary>
 /// Runs the services that have a <c>command</c> (docs/services.md): started with their environment, output

@@ -1,6 +1,6 @@
 namespace Portcullis.Tokens;
 
-internal sealed record CreateTokenRequest(
+public sealed record CreateTokenRequest(
     string? Name,
     string? Description,
     long? ExpiresInDays,
@@ -11,7 +11,7 @@ internal sealed record CreateTokenRequest(
 internal sealed record RotateTokenRequest(long? GraceSeconds);
 
 /// <summary>The only response that ever carries a token's secret; sent with <c>Cache-Control: no-store</c>.</summary>
-internal sealed record CreatedTokenResponse(
+public sealed record CreatedTokenResponse(
     long Id,
     string Name,
     string? Description,
@@ -22,13 +22,13 @@ internal sealed record CreatedTokenResponse(
     DateTime? ExpiresAt,
     string Owner)
 {
-    public static CreatedTokenResponse From(ApiToken t, string plaintext, string owner) =>
+    internal static CreatedTokenResponse From(ApiToken t, string plaintext, string owner) =>
         new(t.Id, t.Name, t.Description, plaintext, t.Hint, SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt, owner);
 
     internal static string[] SplitScopes(string scopes) => scopes.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 }
 
-internal sealed record TokenResponse(
+public sealed record TokenResponse(
     long Id,
     string Name,
     string? Description,
@@ -42,11 +42,11 @@ internal sealed record TokenResponse(
     string Owner,
     long? ReplacedById)
 {
-    public static TokenResponse From(ApiToken t, string owner, DateTime now) =>
+    internal static TokenResponse From(ApiToken t, string owner, DateTime now) =>
         new(t.Id, t.Name, t.Description, t.Hint, CreatedTokenResponse.SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt,
             t.LastUsedAt, t.LastUsedIp, t.Status(now), owner, t.ReplacedById);
 }
 
-internal sealed record UsageDay(string Date, long Count);
+public sealed record UsageDay(string Date, long Count);
 
-internal sealed record TokenUsageResponse(long TokenId, int Days, long Total, UsageDay[] Usage);
+public sealed record TokenUsageResponse(long TokenId, int Days, long Total, UsageDay[] Usage);

@@ -37,40 +37,54 @@ internal static class TokensApi
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"ci\", \"expires_in_days\": 30}.");
+        var (created, error) = await IssueAsync(request, http, db, format, audit, invalidation, options.Value, time, cancellationToken);
+        if (error is not null)
+            return error.ToProblem();
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        return TypedResults.Created($"/api/v1/tokens/{created!.Id}", created);
+    }
+
+    /// <summary>
+    /// Creates a token for the caller of <paramref name="http"/> (or, for an admin, for <see cref="CreateTokenRequest.Owner"/>):
+    /// the rules of docs/tokens.md, then the token and its audit event in one transaction. The API and the web UI both come here.
+    /// </summary>
+    internal static async Task<Checked<CreatedTokenResponse>> IssueAsync(
+        CreateTokenRequest request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, InvalidationBus invalidation,
+        TokenOptions options, TimeProvider time, CancellationToken cancellationToken)
+    {
         var caller = http.Credential();
         var now = time.GetUtcNow().UtcDateTime;
 
-        if (ValidateName(request.Name) is { } nameError)
-            return ProblemResponses.BadRequest(nameError);
-        if (ValidateDescription(request.Description) is { } descriptionError)
-            return ProblemResponses.BadRequest(descriptionError);
-        var (expiresAt, expiryError) = ResolveExpiry(request.ExpiresInDays, request.ExpiresAt, options.Value, now);
+        if ((ValidateName(request.Name) ?? ValidateDescription(request.Description)) is { } invalid)
+            return invalid;
+        var (expiresAt, expiryError) = ResolveExpiry(request.ExpiresInDays, request.ExpiresAt, options, now);
         if (expiryError is not null)
-            return ProblemResponses.BadRequest(expiryError);
+            return expiryError;
 
-        var (owner, ownerProblem) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
-        if (ownerProblem is not null)
-            return ownerProblem;
+        var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
+        if (ownerError is not null)
+            return ownerError;
 
         ScopeSet scopes;
         if (request.Scopes is null)
             scopes = ScopeSet.ApiAndServices;
         else if (!ScopeSet.TryParse(request.Scopes, out scopes, out var scopeError))
-            return ProblemResponses.BadRequest(scopeError!);
+            return new RuleError("scopes", scopeError!);
         if (scopes.IsEmpty)
-            return ProblemResponses.BadRequest("A token needs at least one scope, e.g. [\"api\"] or [\"services\"].");
+            return new RuleError("scopes", "A token needs at least one scope, e.g. [\"api\"] or [\"services\"].");
         // Nobody mints more than they have: the caller's credential, and the owner's own rights, bound the new token.
         var ownerRights = PrincipalCache.ToState(owner!, 0).Rights;
         if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(ownerRights))
         {
             var allowed = caller.Effective.Intersect(ownerRights);
-            return ProblemResponses.BadRequest(
+            return new RuleError("scopes",
                 $"The requested scopes '{scopes}' exceed what {(owner!.Id == caller.Owner.Id ? "you" : $"'{owner.Username}'")} may hold with this credential: '{allowed}'.");
         }
 
         var name = request.Name!.Trim();
         if (await NameTakenAsync(db, owner!.Id, name, now, cancellationToken))
-            return ProblemResponses.Conflict($"'{owner.Username}' already has an active token named '{name}'. Choose another name, or revoke the old token first.");
+            return RuleError.Conflict("name", $"'{owner.Username}' already has an active token named '{name}'. Choose another name, or revoke the old token first.");
 
         var kind = owner.Kind == PrincipalKind.Service ? TokenKind.Service : TokenKind.Personal;
         var plaintext = format.Generate(kind);
@@ -98,51 +112,62 @@ internal static class TokensApi
         }
         await invalidation.TokenCreatedAsync(token.TokenHash, cancellationToken);
 
-        http.Response.Headers.CacheControl = "no-store";
-        http.Response.Headers.Pragma = "no-cache";
-        return TypedResults.Created($"/api/v1/tokens/{token.Id}", CreatedTokenResponse.From(token, plaintext, owner.Username));
+        return CreatedTokenResponse.From(token, plaintext, owner.Username);
     }
 
     internal static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, TimeProvider time, string? owner, bool? all, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
-        var isAdmin = caller.Allows(ScopeRequirement.Admin);
-        var query = db.ApiTokens.AsNoTracking().Join(db.Users, t => t.OwnerId, u => u.Id, (t, u) => new { Token = t, Owner = u.Username, u.NormalizedUsername });
-        if (all == true || owner is not null)
-        {
-            if (!isAdmin)
-                return ProblemResponses.Forbidden("Only admins may list other principals' tokens ('owner' or 'all').");
-            if (owner is not null)
-            {
-                var normalized = User.Normalize(owner);
-                query = query.Where(x => x.NormalizedUsername == normalized);
-            }
-        }
-        else
-        {
-            query = query.Where(x => x.Token.OwnerId == caller.Owner.Id);
-        }
+        var everyone = all == true || owner is not null;
+        if (everyone && !caller.Allows(ScopeRequirement.Admin))
+            return ProblemResponses.Forbidden("Only admins may list other principals' tokens ('owner' or 'all').");
         var now = time.GetUtcNow().UtcDateTime;
-        var rows = await query.OrderByDescending(x => x.Token.Id).ToListAsync(cancellationToken);
-        return TypedResults.Ok(rows.Select(x => TokenResponse.From(x.Token, x.Owner, now)).ToArray());
+        return TypedResults.Ok(everyone ? await ListAllAsync(db, now, owner, cancellationToken) : await ListOwnedByAsync(db, now, caller.Owner.Id, cancellationToken));
+    }
+
+    /// <summary>Every token, or those of the principal named <paramref name="owner"/>; newest first.</summary>
+    internal static Task<TokenResponse[]> ListAllAsync(PortcullisDb db, DateTime now, string? owner, CancellationToken cancellationToken)
+    {
+        var owners = db.Users.AsNoTracking();
+        if (owner is not null)
+        {
+            var normalized = User.Normalize(owner);
+            owners = owners.Where(u => u.NormalizedUsername == normalized);
+        }
+        return DescribeAsync(db.ApiTokens.AsNoTracking(), owners, now, cancellationToken);
+    }
+
+    /// <summary>The tokens of one principal, newest first.</summary>
+    internal static Task<TokenResponse[]> ListOwnedByAsync(PortcullisDb db, DateTime now, long ownerId, CancellationToken cancellationToken) =>
+        DescribeAsync(db.ApiTokens.AsNoTracking().Where(t => t.OwnerId == ownerId), db.Users.AsNoTracking(), now, cancellationToken);
+
+    private static async Task<TokenResponse[]> DescribeAsync(IQueryable<ApiToken> tokens, IQueryable<User> owners, DateTime now, CancellationToken cancellationToken)
+    {
+        var rows = await tokens.Join(owners, t => t.OwnerId, u => u.Id, (t, u) => new { Token = t, Owner = u.Username })
+            .OrderByDescending(x => x.Token.Id).ToListAsync(cancellationToken);
+        return rows.Select(x => TokenResponse.From(x.Token, x.Owner, now)).ToArray();
     }
 
     internal static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
-        long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken)
-    {
-        var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken);
-        if (found is null)
-            return NotFound(id);
-        return TypedResults.Ok(TokenResponse.From(found.Value.Token, found.Value.Owner, time.GetUtcNow().UtcDateTime));
-    }
+        long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken) =>
+        await FindAsync(id, http.Credential(), db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token ? TypedResults.Ok(token) : NotFound(id);
+
+    /// <summary>The token <paramref name="id"/> if <paramref name="caller"/> may see it (its owner, or an admin); otherwise null.</summary>
+    internal static async Task<TokenResponse?> FindAsync(long id, Credential caller, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
+        await FindVisibleAsync(id, caller, db, cancellationToken) is ({ } token, { } owner) ? TokenResponse.From(token, owner, now) : null;
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
+        long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken) =>
+        await RevokeVisibleAsync(id, http, db, audit, invalidation, time, cancellationToken) is null ? NotFound(id) : TypedResults.NoContent();
+
+    /// <summary>Revokes the token <paramref name="id"/> if the caller may see it, and says which token that was; null if none.</summary>
+    internal static async Task<TokenResponse?> RevokeVisibleAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
         var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken, tracked: true);
         if (found is null)
-            return NotFound(id);
+            return null;
         var (token, owner) = found.Value;
         var now = time.GetUtcNow().UtcDateTime;
         if (token.RevokedAt is null || token.RevokedAt > now)
@@ -153,7 +178,7 @@ internal static class TokensApi
             await db.SaveChangesAsync(cancellationToken);
         }
         await invalidation.TokenChangedAsync(token.TokenHash, cancellationToken);
-        return TypedResults.NoContent();
+        return TokenResponse.From(token, owner, now);
     }
 
     private static async Task<Results<Ok<CreatedTokenResponse>, ProblemHttpResult>> RotateAsync(
@@ -232,7 +257,12 @@ internal static class TokensApi
             return ProblemResponses.BadRequest("days must be between 1 and 366.");
         if (await FindVisibleAsync(id, http.Credential(), db, cancellationToken) is null)
             return NotFound(id);
-        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        return TypedResults.Ok(await CountUsageAsync(id, db, DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime), days, cancellationToken));
+    }
+
+    /// <summary>Requests a day for the <paramref name="days"/> days up to <paramref name="today"/>, days without any included.</summary>
+    internal static async Task<TokenUsageResponse> CountUsageAsync(long id, PortcullisDb db, DateOnly today, int days, CancellationToken cancellationToken)
+    {
         var first = today.AddDays(1 - days);
         var firstText = first.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
         var counts = await db.TokenUsage.AsNoTracking()
@@ -242,10 +272,9 @@ internal static class TokensApi
             .Select(i => first.AddDays(i).ToString("yyyy-MM-dd", CultureInfo.InvariantCulture))
             .Select(d => new UsageDay(d, counts.GetValueOrDefault(d)))
             .ToArray();
-        return TypedResults.Ok(new TokenUsageResponse(id, days, usage.Sum(u => u.Count), usage));
+        return new TokenUsageResponse(id, days, usage.Sum(u => u.Count), usage);
     }
 
-    /// <summary>A token the caller may see: their own, or anyone's for an admin. Others' tokens are "not found".</summary>
     private static async Task<(ApiToken Token, string Owner)?> FindVisibleAsync(
         long id, Credential caller, PortcullisDb db, CancellationToken cancellationToken, bool tracked = false)
     {
@@ -264,44 +293,44 @@ internal static class TokensApi
         await db.ApiTokens.AnyAsync(t => t.OwnerId == ownerId && t.Name == name && t.ReplacedById == null
             && (t.RevokedAt == null || t.RevokedAt > now) && (t.ExpiresAt == null || t.ExpiresAt > now), cancellationToken);
 
-    private static async Task<(User? Owner, ProblemHttpResult? Problem)> ResolveOwnerAsync(
+    private static async Task<(User? Owner, RuleError? Error)> ResolveOwnerAsync(
         string? requested, Credential caller, PortcullisDb db, CancellationToken cancellationToken)
     {
         if (requested is null || User.Normalize(requested) == User.Normalize(caller.Owner.Name))
         {
             var self = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == caller.Owner.Id, cancellationToken);
-            return self is null ? (null, ProblemResponses.Forbidden("Your account no longer exists.")) : (self, null);
+            return self is null ? (null, RuleError.Forbidden("owner", "Your account no longer exists.")) : (self, null);
         }
         if (!caller.Allows(ScopeRequirement.Admin))
-            return (null, ProblemResponses.Forbidden("Only admins may create tokens for another user or a service ('owner')."));
+            return (null, RuleError.Forbidden("owner", "Only admins may create tokens for another user or a service ('owner')."));
         var normalized = User.Normalize(requested);
         var owner = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);
         if (owner is null)
-            return (null, ProblemResponses.BadRequest($"There is no user or service named '{Truncate(requested)}'."));
+            return (null, new RuleError("owner", $"There is no user or service named '{Truncate(requested)}'."));
         if (owner.IsDisabled)
-            return (null, ProblemResponses.BadRequest($"'{owner.Username}' is disabled; enable it before creating tokens for it."));
+            return (null, new RuleError("owner", $"'{owner.Username}' is disabled; enable it before creating tokens for it."));
         return (owner, null);
     }
 
-    internal static string? ValidateName(string? name)
+    internal static RuleError? ValidateName(string? name)
     {
         if (string.IsNullOrWhiteSpace(name))
-            return "A token needs a name (1 to 100 characters), e.g. \"ci-deploy\".";
+            return new RuleError("name", $"A token needs a name (1 to {MaxNameLength} characters), e.g. \"ci-deploy\".");
         if (name.Trim().Length > MaxNameLength)
-            return $"A token name may have at most {MaxNameLength} characters.";
+            return new RuleError("name", $"A token name may have at most {MaxNameLength} characters.");
         if (name.Any(char.IsControl))
-            return "A token name may not contain control characters.";
+            return new RuleError("name", "A token name may not contain control characters.");
         return null;
     }
 
-    internal static string? ValidateDescription(string? description)
+    internal static RuleError? ValidateDescription(string? description)
     {
         if (description is null)
             return null;
         if (description.Length > MaxDescriptionLength)
-            return $"A description may have at most {MaxDescriptionLength} characters.";
+            return new RuleError("description", $"A description may have at most {MaxDescriptionLength} characters.");
         if (description.Any(c => char.IsControl(c) && c is not ('\n' or '\r' or '\t')))
-            return "A description may not contain control characters other than line breaks and tabs.";
+            return new RuleError("description", "A description may not contain control characters other than line breaks and tabs.");
         return null;
     }
 
@@ -309,18 +338,18 @@ internal static class TokensApi
     /// Works out the expiry from <c>expires_in_days</c> or <c>expires_at</c> (a date means the end of
     /// that UTC day), applying the configured default and maximum.
     /// </summary>
-    internal static (DateTime? ExpiresAt, string? Error) ResolveExpiry(long? days, string? at, TokenOptions options, DateTime now)
+    internal static (DateTime? ExpiresAt, RuleError? Error) ResolveExpiry(long? days, string? at, TokenOptions options, DateTime now)
     {
         if (days is not null && !string.IsNullOrWhiteSpace(at))
-            return (null, "Give either expires_in_days or expires_at, not both.");
+            return (null, new RuleError("expires_in_days", "Give either expires_in_days or expires_at, not both."));
         DateTime? expires = null;
         var dateOnly = false;
         if (days is { } d)
         {
             if (d < 1)
-                return (null, "expires_in_days must be at least 1. To make a token that never expires, leave it out.");
+                return (null, new RuleError("expires_in_days", "expires_in_days must be at least 1. To make a token that never expires, leave it out."));
             if (d > 36_500)
-                return (null, "expires_in_days may be at most 36500 (100 years).");
+                return (null, new RuleError("expires_in_days", "expires_in_days may be at most 36500 (100 years)."));
             expires = now.AddDays(d);
         }
         else if (!string.IsNullOrWhiteSpace(at))
@@ -333,11 +362,11 @@ internal static class TokensApi
             else if (DateTimeOffset.TryParse(at, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var instant))
                 expires = instant.UtcDateTime;
             else
-                return (null, $"expires_at '{Truncate(at)}' is not a date: use 2027-01-31 or 2027-01-31T12:00:00Z.");
+                return (null, new RuleError("expires_at", $"expires_at '{Truncate(at)}' is not a date: use 2027-01-31 or 2027-01-31T12:00:00Z."));
             if (expires <= now)
-                return (null, "expires_at lies in the past; choose a future date.");
+                return (null, new RuleError("expires_at", "expires_at lies in the past; choose a future date."));
             if (expires > now.AddDays(36_500))
-                return (null, "expires_at may be at most 100 years away.");
+                return (null, new RuleError("expires_at", "expires_at may be at most 100 years away."));
         }
         else if (options.DefaultLifetimeDays is { } defaultDays)
         {
@@ -347,11 +376,11 @@ internal static class TokensApi
         if (options.MaxLifetimeDays is { } max)
         {
             if (expires is null)
-                return (null, $"Tokens on this server must expire within {max} days; set expires_in_days or expires_at.");
+                return (null, new RuleError("expires_in_days", $"Tokens on this server must expire within {max} days; set expires_in_days or expires_at."));
             // A date names a whole day: the day on which the maximum falls is still allowed.
             var limit = dateOnly ? now.AddDays(max).Date.AddDays(1) : now.AddDays(max);
             if (expires > limit)
-                return (null, $"Tokens on this server may live at most {max} days (Tokens:MaxLifetimeDays).");
+                return (null, new RuleError("expires_in_days", $"Tokens on this server may live at most {max} days (Tokens:MaxLifetimeDays)."));
         }
         return (expires, null);
     }

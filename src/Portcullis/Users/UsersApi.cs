@@ -15,9 +15,9 @@ internal sealed record UpdateUserRequest(bool? Admin, bool? Disabled, string? Pa
 
 internal sealed record ChangePasswordRequest(string? CurrentPassword, string? NewPassword);
 
-internal sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt)
+public sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt)
 {
-    public static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
+    internal static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
 }
 
 internal sealed record MeResponse(string Username, bool Admin, MeAuth Auth);
@@ -27,6 +27,9 @@ internal sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, str
 /// <summary>Users (admin) at <c>/api/v1/users</c>, and <c>/api/v1/me</c> for everyone (docs/decisions.md).</summary>
 internal static partial class UsersApi
 {
+    /// <summary>The longest username; the pattern below says the same.</summary>
+    public const int MaxUsernameLength = 64;
+
     public static RouteGroupBuilder MapUsers(this RouteGroupBuilder api)
     {
         var users = api.MapGroup("/users").WithTags("Users").RequireAuthorization(Policies.Admin);
@@ -214,7 +217,7 @@ internal static partial class UsersApi
 
     internal static string? ValidateUsername(string? username) =>
         username is null || !UsernameRegex().IsMatch(username)
-            ? "A username is 1 to 64 characters of letters, digits, '.', '_' and '-'."
+            ? $"A username is 1 to {MaxUsernameLength} characters of letters, digits, '.', '_' and '-'."
             : null;
 
     private static Task<User?> FindAsync(PortcullisDb db, string name, CancellationToken cancellationToken, bool tracked)
@@ -228,7 +231,7 @@ internal static partial class UsersApi
         db.Users.AnyAsync(u => u.Id != exceptId && u.Kind == PrincipalKind.User && u.IsAdmin && !u.IsDisabled, cancellationToken);
 
     private static ProblemHttpResult NotFound(string name) =>
-        ProblemResponses.NotFound($"There is no user named '{(name.Length <= 64 ? name : name[..64] + "…")}'.");
+        ProblemResponses.NotFound($"There is no user named '{(name.Length <= MaxUsernameLength ? name : name[..MaxUsernameLength] + "…")}'.");
 
     [GeneratedRegex("^[A-Za-z0-9._-]{1,64}$")]
     private static partial Regex UsernameRegex();

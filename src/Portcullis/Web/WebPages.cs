@@ -1,6 +1,6 @@
 using System.Text;
-using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Antiforgery;
+using Microsoft.Extensions.FileProviders;
 using Microsoft.EntityFrameworkCore;
 using Portcullis.Audit;
 using Portcullis.Auth;
@@ -8,6 +8,7 @@ using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Security;
 using Portcullis.Users;
+using Portcullis.Web.Pages;
 
 namespace Portcullis.Web;
 
@@ -18,15 +19,32 @@ namespace Portcullis.Web;
 /// </summary>
 internal static class WebPages
 {
+    /// <summary>The pages are Razor components rendered on the server (<see cref="PageResults"/>); no interactivity, no circuit.</summary>
+    public static IServiceCollection AddWebPages(this IServiceCollection services)
+    {
+        services.AddRazorComponents();
+        return services;
+    }
+
+    /// <summary>
+    /// <c>/static/*</c>: the stylesheet and the script, from <c>wwwroot</c> embedded in the program. Browsers revalidate
+    /// them (<c>no-cache</c>) against the ETag, so an upgrade is seen at once.
+    /// </summary>
+    public static IApplicationBuilder UseWebStaticFiles(this IApplicationBuilder app) =>
+        app.UseStaticFiles(new StaticFileOptions
+        {
+            FileProvider = new EmbeddedFileProvider(typeof(WebPages).Assembly, "Portcullis.wwwroot"),
+            OnPrepareResponse = context => context.Context.Response.Headers.CacheControl = "no-cache",
+        });
+
     public static IEndpointRouteBuilder MapWebPages(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/", Home).ExcludeFromDescription();
-        app.MapGet("/login", LoginForm).ExcludeFromDescription();
-        app.MapPost("/login", LoginAsync).ExcludeFromDescription().DisableAntiforgery();
-        app.MapGet("/logout", LogoutForm).ExcludeFromDescription();
-        app.MapPost("/logout", LogoutAsync).ExcludeFromDescription().DisableAntiforgery();
-        app.MapGet("/static/portcullis.css", () => Results.Text(Html.Stylesheet, "text/css; charset=utf-8")).ExcludeFromDescription();
-        app.MapGet("/static/portcullis.js", () => Results.Text(Html.Script, "text/javascript; charset=utf-8")).ExcludeFromDescription();
+        var pages = app.MapGroup("").AsWebPages();
+        pages.MapGet("/", Home);
+        pages.MapGet("/login", LoginForm);
+        pages.MapPost("/login", LoginAsync).DisableAntiforgery();
+        pages.MapGet("/logout", LogoutForm);
+        pages.MapPost("/logout", LogoutAsync).DisableAntiforgery();
         return app;
     }
 
@@ -38,7 +56,7 @@ internal static class WebPages
     /// </summary>
     public static Task HttpsForPages(HttpContext http, Func<Task> next)
     {
-        if (!http.Request.IsHttps && IsPage(http.Request.Path))
+        if (!http.Request.IsHttps && http.IsWebPage())
         {
             var publicUrl = http.RequestServices.GetRequiredService<PublicUrl>().Value;
             http.Response.StatusCode = StatusCodes.Status308PermanentRedirect;
@@ -47,10 +65,6 @@ internal static class WebPages
         }
         return next();
     }
-
-    private static bool IsPage(PathString path) =>
-        path == "/" || path.StartsWithSegments("/login") || path.StartsWithSegments("/logout") || path.StartsWithSegments("/tokens")
-        || path == "/services" || path.StartsWithSegments("/admin");
 
     /// <summary>
     /// A request to the API carried by the session cookie, other than GET/HEAD/OPTIONS, must carry the
@@ -98,56 +112,24 @@ internal static class WebPages
             detail: "This path is a page of the web UI, which needs the web session; programs use the API under /api/v1, described at /openapi/v1.json.");
     }
 
-    private static IResult Home(HttpContext http, IAntiforgery antiforgery, ServiceRegistry registry, ServiceHosts hosts)
+    private static IResult Home(HttpContext http, ServiceRegistry registry, ServiceHosts hosts)
     {
         if (http.Request.Headers.Authorization.Count > 0)
             return ForProgram(http);
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session } credential)
             return Results.Redirect("/login");
-        var tokens = antiforgery.GetAndStoreTokens(http);
-        var services = registry.ReachableBy(credential).ToList();
-        var body = new StringBuilder();
-        body.Append($"<h1>Portcullis</h1><p>Logged in as <strong>{Html.H(credential.Owner.Name)}</strong>{(credential.Owner.IsAdmin ? " (admin)" : "")}.</p>");
-        body.Append("<h2>Services</h2>");
-        if (services.Count == 0)
-            body.Append("<p>No services you may open.</p>");
-        else
-        {
-            body.Append("<ul>");
-            foreach (var s in services)
-                body.Append($"<li><a href=\"{Html.H(hosts.Origin(s.Label))}/\">{Html.H(s.Name)} {Html.H(s.Version)}</a>{(s.Description is null ? "" : " — " + Html.H(s.Description))}</li>");
-            body.Append("</ul>");
-        }
-        body.Append($"<meta name=\"csrf-token\" content=\"{Html.H(tokens.RequestToken!)}\">");
-        body.Append(LogoutButton(tokens));
-        return Html.Page(http, "Portcullis", body.ToString());
+        return PageResults.Render<HomePage>(http, new { credential.Owner.Name, credential.Owner.IsAdmin, Services = ServiceLink.For(registry.ReachableBy(credential), hosts) });
     }
 
-    private static IResult LoginForm(HttpContext http, IAntiforgery antiforgery, string? returnUrl = null)
+    private static IResult LoginForm(HttpContext http, string? returnUrl = null)
     {
         if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session })
             return Results.Redirect(SafeReturnUrl(returnUrl) ?? "/");
-        return LoginPage(http, antiforgery, returnUrl, null, StatusCodes.Status200OK);
+        return LoginPage(http, returnUrl, null, StatusCodes.Status200OK);
     }
 
-    private static IResult LoginPage(HttpContext http, IAntiforgery antiforgery, string? returnUrl, string? error, int status)
-    {
-        var tokens = antiforgery.GetAndStoreTokens(http);
-        var body = $"""
-            <h1>Log in to Portcullis</h1>
-            {(error is null ? "" : $"<p class=\"error\" role=\"alert\" id=\"login-error\">{Html.H(error)}</p>")}
-            <form method="post" action="/login">
-              <input type="hidden" name="{Html.H(tokens.FormFieldName)}" value="{Html.H(tokens.RequestToken!)}">
-              <input type="hidden" name="returnUrl" value="{Html.H(SafeReturnUrl(returnUrl) ?? "")}">
-              <label for="username">Username</label>
-              <input id="username" name="username" autocomplete="username" required maxlength="64" autofocus>
-              <label for="password">Password</label>
-              <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
-              <button type="submit">Log in</button>
-            </form>
-            """;
-        return Html.Page(http, "Log in — Portcullis", body, status);
-    }
+    private static IResult LoginPage(HttpContext http, string? returnUrl, string? error, int status) =>
+        PageResults.Render<LoginPage>(http, new { Error = error, ReturnUrl = SafeReturnUrl(returnUrl) ?? "" }, status);
 
     private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery antiforgery, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle,
         SessionStore sessions, AuditLog audit)
@@ -161,16 +143,16 @@ internal static class WebPages
         var password = form["password"].ToString();
         var returnUrl = form["returnUrl"].ToString();
         if (username.Length == 0 || password.Length == 0)
-            return LoginPage(http, antiforgery, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
+            return LoginPage(http, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
 
         // The same limits as the API's password grant (docs/decisions.md), checked before the user is looked up.
         await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
         if (attempt.IsThrottled)
-            return LoginPage(http, antiforgery, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
+            return LoginPage(http, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
         var user = await TokenEndpoint.CheckPasswordAsync(http, db, hasher, audit, attempt, username, password, "web");
         if (user is null)
-            return LoginPage(http, antiforgery, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
+            return LoginPage(http, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
 
         var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));
@@ -190,12 +172,8 @@ internal static class WebPages
     }
 
     /// <summary>GET never changes state: it shows a button that posts the logout.</summary>
-    private static IResult LogoutForm(HttpContext http, IAntiforgery antiforgery)
-    {
-        if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session })
-            return Results.Redirect("/login");
-        return Html.Page(http, "Log out — Portcullis", "<h1>Log out</h1>" + LogoutButton(antiforgery.GetAndStoreTokens(http)));
-    }
+    private static IResult LogoutForm(HttpContext http) =>
+        http.Features.Get<Credential>() is { Kind: CredentialKinds.Session } ? PageResults.Render<LogoutPage>(http) : Results.Redirect("/login");
 
     private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery antiforgery, SessionStore sessions, InvalidationBus bus, AuditLog audit, PortcullisDb db)
     {
@@ -215,9 +193,6 @@ internal static class WebPages
         http.Response.Headers.Location = "/login";
         return Results.StatusCode(StatusCodes.Status303SeeOther);
     }
-
-    internal static string LogoutButton(AntiforgeryTokenSet tokens) =>
-        $"<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"{Html.H(tokens.FormFieldName)}\" value=\"{Html.H(tokens.RequestToken!)}\"><button type=\"submit\">Log out</button></form>";
 
     /// <summary>
     /// A return URL is followed only when it is a path on this site: it starts with one '/', and neither it

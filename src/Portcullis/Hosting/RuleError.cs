@@ -1,0 +1,32 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace Portcullis;
+
+/// <summary>
+/// A rule a request broke: the field it concerns (as the API names it), what to do about it, and the HTTP status
+/// it means. Domain rules return it; the API answers it as a problem with <c>errors</c> (the shape of ASP.NET
+/// Core's validation problems), and the pages show the message next to their field.
+/// </summary>
+public sealed record RuleError(string Field, string Message, int Status = StatusCodes.Status400BadRequest)
+{
+    public static RuleError Conflict(string field, string message) => new(field, message, StatusCodes.Status409Conflict);
+
+    public static RuleError Forbidden(string field, string message) => new(field, message, StatusCodes.Status403Forbidden);
+
+    internal ProblemHttpResult ToProblem() => TypedResults.Problem(new HttpValidationProblemDetails(new Dictionary<string, string[]> { [Field] = [Message] })
+    {
+        Status = Status,
+        Title = ProblemResponses.TitleFor(Status),
+        Detail = Message,
+        Type = ProblemResponses.TypeFor(Status),
+    });
+}
+
+/// <summary>What a rule-checked change gives: its result, or the rule it broke.</summary>
+public readonly record struct Checked<T>(T? Value, RuleError? Error) where T : class
+{
+    public static implicit operator Checked<T>(T value) => new(value, null);
+
+    public static implicit operator Checked<T>(RuleError error) => new(null, error);
+}
