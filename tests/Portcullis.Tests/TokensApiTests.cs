@@ -7,7 +7,7 @@ using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
 
-/// <summary>docs/decisions.md (tokens, /me) and §6 against a real server; run once per database provider.</summary>
+/// <summary>docs/decisions.md (API tokens, /me) against a real server; run once per database provider.</summary>
 public abstract class TokensApiTests(PortcullisServer server)
 {
     private static readonly Regex Published = new(@"\b(pc[psc])_[0-9A-Za-z]{36}\b");
@@ -165,6 +165,24 @@ public abstract class TokensApiTests(PortcullisServer server)
         var detail = await (await client.GetAsync($"/api/v1/tokens/{id}")).JsonAsync();
         Assert.Equal("127.0.0.1", detail.GetProperty("last_used_ip").GetString());
         Assert.True(detail.GetProperty("last_used_at").GetDateTime() > DateTime.UtcNow.AddMinutes(-5));
+    }
+
+    [Theory]
+    [InlineData("""{"name": " "}""", "name")]
+    [InlineData("""{"name": "x", "description": "\u0001"}""", "description")]
+    [InlineData("""{"name": "x", "expires_in_days": 0}""", "expires_in_days")]
+    [InlineData("""{"name": "x", "expires_at": "yesterday"}""", "expires_at")]
+    [InlineData("""{"name": "x", "scopes": ["everything"]}""", "scopes")]
+    [InlineData("""{"name": "x", "owner": "nobody-at-all"}""", "owner")]
+    public async Task ABrokenRuleNamesItsFieldBesidesSayingWhatToDo(string body, string field)
+    {
+        var (_, _, token) = await server.CreateUserAsync();
+        var response = await server.Client(token).PostAsync("/api/v1/tokens", new StringContent(body, Encoding.UTF8, "application/json"));
+        Assert.True(response.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.Forbidden, $"{response.StatusCode}");
+        var problem = await response.Content.ReadFromJsonAsync<JsonElement>();
+        var detail = problem.GetProperty("detail").GetString();
+        // The same message, under the field it concerns (the shape of ASP.NET Core's validation problems).
+        Assert.Equal(detail, Assert.Single(problem.GetProperty("errors").GetProperty(field).EnumerateArray()).GetString());
     }
 
     [Fact]

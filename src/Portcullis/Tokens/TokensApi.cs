@@ -47,7 +47,7 @@ internal static class TokensApi
 
     /// <summary>
     /// Creates a token for the caller of <paramref name="http"/> (or, for an admin, for <see cref="CreateTokenRequest.Owner"/>):
-    /// the rules of docs/tokens.md, then the token and its audit event in one transaction. The API and the web UI both come here.
+    /// the rules of docs/decisions.md ("API tokens"), then the token and its audit event in one transaction. The API and the web UI both come here.
     /// </summary>
     internal static async Task<Checked<CreatedTokenResponse>> IssueAsync(
         CreateTokenRequest request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, InvalidationBus invalidation,
