@@ -39,6 +39,12 @@ internal static class OpenApiDocument
                     ["title"] = new OpenApiSchema { Type = JsonSchemaType.String },
                     ["status"] = new OpenApiSchema { Type = JsonSchemaType.Integer },
                     ["detail"] = new OpenApiSchema { Type = JsonSchemaType.String },
+                    ["errors"] = new OpenApiSchema
+                    {
+                        Type = JsonSchemaType.Object,
+                        Description = "When a rule about one field was broken: that field's name, with the same message as 'detail'.",
+                        AdditionalProperties = new OpenApiSchema { Type = JsonSchemaType.Array, Items = new OpenApiSchema { Type = JsonSchemaType.String } },
+                    },
                 },
             };
             document.Components.SecuritySchemes[BearerScheme] = new OpenApiSecurityScheme
