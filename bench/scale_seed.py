@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fills a Portcullis SQLite database with TOTAL personal tokens owned by the admin (user id 1) and
-writes USED of them, in plaintext, to a file for the load generator. Tokens follow SPEC §2:
+writes USED of them, in plaintext, to a file for the load generator. Tokens have Portcullis's format:
 'pcp_' + 30 base62 chars + 6 base62 digits of CRC-32 (zlib) of the text before them.
     scale_seed.py DB TOTAL USED TOKENS_FILE"""
 import datetime, hashlib, secrets, sqlite3, sys, zlib

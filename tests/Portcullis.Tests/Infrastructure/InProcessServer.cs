@@ -4,7 +4,7 @@ using Portcullis.Hosting;
 
 namespace Portcullis.Tests.Infrastructure;
 
-/// <summary>An advanceable clock (the FakeTimeProvider package is not in the registry here).</summary>
+/// <summary>An advanceable clock (FakeTimeProvider would also hold back the timers the server runs on it, such as the usage flush, which these tests need running).</summary>
 public sealed class ManualTimeProvider(DateTimeOffset start) : TimeProvider
 {
     private long _ticks = start.UtcTicks;
