@@ -1,4 +1,3 @@
-using System.Data.Common;
 using System.Globalization;
 using System.Net;
 using Microsoft.EntityFrameworkCore;
@@ -143,7 +142,7 @@ internal sealed class CredentialVerifier(
             var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
             return new VerifyResult(new Credential(kind, entry!.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
         }
-        catch (Exception e) when (IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             logger.LogWarning("Cannot verify a credential: the database did not answer ({Error})", e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
@@ -221,7 +220,7 @@ internal sealed class CredentialVerifier(
                 return VerifyResult.Fail(VerifyFailure.Revoked);
             return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId, claims), VerifyFailure.None);
         }
-        catch (Exception e) when (IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             logger.LogWarning("Cannot verify a JWT: the database did not answer ({Error})", e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
@@ -275,8 +274,4 @@ internal sealed class CredentialVerifier(
         e.ClientIp = address?.ToString();
         audit.EnqueueReserved(e);
     }
-
-    public static bool IsDatabaseFailure(Exception e) =>
-        e is DbException or TimeoutException or InvalidOperationException { InnerException: DbException or TimeoutException }
-        || e is DbUpdateException || e.InnerException is DbException;
 }

@@ -271,7 +271,7 @@ internal sealed class LoginThrottle(
                 await Db.Database.CloseConnectionAsync();
             }
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             // Already failing; the reservation then counts as a failure until its window ends.
             logger.LogWarning("Could not give back a login attempt reservation: {Error}", e.Message);

@@ -25,7 +25,7 @@ internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys
                     await keys.PruneAsync(stoppingToken);
                     await keys.ReloadAsync(stoppingToken);
                 }
-                catch (Exception e) when (e is not OperationCanceledException && CredentialVerifier.IsDatabaseFailure(e))
+                catch (Exception e) when (e is not OperationCanceledException && Data.DatabaseFailures.IsDatabaseFailure(e))
                 {
                     logger.LogWarning("OAuth housekeeping failed; will retry: {Error}", e.Message);
                 }

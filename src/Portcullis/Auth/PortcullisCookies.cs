@@ -20,6 +20,9 @@ internal static class PortcullisCookies
 
     public static string Antiforgery(bool https) => https ? "__Host-portcullis-antiforgery" : "portcullis-antiforgery";
 
+    /// <summary>The access token Daeploy's CLI logs in with (docs/compatibility.md): the name its CLI reads.</summary>
+    public const string Daeploy = "daeploy";
+
     /// <summary>
     /// Whether a cookie name is (or pretends to be) one of Portcullis's: <c>portcullis</c>, <c>portcullis-*</c>, <c>daeploy</c>
     /// (the access token Daeploy's CLI logs in with), any of those behind a <c>__Host-</c> or <c>__Secure-</c> prefix, and
@@ -33,7 +36,7 @@ internal static class PortcullisCookies
         else if (name.StartsWith("__Secure-", StringComparison.OrdinalIgnoreCase))
             name = name["__Secure-".Length..];
         return name.Equals("portcullis", StringComparison.OrdinalIgnoreCase) || name.StartsWith("portcullis-", StringComparison.OrdinalIgnoreCase)
-            || name.StartsWith(".AspNetCore.", StringComparison.OrdinalIgnoreCase) || name.Equals(Compat.DaeployApi.Cookie, StringComparison.OrdinalIgnoreCase);
+            || name.StartsWith(".AspNetCore.", StringComparison.OrdinalIgnoreCase) || name.Equals(Daeploy, StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>A request's <c>Cookie</c> header without Portcullis's cookies ("" when none is left).</summary>

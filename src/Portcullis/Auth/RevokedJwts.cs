@@ -59,7 +59,7 @@ internal sealed class RevokedJwts(IServiceScopeFactory scopes, TimeProvider time
             await db.Database.OpenConnectionAsync(cancellationToken);
             await LoadAsync(db.Database.GetDbConnection(), cancellationToken);
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             logger.LogWarning("Could not re-read the JWT deny-list: {Error}", e.Message);
         }

@@ -105,7 +105,7 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
                 return (VerifyResult.Fail(VerifyFailure.Revoked), null);
             return (new VerifyResult(new Credential(CredentialKinds.Session, null, owner, owner.Rights), VerifyFailure.None), entry);
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             return (VerifyResult.Fail(VerifyFailure.Unavailable), null);
         }

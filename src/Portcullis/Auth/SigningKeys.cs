@@ -87,7 +87,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
             if (rows.Count > 0)
                 Apply(rows);
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             logger.LogWarning("Could not re-read the JWT signing keys: {Error}", e.Message);
         }

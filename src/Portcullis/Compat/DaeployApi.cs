@@ -48,9 +48,6 @@ internal sealed record DaeployError(string Detail);
 /// </summary>
 internal static class DaeployApi
 {
-    /// <summary>The cookie the CLI reads its credential from after logging in.</summary>
-    public const string Cookie = "daeploy";
-
     /// <summary>Not a service: names are <c>[a-z0-9-]+</c>. The gateway leaves it to this endpoint.</summary>
     public const string InspectionPath = "/services/~inspection";
 
@@ -104,7 +101,7 @@ internal static class DaeployApi
         await db.SaveChangesAsync(http.RequestAborted);
         // Not a session: nothing of Portcullis's accepts this cookie. The CLI reads it from its cookie jar and sends it as
         // Bearer; the gateway keeps it from upstreams like Portcullis's own cookies.
-        http.Response.Cookies.Append(Cookie, issued.AccessToken, new CookieOptions
+        http.Response.Cookies.Append(PortcullisCookies.Daeploy, issued.AccessToken, new CookieOptions
         {
             HttpOnly = true, Secure = http.Request.IsHttps, SameSite = SameSiteMode.Strict, Path = "/", MaxAge = lifetime, IsEssential = true,
         });

@@ -140,7 +140,7 @@ internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IService
                 Publish();
             }
         }
-        catch (Exception e) when (Auth.CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             // Keep serving what is known; the next change or restart reads them again.
             logger.LogWarning("Could not read the registered services: {Error}", e.Message);

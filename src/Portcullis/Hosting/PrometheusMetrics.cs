@@ -76,7 +76,7 @@ internal sealed class PrometheusMetrics(TokenCache cache, PasswordHasher passwor
             Interlocked.Exchange(ref _activeTokens, Convert.ToInt64(count, CultureInfo.InvariantCulture));
             Interlocked.Exchange(ref _activeTokensAtTicks, now.UtcTicks);
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (Data.DatabaseFailures.IsDatabaseFailure(e))
         {
             // The database does not answer: the gauge keeps its last value (or is left out).
         }

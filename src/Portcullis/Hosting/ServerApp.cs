@@ -321,7 +321,7 @@ internal static class ServerApp
             await services.GetRequiredService<ServiceRegistry>().ReloadAsync(cancellationToken);
             await DataProtectionKeys.EnsureKeyAsync(connection, database.IsPostgres, services.GetRequiredService<IKeyManager>(), cancellationToken);
         }
-        catch (Exception e) when (e is not StartupException && CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (e is not StartupException && DatabaseFailures.IsDatabaseFailure(e))
         {
             var reason = e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message;
             throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {reason}. " +
@@ -348,7 +348,7 @@ internal static class ServerApp
             await services.GetRequiredService<CredentialVerifier>().VerifyAsync(format.Generate(TokenKind.Personal), null, CancellationToken.None);
             await services.GetRequiredService<PrincipalCache>().GetAsync(0, CancellationToken.None);
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
         }
     }
@@ -398,7 +398,7 @@ internal static class ServerApp
             if (await Sql.ScalarAsync(connection, "SELECT 1", cancellationToken) is not null)
                 return TypedResults.Text("ready");
         }
-        catch (Exception e) when (CredentialVerifier.IsDatabaseFailure(e))
+        catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
         }
         return TypedResults.Text("database unavailable", statusCode: StatusCodes.Status503ServiceUnavailable);
@@ -464,7 +464,7 @@ internal static class ServerApp
                 context.Response.Headers.RetryAfter = "5";
                 await ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Service busy", "Too many logins are being checked right now. Try again in a few seconds.");
                 break;
-            case { } e when CredentialVerifier.IsDatabaseFailure(e):
+            case { } e when DatabaseFailures.IsDatabaseFailure(e):
                 context.Response.Headers.RetryAfter = "5";
                 await ProblemResponses.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Service unavailable", "The database does not answer. Try again shortly.");
                 break;
