@@ -127,7 +127,7 @@ public sealed class ServicesTests : IAsyncLifetime
         {
             await browser.LogInAsync("admin", PortcullisServer.AdminPassword);
             var page = await (await browser.GetAsync("/admin/services")).Content.ReadAsStringAsync();
-            Assert.Contains("<td>worker</td><td>running</td>", page);
+            Assert.Contains("<td data-label=\"Service\">worker</td><td data-label=\"State\">running</td>", page);
         }
         // Only admins see the managed services.
         var (_, _, userToken) = await server.CreateUserAsync();

@@ -24,19 +24,28 @@ internal static class AuditApi
         return api;
     }
 
-    internal static async Task<Results<Ok<AuditPage>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<AuditPage>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, CancellationToken cancellationToken, int limit = 100, long? before = null)
     {
         if (limit is < 1 or > 1000)
             return ProblemResponses.BadRequest("limit must be between 1 and 1000.");
         var caller = http.Credential();
+        return TypedResults.Ok(await ReadAsync(db, caller.Allows(ScopeRequirement.Admin) ? null : caller.Owner.Id, limit, before, cancellationToken));
+    }
+
+    /// <summary>
+    /// Up to <paramref name="limit"/> events older than <paramref name="before"/>, newest first: every event, or only those
+    /// <paramref name="principalId"/> did or underwent.
+    /// </summary>
+    internal static async Task<AuditPage> ReadAsync(PortcullisDb db, long? principalId, int limit, long? before, CancellationToken cancellationToken)
+    {
         var query = db.AuditEvents.AsNoTracking();
-        if (!caller.Allows(ScopeRequirement.Admin))
-            query = query.Where(e => e.ActorId == caller.Owner.Id || e.SubjectId == caller.Owner.Id);
+        if (principalId is { } id)
+            query = query.Where(e => e.ActorId == id || e.SubjectId == id);
         if (before is { } b)
             query = query.Where(e => e.Id < b);
         var events = await query.OrderByDescending(e => e.Id).Take(limit).ToListAsync(cancellationToken);
         var next = events.Count == limit ? events[^1].Id : (long?)null;
-        return TypedResults.Ok(new AuditPage(events.Select(AuditEventResponse.From).ToArray(), next));
+        return new AuditPage(events.Select(AuditEventResponse.From).ToArray(), next);
     }
 }

@@ -26,31 +26,47 @@ internal static class ClientsApi
         return group;
     }
 
-    internal static async Task<Results<Created<ClientSecretResponse>, ProblemHttpResult>> CreateAsync(
+    private static async Task<Results<Created<ClientSecretResponse>, ProblemHttpResult>> CreateAsync(
         CreateClientRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, TimeProvider time,
         CancellationToken cancellationToken)
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"ci-deployer\", \"scopes\": [\"services\"]}.");
+        var (created, error) = await CreateClientAsync(request, http, db, format, audit, time, cancellationToken);
+        if (error is not null)
+            return error.ToProblem();
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        return TypedResults.Created($"/api/v1/clients/{created!.ClientId}", created);
+    }
+
+    /// <summary>
+    /// Creates an OAuth client owned by the caller (docs/decisions.md, "OAuth clients"), audited; its secret is in the answer only.
+    /// The API and the web UI both come here.
+    /// </summary>
+    internal static async Task<Checked<ClientSecretResponse>> CreateClientAsync(
+        CreateClientRequest request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, TimeProvider time,
+        CancellationToken cancellationToken)
+    {
         var caller = http.Credential();
         if (caller.Owner.IsService)
-            return ProblemResponses.Forbidden("OAuth clients belong to users; a service uses its own tokens.");
+            return RuleError.Forbidden("owner", "OAuth clients belong to users; a service uses its own tokens.");
         // A client must not be able to mint further clients that would outlive its own secret.
         if (caller.ThroughOAuthClient)
-            return ProblemResponses.Forbidden("An OAuth client's access token cannot create OAuth clients. Use an API token or log in.");
+            return RuleError.Forbidden("owner", "An OAuth client's access token cannot create OAuth clients. Use an API token or log in.");
         if (ValidateName(request.Name) is { } nameError)
-            return ProblemResponses.BadRequest(nameError);
+            return new RuleError("name", nameError);
         if (request.Scopes is null || request.Scopes.Length == 0)
-            return ProblemResponses.BadRequest("A client needs scopes, e.g. [\"services\"] or [\"api\"].");
+            return new RuleError("scopes", "A client needs scopes, e.g. [\"services\"] or [\"api\"].");
         if (!ScopeSet.TryParse(request.Scopes, out var scopes, out var scopeError))
-            return ProblemResponses.BadRequest(scopeError!);
+            return new RuleError("scopes", scopeError!);
         // Nobody mints more than they have: the creating credential's effective scopes bound the client.
         if (!scopes.IsSubsetOf(caller.Effective))
-            return ProblemResponses.BadRequest($"The requested scopes '{scopes}' exceed what you may grant with this credential: '{caller.Effective}'.");
+            return new RuleError("scopes", $"The requested scopes '{scopes}' exceed what you may grant with this credential: '{caller.Effective}'.");
 
         var name = request.Name!.Trim();
         if (await db.OAuthClients.AnyAsync(c => c.OwnerId == caller.Owner.Id && c.Name == name, cancellationToken))
-            return ProblemResponses.Conflict($"You already have an OAuth client named '{name}'. Choose another name, or delete the old client first.");
+            return NameTaken(name);
 
         var now = time.GetUtcNow().UtcDateTime;
         var secret = format.Generate(TokenKind.ClientSecret);
@@ -78,38 +94,45 @@ internal static class ClientsApi
             catch (DbUpdateException e) when (e.InnerException is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 19 } or Npgsql.PostgresException { SqlState: "23505" })
             {
                 // The unique index on (owner, name) caught a concurrent creation with the same name.
-                return ProblemResponses.Conflict($"You already have an OAuth client named '{name}'. Choose another name, or delete the old client first.");
+                return NameTaken(name);
             }
             await tx.CommitAsync(cancellationToken);
         }
-
-        http.Response.Headers.CacheControl = "no-store";
-        http.Response.Headers.Pragma = "no-cache";
-        return TypedResults.Created($"/api/v1/clients/{client.ClientId}", ClientSecretResponse.From(client, secret, caller.Owner.Name));
+        return ClientSecretResponse.From(client, secret, caller.Owner.Name);
     }
 
+    private static RuleError NameTaken(string name) =>
+        RuleError.Conflict("name", $"You already have an OAuth client named '{name}'. Choose another name, or delete the old client first.");
+
     /// <summary>Your own clients; an admin sees everyone's, or one owner's with <c>?owner=NAME</c>.</summary>
-    internal static async Task<Results<Ok<ClientResponse[]>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<ClientResponse[]>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, string? owner, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
-        var query = db.OAuthClients.AsNoTracking().Join(db.Users, c => c.OwnerId, u => u.Id, (c, u) => new { Client = c, Owner = u.Username, u.NormalizedUsername });
         if (caller.Allows(ScopeRequirement.Admin))
+            return TypedResults.Ok(await ListAllAsync(db, owner, cancellationToken));
+        if (owner is not null && User.Normalize(owner) != User.Normalize(caller.Owner.Name))
+            return ProblemResponses.Forbidden("Only admins may list other users' OAuth clients.");
+        return TypedResults.Ok(await DescribeAsync(db.OAuthClients.AsNoTracking().Where(c => c.OwnerId == caller.Owner.Id), db.Users.AsNoTracking(), cancellationToken));
+    }
+
+    /// <summary>Every client, or those of the user named <paramref name="owner"/>; newest first.</summary>
+    internal static Task<ClientResponse[]> ListAllAsync(PortcullisDb db, string? owner, CancellationToken cancellationToken)
+    {
+        var owners = db.Users.AsNoTracking();
+        if (owner is not null)
         {
-            if (owner is not null)
-            {
-                var normalized = User.Normalize(owner);
-                query = query.Where(x => x.NormalizedUsername == normalized);
-            }
+            var normalized = User.Normalize(owner);
+            owners = owners.Where(u => u.NormalizedUsername == normalized);
         }
-        else
-        {
-            if (owner is not null && User.Normalize(owner) != User.Normalize(caller.Owner.Name))
-                return ProblemResponses.Forbidden("Only admins may list other users' OAuth clients.");
-            query = query.Where(x => x.Client.OwnerId == caller.Owner.Id);
-        }
-        var rows = await query.OrderByDescending(x => x.Client.Id).ToListAsync(cancellationToken);
-        return TypedResults.Ok(rows.Select(x => ClientResponse.From(x.Client, x.Owner)).ToArray());
+        return DescribeAsync(db.OAuthClients.AsNoTracking(), owners, cancellationToken);
+    }
+
+    private static async Task<ClientResponse[]> DescribeAsync(IQueryable<OAuthClient> clients, IQueryable<User> owners, CancellationToken cancellationToken)
+    {
+        var rows = await clients.Join(owners, c => c.OwnerId, u => u.Id, (c, u) => new { Client = c, Owner = u.Username })
+            .OrderByDescending(x => x.Client.Id).ToListAsync(cancellationToken);
+        return rows.Select(x => ClientResponse.From(x.Client, x.Owner)).ToArray();
     }
 
     private static async Task<Results<Ok<ClientResponse>, ProblemHttpResult>> GetAsync(
@@ -120,12 +143,17 @@ internal static class ClientsApi
     }
 
     /// <summary>Deletes the client: its secret and every access token issued to it stop working at once, on every instance.</summary>
-    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+    private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+        string clientId, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken) =>
+        await DeleteClientAsync(clientId, http, db, audit, invalidation, cancellationToken) ? TypedResults.NoContent() : NotFound(clientId);
+
+    /// <summary>Deletes a client the caller may see, audited, and tells every instance; false when there is none.</summary>
+    internal static async Task<bool> DeleteClientAsync(
         string clientId, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
     {
         var found = await FindVisibleAsync(clientId, http.Credential(), db, cancellationToken);
         if (found is null)
-            return NotFound(clientId);
+            return false;
         var (client, owner) = found.Value;
         await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
         {
@@ -138,7 +166,7 @@ internal static class ClientsApi
             await tx.CommitAsync(cancellationToken);
         }
         await invalidation.ClientChangedAsync(client.ClientId, cancellationToken);
-        return TypedResults.NoContent();
+        return true;
     }
 
     /// <summary>

@@ -47,27 +47,36 @@ internal static class ServicesApi
             .ToArray());
     }
 
-    internal static async Task<Results<Created<ServiceResponse>, ProblemHttpResult>> RegisterAsync(
+    private static async Task<Results<Created<ServiceResponse>, ProblemHttpResult>> RegisterAsync(
         RegisterServiceRequest? request, HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, InvalidationBus bus,
         AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"model\", \"version\": \"1.0\", \"upstream\": \"http://127.0.0.1:5000\"}.");
+        var (entry, error) = await RegisterServiceAsync(request, http, db, registry, bus, audit, time, cancellationToken);
+        return error is null ? TypedResults.Created($"/api/v1/services/{entry!.Key}", ToResponse(entry, admin: true, hosts, replicas)) : error.ToProblem();
+    }
+
+    /// <summary>Registers a service behind the gateway (docs/gateway.md), audited, and tells every instance. The API and the web UI both come here.</summary>
+    internal static async Task<Checked<ServiceEntry>> RegisterServiceAsync(
+        RegisterServiceRequest request, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus,
+        AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
+    {
         if (request.Upstream is not null && request.Upstreams is { Length: > 0 })
-            return ProblemResponses.BadRequest("Give either 'upstream' (one address) or 'upstreams' (the replicas), not both.");
+            return new RuleError("upstreams", "Give either 'upstream' (one address) or 'upstreams' (the replicas), not both.");
         IReadOnlyList<string?> upstreamTexts = request.Upstreams is { Length: > 0 } many ? many : request.Upstream is null ? [] : [request.Upstream];
         var interval = request.HealthCheck?.IntervalSeconds is { } seconds ? TimeSpan.FromSeconds(seconds) : (TimeSpan?)null;
         if (request.HealthCheck is { Path: null })
-            return ProblemResponses.BadRequest("The health check needs a 'path', e.g. {\"path\": \"/healthz\", \"interval_seconds\": 10}.");
+            return new RuleError("health_check", "The health check needs a 'path', e.g. {\"path\": \"/healthz\", \"interval_seconds\": 10}.");
         var errors = ServiceRules.Check(request.Name, request.Version, upstreamTexts, request.HealthCheck?.Path, interval).ToList();
         if (errors.Count > 0)
-            return ProblemResponses.BadRequest(string.Join(" ", errors.Select(e => e.Error)));
+            return new RuleError(errors[0].Field, string.Join(" ", errors.Select(e => e.Error)));
         if (request.Description is { Length: > MaxDescriptionLength })
-            return ProblemResponses.BadRequest($"The description is {request.Description.Length} characters long; at most {MaxDescriptionLength} are allowed.");
+            return new RuleError("description", $"The description is {request.Description.Length} characters long; at most {MaxDescriptionLength} are allowed.");
         if (registry.Find(request.Name!, request.Version!) is { } existing)
-            return ProblemResponses.Conflict($"The service '{existing.Key}' is already registered (from {existing.Source}). Remove it first, or register another version.");
+            return RuleError.Conflict("version", $"The service '{existing.Key}' is already registered (from {existing.Source}). Remove it first, or register another version.");
         if (registry.LabelTakenBy(request.Name!, request.Version!) is { } clash)
-            return ProblemResponses.Conflict($"The service '{request.Name}_{request.Version}' would have the same host name as '{clash.Key}' ({ServiceHosts.Label(request.Name!, request.Version!)}). Choose another name or version.");
+            return RuleError.Conflict("name", $"The service '{request.Name}_{request.Version}' would have the same host name as '{clash.Key}' ({ServiceHosts.Label(request.Name!, request.Version!)}). Choose another name or version.");
 
         var now = time.GetUtcNow().UtcDateTime;
         var caller = http.Credential();
@@ -84,37 +93,41 @@ internal static class ServicesApi
         }
         catch (DbException e) when (IsUniqueViolation(e))
         {
-            return ProblemResponses.Conflict($"The service '{request.Name}_{request.Version}' is already registered. Remove it first, or register another version.");
+            return RuleError.Conflict("version", $"The service '{request.Name}_{request.Version}' is already registered. Remove it first, or register another version.");
         }
         db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRegistered, $"{request.Name}_{request.Version}",
             details: new { upstreams, @protected = request.Protected ?? true, health_check = request.HealthCheck?.Path }));
         await db.SaveChangesAsync(cancellationToken);
         await registry.ReloadAsync(cancellationToken);
         await bus.ServicesChangedAsync(cancellationToken);
-        var entry = registry.Find(request.Name!, request.Version!)
+        return registry.Find(request.Name!, request.Version!)
             ?? new ServiceEntry(request.Name!, request.Version!, [.. upstreams.Select(u => new Uri(u))], request.Protected ?? true, request.Description, ServiceEntry.FromApi, now);
-        return TypedResults.Created($"/api/v1/services/{entry.Key}", ToResponse(entry, admin: true, hosts, replicas));
     }
 
-    internal static async Task<Results<NoContent, ProblemHttpResult>> RemoveAsync(
+    private static async Task<Results<NoContent, ProblemHttpResult>> RemoveAsync(
+        string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken) =>
+        await RemoveServiceAsync(key, http, db, registry, bus, audit, cancellationToken) is { } error ? error.ToProblem() : TypedResults.NoContent();
+
+    /// <summary>Removes a service registered through the API (name_version), audited; those from the configuration stay.</summary>
+    internal static async Task<RuleError?> RemoveServiceAsync(
         string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken)
     {
         var separator = key.IndexOf('_');
         if (separator <= 0)
-            return ProblemResponses.BadRequest($"Name the service as name_version, e.g. DELETE /api/v1/services/model_1.0.");
+            return new RuleError("key", $"Name the service as name_version, e.g. DELETE /api/v1/services/model_1.0.");
         var (name, version) = (key[..separator], key[(separator + 1)..]);
         if (registry.Find(name, version) is { Source: not ServiceEntry.FromApi } fixedEntry)
-            return ProblemResponses.Conflict($"The service '{key}' comes from {fixedEntry.Source}; remove it there and restart Portcullis.");
+            return RuleError.Conflict("key", $"The service '{key}' comes from {fixedEntry.Source}; remove it there and restart Portcullis.");
         await db.Database.OpenConnectionAsync(cancellationToken);
         var removed = await Sql.ExecuteAsync(db.Database.GetDbConnection(), "DELETE FROM gateway_services WHERE name = @name AND version = @version",
             cancellationToken, ("@name", name), ("@version", version));
         if (removed == 0)
-            return ProblemResponses.NotFound($"There is no service '{key}'. GET /api/v1/services lists them.");
+            return new RuleError("key", $"There is no service '{key}'. GET /api/v1/services lists them.", StatusCodes.Status404NotFound);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRemoved, key));
         await db.SaveChangesAsync(cancellationToken);
         await registry.ReloadAsync(cancellationToken);
         await bus.ServicesChangedAsync(cancellationToken);
-        return TypedResults.NoContent();
+        return null;
     }
 
     internal static ServiceResponse ToResponse(ServiceEntry s, bool admin, ServiceHosts hosts, Replicas replicas) =>

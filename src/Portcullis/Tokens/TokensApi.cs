@@ -31,7 +31,7 @@ internal static class TokensApi
         return group;
     }
 
-    internal static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
+    private static async Task<Results<Created<CreatedTokenResponse>, ProblemHttpResult>> CreateAsync(
         CreateTokenRequest? request, HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, InvalidationBus invalidation,
         IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
     {
@@ -115,7 +115,7 @@ internal static class TokensApi
         return CreatedTokenResponse.From(token, plaintext, owner.Username);
     }
 
-    internal static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
         HttpContext http, PortcullisDb db, TimeProvider time, string? owner, bool? all, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
@@ -149,7 +149,7 @@ internal static class TokensApi
         return rows.Select(x => TokenResponse.From(x.Token, x.Owner, now)).ToArray();
     }
 
-    internal static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
+    private static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
         long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken) =>
         await FindAsync(id, http.Credential(), db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token ? TypedResults.Ok(token) : NotFound(id);
 
@@ -157,7 +157,7 @@ internal static class TokensApi
     internal static async Task<TokenResponse?> FindAsync(long id, Credential caller, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
         await FindVisibleAsync(id, caller, db, cancellationToken) is ({ } token, { } owner) ? TokenResponse.From(token, owner, now) : null;
 
-    internal static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
+    private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken) =>
         await RevokeVisibleAsync(id, http, db, audit, invalidation, time, cancellationToken) is null ? NotFound(id) : TypedResults.NoContent();
 
@@ -250,7 +250,7 @@ internal static class TokensApi
         return TypedResults.Ok(CreatedTokenResponse.From(successorToken, plaintext, owner));
     }
 
-    internal static async Task<Results<Ok<TokenUsageResponse>, ProblemHttpResult>> UsageAsync(
+    private static async Task<Results<Ok<TokenUsageResponse>, ProblemHttpResult>> UsageAsync(
         long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken, int days = 30)
     {
         if (days is < 1 or > 366)

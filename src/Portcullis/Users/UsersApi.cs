@@ -59,11 +59,12 @@ internal static partial class UsersApi
             new MeAuth(c.Kind, c.TokenId, c.Effective.ToNames().ToArray(), c.ClientId)));
     }
 
-    internal static async Task<Ok<UserResponse[]>> ListAsync(PortcullisDb db, CancellationToken cancellationToken)
-    {
-        var users = await db.Users.AsNoTracking().OrderBy(u => u.NormalizedUsername).ToListAsync(cancellationToken);
-        return TypedResults.Ok(users.Select(UserResponse.From).ToArray());
-    }
+    private static async Task<Ok<UserResponse[]>> ListAsync(PortcullisDb db, CancellationToken cancellationToken) =>
+        TypedResults.Ok(await ListAllAsync(db, cancellationToken));
+
+    /// <summary>Every user and service, by name.</summary>
+    internal static async Task<UserResponse[]> ListAllAsync(PortcullisDb db, CancellationToken cancellationToken) =>
+        (await db.Users.AsNoTracking().OrderBy(u => u.NormalizedUsername).ToListAsync(cancellationToken)).Select(UserResponse.From).ToArray();
 
     private static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> GetAsync(string name, PortcullisDb db, CancellationToken cancellationToken)
     {
@@ -71,19 +72,28 @@ internal static partial class UsersApi
         return user is null ? NotFound(name) : TypedResults.Ok(UserResponse.From(user));
     }
 
-    internal static async Task<Results<Created<UserResponse>, ProblemHttpResult>> CreateAsync(
+    private static async Task<Results<Created<UserResponse>, ProblemHttpResult>> CreateAsync(
         CreateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time,
         CancellationToken cancellationToken)
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"username\": \"alice\", \"password\": \"...\", \"admin\": false}.");
+        var (user, error) = await CreateUserAsync(request, http, db, hasher, audit, time, cancellationToken);
+        return error is null ? TypedResults.Created($"/api/v1/users/{user!.Username}", user) : error.ToProblem();
+    }
+
+    /// <summary>Creates a person's account with a password (docs/decisions.md, "Users"), audited. The API and the web UI both come here.</summary>
+    internal static async Task<Checked<UserResponse>> CreateUserAsync(
+        CreateUserRequest request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time,
+        CancellationToken cancellationToken)
+    {
         if (ValidateUsername(request.Username) is { } usernameError)
-            return ProblemResponses.BadRequest(usernameError);
+            return new RuleError("username", usernameError);
         if (PasswordHasher.Validate(request.Password) is { } passwordError)
-            return ProblemResponses.BadRequest(passwordError);
+            return new RuleError("password", passwordError);
         var normalized = User.Normalize(request.Username!);
         if (await db.Users.AnyAsync(u => u.NormalizedUsername == normalized, cancellationToken))
-            return ProblemResponses.Conflict($"The name '{request.Username}' is already taken by a user or service.");
+            return NameTaken(request.Username!);
 
         var now = time.GetUtcNow().UtcDateTime;
         var user = new User
@@ -104,33 +114,44 @@ internal static partial class UsersApi
         }
         catch (DbUpdateException)
         {
-            return ProblemResponses.Conflict($"The name '{request.Username}' is already taken by a user or service.");
+            return NameTaken(request.Username!);
         }
         db.AuditEvents.Add(audit.Create(http, AuditEvents.UserCreated, user.Username, user.Id, details: new { admin = user.IsAdmin }));
         await db.SaveChangesAsync(cancellationToken);
         await tx.CommitAsync(cancellationToken);
-        return TypedResults.Created($"/api/v1/users/{user.Username}", UserResponse.From(user));
+        return UserResponse.From(user);
     }
 
-    internal static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> UpdateAsync(
+    private static RuleError NameTaken(string name) => RuleError.Conflict("username", $"The name '{name}' is already taken by a user or service.");
+
+    private static async Task<Results<Ok<UserResponse>, ProblemHttpResult>> UpdateAsync(
         string name, UpdateUserRequest? request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
         InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body with any of 'admin', 'disabled', 'password'.");
+        var (user, error) = await UpdateUserAsync(name, request, http, db, hasher, audit, invalidation, time, cancellationToken);
+        return error is null ? TypedResults.Ok(user) : error.ToProblem();
+    }
+
+    /// <summary>Grants or removes admin, disables or enables, or resets the password of <paramref name="name"/>, audited; never the last active admin away.</summary>
+    internal static async Task<Checked<UserResponse>> UpdateUserAsync(
+        string name, UpdateUserRequest request, HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit,
+        InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
+    {
         var user = await FindAsync(db, name, cancellationToken, tracked: true);
         if (user is null)
-            return NotFound(name);
+            return new RuleError("username", NotFoundText(name), StatusCodes.Status404NotFound);
         if (request.Password is not null)
         {
             if (user.Kind != PrincipalKind.User)
-                return ProblemResponses.BadRequest($"'{user.Username}' is a service; services have tokens, not passwords.");
+                return new RuleError("password", $"'{user.Username}' is a service; services have tokens, not passwords.");
             if (PasswordHasher.Validate(request.Password) is { } passwordError)
-                return ProblemResponses.BadRequest(passwordError);
+                return new RuleError("password", passwordError);
         }
         var losesAdmin = user.IsAdmin && !user.IsDisabled && (request.Admin == false || request.Disabled == true);
         if (losesAdmin && user.Kind == PrincipalKind.User && !await OtherActiveAdminExistsAsync(db, user.Id, cancellationToken))
-            return ProblemResponses.Conflict($"'{user.Username}' is the last active admin; make another user admin first.");
+            return RuleError.Conflict(request.Admin == false ? "admin" : "disabled", $"'{user.Username}' is the last active admin; make another user admin first.");
 
         var changes = new List<string>();
         if (request.Admin is { } admin && admin != user.IsAdmin)
@@ -152,16 +173,16 @@ internal static partial class UsersApi
             changes.Add("password reset");
         }
         if (changes.Count == 0)
-            return TypedResults.Ok(UserResponse.From(user));
+            return UserResponse.From(user);
         user.UpdatedAt = time.GetUtcNow().UtcDateTime;
         db.AuditEvents.Add(audit.Create(http, request.Password is not null && changes.Count == 1 ? AuditEvents.PasswordChanged : AuditEvents.UserUpdated,
             user.Username, user.Id, details: new { changes }));
         await db.SaveChangesAsync(cancellationToken);
         await invalidation.PrincipalChangedAsync(user.Id, cancellationToken);
-        return TypedResults.Ok(UserResponse.From(user));
+        return UserResponse.From(user);
     }
 
-    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
+    private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
         string name, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
     {
         var user = await FindAsync(db, name, cancellationToken, tracked: true);
@@ -230,8 +251,9 @@ internal static partial class UsersApi
     private static Task<bool> OtherActiveAdminExistsAsync(PortcullisDb db, long exceptId, CancellationToken cancellationToken) =>
         db.Users.AnyAsync(u => u.Id != exceptId && u.Kind == PrincipalKind.User && u.IsAdmin && !u.IsDisabled, cancellationToken);
 
-    private static ProblemHttpResult NotFound(string name) =>
-        ProblemResponses.NotFound($"There is no user named '{(name.Length <= MaxUsernameLength ? name : name[..MaxUsernameLength] + "…")}'.");
+    private static ProblemHttpResult NotFound(string name) => ProblemResponses.NotFound(NotFoundText(name));
+
+    private static string NotFoundText(string name) => $"There is no user named '{(name.Length <= MaxUsernameLength ? name : name[..MaxUsernameLength] + "…")}'.";
 
     [GeneratedRegex("^[A-Za-z0-9._-]{1,64}$")]
     private static partial Regex UsernameRegex();

@@ -1,5 +1,3 @@
-using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Clients;
@@ -46,22 +44,21 @@ internal static class AdminPages
         return await next(context);
     }
 
-    private static string? Detail(IResult result) => result is ProblemHttpResult p ? p.ProblemDetails.Detail ?? p.ProblemDetails.Title : null;
-
     // --- Users ---------------------------------------------------------------------------------
 
     private static async Task<IResult> UsersAsync(HttpContext http, PortcullisDb db, CancellationToken cancellationToken) =>
-        await UsersPageAsync(http, db, null, http.Request.Query["done"], StatusCodes.Status200OK, cancellationToken);
+        await UsersPageAsync(http, db, null, http.Request.Query["done"], cancellationToken);
 
-    private static async Task<IResult> UsersPageAsync(HttpContext http, PortcullisDb db, string? error, string? done, int status, CancellationToken cancellationToken) =>
-        PageResults.Render<UsersPage>(http, new { Users = (await UsersApi.ListAsync(db, cancellationToken)).Value!, Error = error, Done = done }, status);
+    private static async Task<IResult> UsersPageAsync(HttpContext http, PortcullisDb db, RuleError? error, string? done, CancellationToken cancellationToken) =>
+        PageResults.Render<UsersPage>(http, new { Users = await UsersApi.ListAllAsync(db, cancellationToken), Error = error?.Message, Done = done },
+            error?.Status ?? StatusCodes.Status200OK);
 
     private static async Task<IResult> CreateUserAsync(HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
-        var result = await UsersApi.CreateAsync(new CreateUserRequest(form["username"], form["password"], form["admin"] == "on"), http, db, hasher, audit, time, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return await UsersPageAsync(http, db, error, null, StatusCodes.Status400BadRequest, cancellationToken);
+        var (_, error) = await UsersApi.CreateUserAsync(new CreateUserRequest(form["username"], form["password"], form["admin"] == "on"), http, db, hasher, audit, time, cancellationToken);
+        if (error is not null)
+            return await UsersPageAsync(http, db, error, null, cancellationToken);
         return Results.Redirect("/admin/users?done=" + Uri.EscapeDataString($"User {form["username"]} created."));
     }
 
@@ -79,21 +76,27 @@ internal static class AdminPages
             _ => null,
         };
         if (request is null)
-            return await UsersPageAsync(http, db, "Unknown action.", null, StatusCodes.Status400BadRequest, cancellationToken);
-        var result = await UsersApi.UpdateAsync(name, request, http, db, hasher, audit, bus, time, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return await UsersPageAsync(http, db, error, null, StatusCodes.Status400BadRequest, cancellationToken);
+            return await UsersPageAsync(http, db, new RuleError("action", "Unknown action."), null, cancellationToken);
+        var (_, error) = await UsersApi.UpdateUserAsync(name, request, http, db, hasher, audit, bus, time, cancellationToken);
+        if (error is not null)
+            return await UsersPageAsync(http, db, error, null, cancellationToken);
         return Results.Redirect("/admin/users?done=" + Uri.EscapeDataString($"User {name} updated."));
     }
 
     // --- Services ------------------------------------------------------------------------------
 
     private static IResult ServicesPage(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, ManagedProcesses processes) =>
-        ServicesPageWith(http, registry, hosts, replicas, processes, null, http.Request.Query["done"], StatusCodes.Status200OK);
+        ServicesPageWith(http, registry, hosts, replicas, processes, null, http.Request.Query["done"]);
 
     private static IResult ServicesPageWith(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, ManagedProcesses processes,
-        string? error, string? done, int status) =>
-        PageResults.Render<AdminServicesPage>(http, new { Services = registry.All.Select(s => ServiceRow.From(s, hosts, replicas)).ToList(), Processes = processes.States, Error = error, Done = done }, status);
+        RuleError? error, string? done) =>
+        PageResults.Render<AdminServicesPage>(http, new
+        {
+            Services = registry.All.Select(s => ServiceRow.From(s, hosts, replicas)).ToList(),
+            Processes = processes.States,
+            Error = error?.Message,
+            Done = done,
+        }, error?.Status ?? StatusCodes.Status200OK);
 
     private static async Task<IResult> RegisterServiceAsync(HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas,
         ManagedProcesses processes, InvalidationBus bus, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
@@ -103,18 +106,17 @@ internal static class AdminPages
         var request = new RegisterServiceRequest(form["name"], form["version"], upstreams.Length == 1 ? upstreams[0] : null, upstreams.Length > 1 ? upstreams : null,
             form["public"] != "on", form["description"].ToString() is { Length: > 0 } d ? d : null,
             form["health_check"].ToString() is { Length: > 0 } path ? new HealthCheckRequest(path, null) : null);
-        var result = await ServicesApi.RegisterAsync(request, http, db, registry, hosts, replicas, bus, audit, time, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null, StatusCodes.Status400BadRequest);
+        var (_, error) = await ServicesApi.RegisterServiceAsync(request, http, db, registry, bus, audit, time, cancellationToken);
+        if (error is not null)
+            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null);
         return Results.Redirect("/admin/services?done=" + Uri.EscapeDataString($"Service {request.Name}_{request.Version} registered."));
     }
 
     private static async Task<IResult> RemoveServiceAsync(string key, HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas,
         ManagedProcesses processes, InvalidationBus bus, AuditLog audit, CancellationToken cancellationToken)
     {
-        var result = await ServicesApi.RemoveAsync(key, http, db, registry, bus, audit, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null, StatusCodes.Status400BadRequest);
+        if (await ServicesApi.RemoveServiceAsync(key, http, db, registry, bus, audit, cancellationToken) is { } error)
+            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null);
         return Results.Redirect("/admin/services?done=" + Uri.EscapeDataString($"Service {key} removed."));
     }
 
@@ -123,28 +125,25 @@ internal static class AdminPages
     private static async Task<IResult> ClientsAsync(HttpContext http, PortcullisDb db, CancellationToken cancellationToken) =>
         await ClientsPageAsync(http, db, null, http.Request.Query["done"], null, StatusCodes.Status200OK, cancellationToken);
 
-    private static async Task<IResult> ClientsPageAsync(HttpContext http, PortcullisDb db, string? error, string? done, ClientSecretResponse? created, int status, CancellationToken cancellationToken)
-    {
-        var clients = (await ClientsApi.ListAsync(http, db, null, cancellationToken)).Result is Ok<ClientResponse[]> { Value: { } list } ? list : [];
-        return PageResults.Render<ClientsPage>(http, new { Clients = clients, Created = created, Error = error, Done = done }, status);
-    }
+    private static async Task<IResult> ClientsPageAsync(HttpContext http, PortcullisDb db, string? error, string? done, ClientSecretResponse? created, int status,
+        CancellationToken cancellationToken) =>
+        PageResults.Render<ClientsPage>(http, new { Clients = await ClientsApi.ListAllAsync(db, null, cancellationToken), Created = created, Error = error, Done = done }, status);
 
     private static async Task<IResult> CreateClientAsync(HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
         var scopes = form["scopes"].ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        var result = await ClientsApi.CreateAsync(new CreateClientRequest(form["name"], scopes), http, db, format, audit, time, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return await ClientsPageAsync(http, db, error, null, null, StatusCodes.Status400BadRequest, cancellationToken);
+        var (created, error) = await ClientsApi.CreateClientAsync(new CreateClientRequest(form["name"], scopes), http, db, format, audit, time, cancellationToken);
+        if (error is not null)
+            return await ClientsPageAsync(http, db, error.Message, null, null, error.Status, cancellationToken);
         // Shown on this response only, never through a redirect URL.
-        return await ClientsPageAsync(http, db, null, null, ((Created<ClientSecretResponse>)result.Result).Value, StatusCodes.Status201Created, cancellationToken);
+        return await ClientsPageAsync(http, db, null, null, created, StatusCodes.Status201Created, cancellationToken);
     }
 
     private static async Task<IResult> DeleteClientAsync(string clientId, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus bus, CancellationToken cancellationToken)
     {
-        var result = await ClientsApi.DeleteAsync(clientId, http, db, audit, bus, cancellationToken);
-        if (Detail(result.Result) is { } error)
-            return await ClientsPageAsync(http, db, error, null, null, StatusCodes.Status400BadRequest, cancellationToken);
+        if (!await ClientsApi.DeleteClientAsync(clientId, http, db, audit, bus, cancellationToken))
+            return await ClientsPageAsync(http, db, $"There is no OAuth client '{clientId}'.", null, null, StatusCodes.Status404NotFound, cancellationToken);
         return Results.Redirect("/admin/clients?done=" + Uri.EscapeDataString($"Client {clientId} deleted."));
     }
 
@@ -161,9 +160,7 @@ internal static class AdminPages
     private static async Task<IResult> AuditAsync(HttpContext http, PortcullisDb db, long? before, int? limit, CancellationToken cancellationToken)
     {
         var pageSize = limit is >= 1 and <= 500 ? limit.Value : 50;
-        var result = await AuditApi.ListAsync(http, db, cancellationToken, pageSize, before);
-        return result.Result is Ok<Audit.AuditPage> { Value: { } page }
-            ? PageResults.Render<AuditLogPage>(http, new { Page = page, Limit = pageSize })
-            : PageResults.Render<MessagePage>(http, new { Title = "Audit log", Text = Detail(result.Result) ?? "The audit log could not be read." }, StatusCodes.Status400BadRequest);
+        var page = await AuditApi.ReadAsync(db, principalId: null, pageSize, before, cancellationToken);
+        return PageResults.Render<AuditLogPage>(http, new { Page = page, Limit = pageSize });
     }
 }
