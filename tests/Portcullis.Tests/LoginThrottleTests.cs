@@ -413,7 +413,7 @@ public sealed class LoginThrottleWindowTests(ThrottledInProcessServer server) : 
     {
         var dir = Directory.CreateTempSubdirectory("portcullis-badthrottle-").FullName;
         await using var app = ServerApp.Build(["--urls", $"http://127.0.0.1:{PortcullisServer.FreePort()}", "--data-dir", dir, setting]);
-        var e = await Assert.ThrowsAsync<StartupException>(() => ServerApp.StartAsync(app));
+        var e = await Assert.ThrowsAsync<StartupException>(() => Startup.StartAsync(app));
         Assert.Contains(key, e.Message);
         Directory.Delete(dir, recursive: true);
     }

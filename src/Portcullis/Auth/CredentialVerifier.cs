@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Clients;
 using Portcullis.Data;
@@ -43,10 +44,14 @@ internal sealed class CredentialVerifier(
     AuditLog audit,
     IServiceScopeFactory scopes,
     TimeProvider time,
+    IOptions<Services.ServicesOptions> services,
     ILogger<CredentialVerifier> logger)
 {
-    /// <summary>Set when configured services use pre-shared tokens that are not in Portcullis format.</summary>
-    public bool AcceptsPresharedTokens { get; set; }
+    /// <summary>
+    /// Whether configured services use pre-shared tokens that are not in Portcullis's format (docs/services.md): only then
+    /// is a secret in another format looked up at all.
+    /// </summary>
+    public bool AcceptsPresharedTokens { get; } = services.Value.Services.Any(s => s.ApiToken is { } token && !format.HasPrefix(token));
 
     /// <summary>
     /// The allocation-free part of verification. Returns true with a failure of <see cref="VerifyFailure.None"/>

@@ -58,7 +58,7 @@ internal static class CliApp
         }
         try
         {
-            await ServerApp.StartAsync(app, cancellationToken);
+            await Startup.StartAsync(app, cancellationToken);
         }
         catch (Exception e) when (e is StartupException or OptionsValidationException or InvalidOperationException
                                   || e is IOException && e.Message.Contains("address", StringComparison.OrdinalIgnoreCase))

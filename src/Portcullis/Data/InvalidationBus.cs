@@ -10,12 +10,13 @@ namespace Portcullis.Data;
 /// Tells every cache that something changed: on this instance at once and, with PostgreSQL, on
 /// every other instance through <c>LISTEN/NOTIFY</c>. Call it after the change is committed.
 /// </summary>
-internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys, Gateway.ServiceRegistry services, SessionStore sessions)
+internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principals, ClientCache clients, RevokedJwts revokedJwts, SigningKeys keys,
+    Gateway.ServiceRegistry services, SessionStore sessions, IEnumerable<IInvalidationPublisher> publishers)
 {
     public const string Channel = "portcullis_invalidate";
 
-    /// <summary>Set when PostgreSQL carries notifications to other instances.</summary>
-    public Func<string, CancellationToken, Task>? Publisher { get; set; }
+    /// <summary>How other instances hear of a change: PostgreSQL's <c>NOTIFY</c>, or nobody (one SQLite instance).</summary>
+    private readonly IInvalidationPublisher? _publisher = publishers.SingleOrDefault();
 
     public Task TokenChangedAsync(string tokenHashHex, CancellationToken cancellationToken = default) =>
         PublishAsync("t:" + tokenHashHex, cancellationToken);
@@ -46,8 +47,8 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
     private async Task PublishAsync(string message, CancellationToken cancellationToken)
     {
         Apply(message);
-        if (Publisher is { } publish)
-            await publish(message, cancellationToken);
+        if (_publisher is not null)
+            await _publisher.PublishAsync(message, cancellationToken);
     }
 
     /// <summary>Applies one message, local or from another instance. Unknown messages clear everything (fail safe).</summary>
@@ -109,4 +110,10 @@ internal sealed class InvalidationBus(TokenCache tokens, PrincipalCache principa
         _ = keys.ReloadAsync(CancellationToken.None);
         _ = services.ReloadAsync(CancellationToken.None);
     }
+}
+
+/// <summary>Carries an invalidation to the other instances (<see cref="PostgresPublisher"/>).</summary>
+internal interface IInvalidationPublisher
+{
+    Task PublishAsync(string message, CancellationToken cancellationToken);
 }

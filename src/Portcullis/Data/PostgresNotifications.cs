@@ -4,31 +4,17 @@ using Portcullis.Hosting;
 
 namespace Portcullis.Data;
 
-/// <summary>
-/// Carries cache invalidations between instances that share one PostgreSQL database: changes are
-/// published with <c>pg_notify</c> and every instance <c>LISTEN</c>s. When the listening connection is
-/// lost, every cached decision is dropped (notifications may have been missed) and the connection is
-/// re-established by itself.
-/// </summary>
-internal sealed class PostgresNotifications : BackgroundService
+/// <summary>Publishes this instance's invalidations to the others with <c>pg_notify</c>.</summary>
+internal sealed class PostgresPublisher(IOptions<DatabaseOptions> options, ILogger<PostgresPublisher> logger) : IInvalidationPublisher, IDisposable
 {
-    private readonly NpgsqlDataSource _dataSource;
-    private readonly InvalidationBus _bus;
-    private readonly ILogger<PostgresNotifications> _logger;
+    /// <summary>Shared with the listener (<see cref="PostgresNotifications"/>).</summary>
+    public NpgsqlDataSource DataSource { get; } = NpgsqlDataSource.Create(options.Value.ConnectionString!);
 
-    public PostgresNotifications(IOptions<DatabaseOptions> options, InvalidationBus bus, ILogger<PostgresNotifications> logger)
-    {
-        _dataSource = NpgsqlDataSource.Create(options.Value.ConnectionString!);
-        _bus = bus;
-        _logger = logger;
-        bus.Publisher = PublishAsync;
-    }
-
-    private async Task PublishAsync(string message, CancellationToken cancellationToken)
+    public async Task PublishAsync(string message, CancellationToken cancellationToken)
     {
         try
         {
-            await using var cmd = _dataSource.CreateCommand("SELECT pg_notify(@channel, @message)");
+            await using var cmd = DataSource.CreateCommand("SELECT pg_notify(@channel, @message)");
             cmd.Parameters.AddWithValue("channel", InvalidationBus.Channel);
             cmd.Parameters.AddWithValue("message", message);
             await cmd.ExecuteNonQueryAsync(cancellationToken);
@@ -37,9 +23,24 @@ internal sealed class PostgresNotifications : BackgroundService
         {
             // The change is committed; other instances will drop their caches when their own
             // listening connection notices the outage, or re-read after Tokens:CacheMaxAge.
-            _logger.LogError("Could not notify other instances of a change: {Error}", e.Message);
+            logger.LogError("Could not notify other instances of a change: {Error}", e.Message);
         }
     }
+
+    public void Dispose() => DataSource.Dispose();
+}
+
+/// <summary>
+/// Carries cache invalidations between instances that share one PostgreSQL database: changes are
+/// published with <c>pg_notify</c> (<see cref="PostgresPublisher"/>) and every instance <c>LISTEN</c>s here.
+/// When the listening connection is lost, every cached decision is dropped (notifications may have been
+/// missed) and the connection is re-established by itself.
+/// </summary>
+internal sealed class PostgresNotifications(PostgresPublisher publisher, InvalidationBus bus, ILogger<PostgresNotifications> logger) : BackgroundService
+{
+    private readonly NpgsqlDataSource _dataSource = publisher.DataSource;
+    private readonly InvalidationBus _bus = bus;
+    private readonly ILogger<PostgresNotifications> _logger = logger;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -84,11 +85,5 @@ internal sealed class PostgresNotifications : BackgroundService
                 }
             }
         }
-    }
-
-    public override void Dispose()
-    {
-        _dataSource.Dispose();
-        base.Dispose();
     }
 }

@@ -16,7 +16,7 @@ namespace Portcullis.Services;
 /// SHA-256 (a configured <c>api_token</c> as given, or a fresh <c>pcs_</c> token for a managed service
 /// without one). Tokens of services no longer configured, and superseded tokens, are revoked.
 /// </summary>
-internal sealed class ServiceSync(IOptions<ServicesOptions> options, TokenFormat format, CredentialVerifier verifier, ServiceRegistry registry,
+internal sealed class ServiceSync(IOptions<ServicesOptions> options, TokenFormat format, ServiceRegistry registry,
     AuditLog audit, TimeProvider time, ILogger<ServiceSync> logger)
 {
     public const string ConfiguredTokenName = "configured";
@@ -79,8 +79,6 @@ internal sealed class ServiceSync(IOptions<ServicesOptions> options, TokenFormat
                 }
                 if (service.Command is not null)
                     _processTokens[name] = token;
-                if (!format.HasPrefix(token))
-                    verifier.AcceptsPresharedTokens = true;
             }
             else
             {

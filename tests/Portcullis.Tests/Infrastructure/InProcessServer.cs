@@ -43,7 +43,7 @@ public class InProcessServer : IAsyncLifetime
         BaseAddress = new Uri($"http://127.0.0.1:{PortcullisServer.FreePort()}");
         _app = ServerApp.Build(["--urls", BaseAddress.ToString().TrimEnd('/'), "--data-dir", DataDir, .. _extraArgs],
             services => services.AddSingleton<TimeProvider>(Clock));
-        await ServerApp.StartAsync(_app);
+        await Startup.StartAsync(_app);
     }
 
     public HttpClient Client(string? token = null)

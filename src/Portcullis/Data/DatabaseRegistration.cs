@@ -1,0 +1,47 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Hosting;
+
+namespace Portcullis.Data;
+
+/// <summary>The database: PostgreSQL when <c>Database:Provider</c> says so, otherwise SQLite in the data directory (docs/configuration.md).</summary>
+internal static class DatabaseRegistration
+{
+    /// <summary>The pooled EF context, the cross-instance invalidations (PostgreSQL only), and the options they read.</summary>
+    public static IServiceCollection AddPortcullisDatabase(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateOnStart();
+        services.AddDbContextPool<PortcullisDb>(ConfigureDatabase);
+        if (configuration.GetSection(DatabaseOptions.Section).Get<DatabaseOptions>() is { IsPostgres: true })
+        {
+            services.AddSingleton<PostgresPublisher>();
+            services.AddSingleton<IInvalidationPublisher>(sp => sp.GetRequiredService<PostgresPublisher>());
+            services.AddHostedService<PostgresNotifications>();
+        }
+        return services;
+    }
+
+    private static void ConfigureDatabase(IServiceProvider sp, DbContextOptionsBuilder options)
+    {
+        var database = sp.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+        if (database.IsPostgres)
+        {
+            options.UseNpgsql(database.ConnectionString);
+            return;
+        }
+        options.UseSqlite(SqliteConnectionString(sp)).AddInterceptors(new SqlitePragmas());
+    }
+
+    internal static string SqliteConnectionString(IServiceProvider sp) =>
+        sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.ConnectionString
+        ?? $"Data Source={Path.Combine(sp.GetRequiredService<DataDirectory>().Path, "portcullis.db")};Pooling=True;Default Timeout=30";
+
+    /// <summary>A plain ADO.NET connection to the configured database, for start-up steps that run before EF is warm.</summary>
+    internal static System.Data.Common.DbConnection OpenRawConnection(IServiceProvider sp)
+    {
+        var database = sp.GetRequiredService<IOptions<DatabaseOptions>>().Value;
+        return database.IsPostgres
+            ? new Npgsql.NpgsqlConnection(database.ConnectionString)
+            : new Microsoft.Data.Sqlite.SqliteConnection(SqliteConnectionString(sp));
+    }
+}
