@@ -38,6 +38,10 @@ public sealed class KeySealingTests
     /// before would not do as proof: the test server's port, and so the issuer, changes at each start).</summary>
     private static async Task<string> SigningKidAsync(PortcullisServer server) => (string)Header(await server.LoginAsync())["kid"]!;
 
+    /// <summary>The whole refusal when it says something else: a loaded machine once refused for another reason.</summary>
+    private static void AssertSays(string refusal, string expected) =>
+        Assert.True(refusal.Contains(expected, StringComparison.Ordinal), $"Expected the refusal to say \"{expected}\"; it was:\n{refusal}");
+
     private static async Task<string> StartFailsAsync(PortcullisServer server, params string[] args)
     {
         var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => server.StartAsync(args));
@@ -131,15 +135,15 @@ public sealed class KeySealingTests
         var aside = KeyFile(server) + ".aside";
         File.Move(KeyFile(server), aside);
         var refused = await StartFailsAsync(server);
-        Assert.Contains($"sealed with key-encryption key {id}", refused);
-        Assert.Contains("Keys:EncryptionKeyFile", refused);
+        AssertSays(refused, $"sealed with key-encryption key {id}");
+        AssertSays(refused, "Keys:EncryptionKeyFile");
         Assert.DoesNotContain("   at ", refused); // a message, not a stack trace
         Assert.False(File.Exists(KeyFile(server)), "a new key was made beside keys it cannot open");
 
         // Another key is not the key.
         var wrong = Path.Combine(server.DataDir, "wrong.key");
         await File.WriteAllTextAsync(wrong, Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)));
-        Assert.Contains($"sealed with key-encryption key {id}", await StartFailsAsync(server, "--Keys:EncryptionKeyFile", wrong));
+        AssertSays(await StartFailsAsync(server, "--Keys:EncryptionKeyFile", wrong), $"sealed with key-encryption key {id}");
 
         // From the environment's value (here the command line's) or from its file, it starts, and what it signed still holds.
         await server.StartAsync("--Keys:EncryptionKey", (await File.ReadAllTextAsync(aside)).Trim());

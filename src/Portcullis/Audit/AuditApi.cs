@@ -18,6 +18,15 @@ public sealed record AuditPage(AuditEventResponse[] Events, long? NextBefore);
 /// <summary><c>GET /api/v1/audit?limit=&amp;before=</c>: admins see everything, others their own events.</summary>
 internal static class AuditApi
 {
+    /// <summary>The audit log, written behind requests (docs/decisions.md, "Audit log").</summary>
+    public static IServiceCollection AddAudit(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<AuditOptions>().Bind(configuration.GetSection(AuditOptions.Section));
+        services.AddSingleton<AuditLog>();
+        services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
+        return services;
+    }
+
     public static RouteGroupBuilder MapAudit(this RouteGroupBuilder api)
     {
         api.MapGet("/audit", ListAsync).WithTags("Audit");

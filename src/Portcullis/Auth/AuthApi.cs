@@ -1,5 +1,7 @@
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
@@ -32,6 +34,35 @@ internal sealed record AirflowError(string Error, string ErrorDescription, strin
 /// </summary>
 internal static class AuthApi
 {
+    /// <summary>
+    /// Credentials on requests (tokens, JWTs, sessions) and the token endpoint that issues them: the verifier and its caches,
+    /// passwords and their throttle, signing keys sealed at rest, the authentication scheme and the scope policies.
+    /// </summary>
+    public static IServiceCollection AddCredentials(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
+        services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
+        services.AddOptions<KeysOptions>().Bind(configuration.GetSection(KeysOptions.Section));
+        services.AddSingleton<IValidateOptions<AuthOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<JwtOptions>, OptionsValidator>();
+        services.AddSingleton<PasswordHasher>();
+        services.AddSingleton<PrincipalCache>();
+        services.AddSingleton<SessionStore>();
+        services.AddSingleton<KeySealing>();
+        services.AddSingleton<SigningKeys>();
+        services.AddSingleton<JwtService>();
+        services.AddSingleton<RevokedJwts>();
+        services.AddSingleton<CredentialVerifier>();
+        services.AddScoped<TokenEndpoint>();
+        services.AddSingleton<FullCounters>();
+        services.AddScoped<LoginThrottle>();
+        services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
+            .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);
+        services.AddAuthorization(Policies.Add);
+        services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeAwareResultHandler>();
+        return services;
+    }
+
     public static IEndpointRouteBuilder MapAuth(this IEndpointRouteBuilder app)
     {
         var auth = app.MapGroup("/auth").WithTags("Authentication");

@@ -12,6 +12,16 @@ namespace Portcullis.Clients;
 /// <summary>OAuth clients: <c>/api/v1/clients</c> (docs/decisions.md). Secrets are shown once, at creation and rotation.</summary>
 internal static class ClientsApi
 {
+    /// <summary>OAuth clients: their cache, their authentication at the token endpoint, the client-credentials grant, the clean-up.</summary>
+    public static IServiceCollection AddOAuthClients(this IServiceCollection services)
+    {
+        services.AddSingleton<ClientCache>();
+        services.AddSingleton<ClientAuthenticator>();
+        services.AddSingleton<Auth.ClientCredentialsGrant>();
+        services.AddHostedService<Auth.OAuthMaintenance>();
+        return services;
+    }
+
     public const int MaxNameLength = 100;
 
     public static RouteGroupBuilder MapClients(this RouteGroupBuilder api)

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Hosting;
@@ -7,11 +9,23 @@ namespace Portcullis.Data;
 /// <summary>The database: PostgreSQL when <c>Database:Provider</c> says so, otherwise SQLite in the data directory (docs/configuration.md).</summary>
 internal static class DatabaseRegistration
 {
-    /// <summary>The pooled EF context, the cross-instance invalidations (PostgreSQL only), and the options they read.</summary>
+    /// <summary>
+    /// The data directory, the pooled EF context, the invalidations that keep every cache true (across instances with
+    /// PostgreSQL), and the Data Protection key ring kept in the database so that every instance shares it.
+    /// </summary>
     public static IServiceCollection AddPortcullisDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<DatabaseOptions>, OptionsValidator>();
+        services.AddSingleton(sp => DataDirectory.Open(sp.GetRequiredService<IOptions<ServerOptions>>().Value.DataDir,
+            exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres));
         services.AddDbContextPool<PortcullisDb>(ConfigureDatabase);
+        services.AddSingleton<InvalidationBus>();
+        services.AddOptions<TestingOptions>().Bind(configuration.GetSection(TestingOptions.Section));
+        services.AddSingleton<CacheStoreDelay>();
+        services.AddSingleton<DataProtectionKeys>();
+        services.AddDataProtection().SetApplicationName("portcullis");
+        services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
         if (configuration.GetSection(DatabaseOptions.Section).Get<DatabaseOptions>() is { IsPostgres: true })
         {
             services.AddSingleton<PostgresPublisher>();

@@ -155,9 +155,12 @@ internal sealed class Replicas(IProxyStateLookup state, IEnumerable<IPassiveHeal
 
 internal static class GatewayServiceCollectionExtensions
 {
-    /// <summary>The gateway's parts: YARP's forwarder and health checks over the service registry.</summary>
-    public static IServiceCollection AddGateway(this IServiceCollection services)
+    /// <summary>The gateway's parts: its options, YARP's forwarder and health checks over the service registry.</summary>
+    public static IServiceCollection AddGateway(this IServiceCollection services, IConfiguration configuration)
     {
+        services.AddOptions<GatewayOptions>().Bind(configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
+        services.AddSingleton<TrustedProxies>();
         services.AddSingleton<ServiceRegistry>();
         services.AddSingleton<ServiceHosts>();
         services.AddSingleton<ServiceOrigins>();

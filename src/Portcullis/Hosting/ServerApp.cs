@@ -1,9 +1,5 @@
 using System.Text.Json;
-using Microsoft.AspNetCore.Authentication;
-using Microsoft.AspNetCore.Authorization;
-using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.HttpOverrides;
-using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
@@ -13,10 +9,9 @@ using Portcullis.Compat;
 using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Services;
-using Portcullis.Web;
-using Portcullis.Security;
 using Portcullis.Tokens;
 using Portcullis.Users;
+using Portcullis.Web;
 
 namespace Portcullis.Hosting;
 
@@ -55,86 +50,22 @@ internal static class ServerApp
         builder.WebHost.UseUrls((configuration["urls"] ?? DefaultUrl) + (string.IsNullOrEmpty(metricsUrl) ? "" : ";" + metricsUrl));
         builder.WebHost.ConfigureKestrel(k => k.AddServerHeader = false);
 
+        // Each feature registers its own parts next to its endpoints; this is the table of contents.
         var services = builder.Services;
-        services.AddSingleton<IValidateOptions<DatabaseOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<TokenOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<JwtOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<AuthOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<ServerOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
         services.AddOptions<ServerOptions>().Bind(configuration).ValidateOnStart();
-        services.AddOptions<TokenOptions>().Bind(configuration.GetSection(TokenOptions.Section)).ValidateOnStart();
-        services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
-        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
-        services.AddOptions<GatewayOptions>().Bind(configuration.GetSection(GatewayOptions.Section)).ValidateOnStart();
-        services.AddOptions<WebOptions>().Bind(configuration.GetSection(WebOptions.Section));
-        services.AddOptions<ServicesOptions>().Configure(o => ServicesConfiguration.Bind(configuration, o, o.BindingErrors)).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<ServicesOptions>, ServicesOptionsValidator>();
-        services.AddSingleton<ServiceSync>();
-        services.AddSingleton<ManagedProcesses>();
-        services.AddHostedService(sp => sp.GetRequiredService<ManagedProcesses>());
-
+        services.AddSingleton<IValidateOptions<ServerOptions>, OptionsValidator>();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<ServerOptions>>().Value.DataDir is var dir
-            ? DataDirectory.Open(dir, exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres)
-            : throw new InvalidOperationException());
-        services.AddPortcullisDatabase(configuration);
         services.AddSingleton<StartupGate>();
-
-        services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
-        services.AddSingleton<PasswordHasher>();
-        services.AddOptions<TestingOptions>().Bind(configuration.GetSection(TestingOptions.Section));
-        services.AddSingleton<CacheStoreDelay>();
-        services.AddSingleton<TokenCache>();
-        services.AddSingleton<PrincipalCache>();
-        services.AddSingleton<InvalidationBus>();
-        services.AddSingleton<SessionStore>();
-        services.AddSingleton<TrustedProxies>();
-        services.AddGateway();
-        services.AddOptions<KeysOptions>().Bind(configuration.GetSection(KeysOptions.Section));
-        services.AddSingleton<KeySealing>();
-        services.AddSingleton<SigningKeys>();
-        services.AddSingleton<JwtService>();
-        services.AddSingleton<RevokedJwts>();
-        services.AddSingleton<ClientCache>();
-        services.AddSingleton<ClientAuthenticator>();
-        services.AddSingleton<ClientCredentialsGrant>();
-        services.AddHostedService<OAuthMaintenance>();
-        services.AddSingleton<CredentialVerifier>();
         services.AddSingleton<PrometheusMetrics>();
-        services.AddSingleton<UsageRecorder>();
-        services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
-        services.AddOptions<AuditOptions>().Bind(configuration.GetSection(AuditOptions.Section));
-        services.AddSingleton<AuditLog>();
-        services.AddHostedService(sp => sp.GetRequiredService<AuditLog>());
-        services.AddScoped<TokenEndpoint>();
-        services.AddSingleton<FullCounters>();
-        services.AddScoped<LoginThrottle>();
-
-        services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
-            .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);
-        services.AddAuthorization(Policies.Add);
-        services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeAwareResultHandler>();
-
-        // The key ring is in the database, shared by every instance (Data/DataProtectionKeys.cs).
-        services.AddSingleton<DataProtectionKeys>();
-        services.AddDataProtection().SetApplicationName("portcullis");
-        services.AddOptions<Microsoft.AspNetCore.Antiforgery.AntiforgeryOptions>().Configure<PublicUrl>((o, url) =>
-        {
-            // Under HTTPS (or behind a proxy that terminates it, per PublicUrl): Secure and __Host-, like the session cookie.
-            var https = url.Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
-            o.Cookie.Name = PortcullisCookies.Antiforgery(https);
-            o.Cookie.SecurePolicy = https ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest;
-            o.Cookie.SameSite = SameSiteMode.Strict;
-            o.Cookie.HttpOnly = true;
-            o.Cookie.Path = "/";
-            o.HeaderName = "X-CSRF-Token";
-            o.FormFieldName = "csrf_token";
-        });
-        services.AddAntiforgery();
-        services.AddWebPages();
-        services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());
+        services.AddPortcullisDatabase(configuration);
+        services.AddAudit(configuration);
+        services.AddTokens(configuration);
+        services.AddCredentials(configuration);
+        services.AddOAuthClients();
+        services.AddGateway(configuration);
+        services.AddManagedServices(configuration);
+        services.AddWebPages(configuration);
         services.AddProblemDetails();
         services.AddOpenApi(OpenApiDocument.Configure);
         services.ConfigureHttpJsonOptions(o =>

@@ -14,6 +14,18 @@ namespace Portcullis.Tokens;
 /// <summary>Personal and service API tokens: <c>/api/v1/tokens</c> (docs/decisions.md).</summary>
 internal static class TokensApi
 {
+    /// <summary>API tokens: their format, the cache that answers most requests, and the usage recorder.</summary>
+    public static IServiceCollection AddTokens(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<TokenOptions>().Bind(configuration.GetSection(TokenOptions.Section)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<TokenOptions>, OptionsValidator>();
+        services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
+        services.AddSingleton<TokenCache>();
+        services.AddSingleton<UsageRecorder>();
+        services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
+        return services;
+    }
+
     public const int MaxNameLength = 100;
     public const int MaxDescriptionLength = 1000;
 

@@ -19,9 +19,26 @@ namespace Portcullis.Web;
 /// </summary>
 internal static class WebPages
 {
-    /// <summary>The pages are Razor components rendered on the server (<see cref="PageResults"/>); no interactivity, no circuit.</summary>
-    public static IServiceCollection AddWebPages(this IServiceCollection services)
+    /// <summary>
+    /// The pages are Razor components rendered on the server (<see cref="PageResults"/>); no interactivity, no circuit. Their forms,
+    /// and API calls made with the session, carry an antiforgery token.
+    /// </summary>
+    public static IServiceCollection AddWebPages(this IServiceCollection services, IConfiguration configuration)
     {
+        services.AddOptions<WebOptions>().Bind(configuration.GetSection(WebOptions.Section));
+        services.AddOptions<AntiforgeryOptions>().Configure<PublicUrl>((o, url) =>
+        {
+            // Under HTTPS (or behind a proxy that terminates it, per PublicUrl): Secure and __Host-, like the session cookie.
+            var https = url.Value.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+            o.Cookie.Name = PortcullisCookies.Antiforgery(https);
+            o.Cookie.SecurePolicy = https ? CookieSecurePolicy.Always : CookieSecurePolicy.SameAsRequest;
+            o.Cookie.SameSite = SameSiteMode.Strict;
+            o.Cookie.HttpOnly = true;
+            o.Cookie.Path = "/";
+            o.HeaderName = "X-CSRF-Token";
+            o.FormFieldName = "csrf_token";
+        });
+        services.AddAntiforgery();
         services.AddRazorComponents();
         return services;
     }

@@ -220,7 +220,6 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         return token;
     }
 
-    /// <summary>Creates a user and returns an API token of theirs with the default scopes.</summary>
     /// <summary>Runs <c>portcullis serve</c> on a fresh data directory with a setting that must be refused: its exit code and standard error.</summary>
     public static async Task<(int ExitCode, string Error)> RefusedStartAsync(string setting)
     {
@@ -235,6 +234,7 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         return (process.ExitCode, error);
     }
 
+    /// <summary>Creates a user and returns an API token of theirs with the default scopes.</summary>
     public async Task<(string Username, string Password, string Token)> CreateUserAsync(bool admin = false)
     {
         var username = "user-" + Guid.NewGuid().ToString("N")[..10];
