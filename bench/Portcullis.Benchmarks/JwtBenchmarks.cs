@@ -66,11 +66,11 @@ public class JwtBenchmarks
         var revoked = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         _verifier = new CredentialVerifier(new TokenFormat("pc"), new TokenCache(tokenOptions), principals,
             new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance), _jwts, revoked,
-            new Portcullis.Clients.ClientCache(scopes, time, tokenOptions), audit, scopes, time, NullLogger<CredentialVerifier>.Instance);
+            new Portcullis.Clients.ClientCache(scopes, time, tokenOptions), audit, scopes, time, Options.Create(new Portcullis.Services.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         _tokens = new string[TokenCount];
         for (var i = 0; i < TokenCount; i++)
-            _tokens[i] = _jwts.Issue("alice", ScopeSet.UserRights, TimeSpan.FromHours(1), 1, 1).AccessToken;
+            _tokens[i] = _jwts.Issue("alice", ScopeSet.UserRights, TimeSpan.FromHours(1), 1, 1, FirstPartyClients.Portcullis).AccessToken;
 
         _ecdsa = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         // A signing input of the size our tokens have (header.payload, base64url).
@@ -104,7 +104,7 @@ public class JwtBenchmarks
 
     /// <summary>A whole access token: claims, header, payload, ES256 signature, serialisation.</summary>
     [Benchmark]
-    public int IssueAccessToken() => _jwts.Issue("alice", ScopeSet.UserRights, TimeSpan.FromHours(1), 1, 1).AccessToken.Length;
+    public int IssueAccessToken() => _jwts.Issue("alice", ScopeSet.UserRights, TimeSpan.FromHours(1), 1, 1, FirstPartyClients.Portcullis).AccessToken.Length;
 
     /// <summary>First sight of a token: header checks, ECDSA signature, iss/aud/typ/exp/nbf/iat/jti, key already loaded.</summary>
     [Benchmark]

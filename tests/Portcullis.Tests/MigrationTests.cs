@@ -10,6 +10,7 @@ using Portcullis.Security;
 using Portcullis.Tests.Infrastructure;
 using Portcullis.Tokens;
 using Portcullis.Users;
+using Portcullis.Auth;
 
 namespace Portcullis.Tests;
 

@@ -43,8 +43,8 @@ internal static class AuthApi
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.Section)).ValidateOnStart();
         services.AddOptions<JwtOptions>().Bind(configuration.GetSection(JwtOptions.Section)).ValidateOnStart();
         services.AddOptions<KeysOptions>().Bind(configuration.GetSection(KeysOptions.Section));
-        services.AddSingleton<IValidateOptions<AuthOptions>, OptionsValidator>();
-        services.AddSingleton<IValidateOptions<JwtOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<AuthOptions>, AuthOptionsValidator>();
+        services.AddSingleton<IValidateOptions<JwtOptions>, AuthOptionsValidator>();
         services.AddSingleton<PasswordHasher>();
         services.AddSingleton<PrincipalCache>();
         services.AddSingleton<SessionStore>();

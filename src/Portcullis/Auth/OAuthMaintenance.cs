@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using Portcullis.Hosting;
+using Portcullis.Tokens;
 
 namespace Portcullis.Auth;
 

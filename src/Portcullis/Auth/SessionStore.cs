@@ -7,6 +7,7 @@ using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Users;
+using Portcullis.Tokens;
 
 namespace Portcullis.Auth;
 

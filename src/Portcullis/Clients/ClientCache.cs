@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
+using Portcullis.Tokens;
 
 namespace Portcullis.Clients;
 

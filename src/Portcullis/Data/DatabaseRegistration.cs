@@ -16,7 +16,7 @@ internal static class DatabaseRegistration
     public static IServiceCollection AddPortcullisDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<DatabaseOptions>().Bind(configuration.GetSection(DatabaseOptions.Section)).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<DatabaseOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<DatabaseOptions>, DatabaseOptionsValidator>();
         services.AddSingleton(sp => DataDirectory.Open(sp.GetRequiredService<IOptions<ServerOptions>>().Value.DataDir,
             exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres));
         services.AddDbContextPool<PortcullisDb>(ConfigureDatabase);

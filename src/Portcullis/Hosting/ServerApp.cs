@@ -53,7 +53,7 @@ internal static class ServerApp
         // Each feature registers its own parts next to its endpoints; this is the table of contents.
         var services = builder.Services;
         services.AddOptions<ServerOptions>().Bind(configuration).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<ServerOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<ServerOptions>, ServerOptionsValidator>();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
         services.AddSingleton<StartupGate>();

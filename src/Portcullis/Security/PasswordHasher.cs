@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Microsoft.Extensions.Options;
 using Portcullis.Hosting;
+using Portcullis.Auth;
 
 namespace Portcullis.Security;
 

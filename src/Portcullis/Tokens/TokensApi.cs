@@ -18,7 +18,7 @@ internal static class TokensApi
     public static IServiceCollection AddTokens(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<TokenOptions>().Bind(configuration.GetSection(TokenOptions.Section)).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<TokenOptions>, OptionsValidator>();
+        services.AddSingleton<IValidateOptions<TokenOptions>, TokenOptionsValidator>();
         services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
         services.AddSingleton<TokenCache>();
         services.AddSingleton<UsageRecorder>();
