@@ -61,7 +61,7 @@ internal sealed class AuditOptions
 /// (<c>portcullis_audit_events_lost_total</c>) and logged as an error.
 /// </para>
 /// </summary>
-internal sealed class AuditLog : BackgroundService
+internal sealed partial class AuditLog : BackgroundService
 {
     private readonly IServiceScopeFactory _scopes;
     private readonly TimeProvider _time;
@@ -147,7 +147,7 @@ internal sealed class AuditLog : BackgroundService
         var last = Interlocked.Read(ref _lastLossLoggedTicks);
         // At most one line a second: the count is in /metrics.
         if (now - last >= TimeSpan.TicksPerSecond && Interlocked.CompareExchange(ref _lastLossLoggedTicks, now, last) == last)
-            _logger.LogError("Audit event {Event} lost: {Why} ({Lost} lost since start; portcullis_audit_events_lost_total)", e.Event, why, Lost);
+            Log.EventLost(_logger, e.Event, why, Lost);
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -270,4 +270,10 @@ internal sealed class AuditLog : BackgroundService
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Error, "Audit event {Event} lost: {Why} ({Lost} lost since start; portcullis_audit_events_lost_total)")]
+        public static partial void EventLost(ILogger logger, string @event, string why, long lost);
+    }
 }

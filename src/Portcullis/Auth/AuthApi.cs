@@ -143,7 +143,7 @@ internal static class AuthApi
 }
 
 /// <summary>Parses token requests and runs the grants. Each grant answers an RFC 6749 body.</summary>
-internal sealed class TokenEndpoint(
+internal sealed partial class TokenEndpoint(
     IServiceProvider services,
     PasswordHasher hasher,
     JwtService jwts,
@@ -240,7 +240,7 @@ internal sealed class TokenEndpoint(
         Db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, issued.Jti,
             new { path = "api", lifetime_seconds = issued.ExpiresIn, client_id = clientId }));
         await Db.SaveChangesAsync(http.RequestAborted);
-        logger.LogInformation("Issued an access token to {User} (jti {Jti})", user.Username, issued.Jti);
+        Log.Issued(logger, user.Username, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
     }
 
@@ -356,4 +356,10 @@ internal sealed class TokenEndpoint(
     }
 
     private static string Truncate(string s) => s.Length <= 64 ? s : s[..64] + "…";
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Issued an access token to {User} (jti {Jti})")]
+        public static partial void Issued(ILogger logger, string user, string jti);
+    }
 }

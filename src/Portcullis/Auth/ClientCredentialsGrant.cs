@@ -12,7 +12,7 @@ namespace Portcullis.Auth;
 /// the client id; the token acts for the client's owner with the client's scopes, intersected with
 /// what the owner holds right now. There is no refresh token: the client simply asks again.
 /// </summary>
-internal sealed class ClientCredentialsGrant(ClientAuthenticator authenticator, JwtService jwts, AuditLog audit, IOptions<JwtOptions> options, ILogger<ClientCredentialsGrant> logger)
+internal sealed partial class ClientCredentialsGrant(ClientAuthenticator authenticator, JwtService jwts, AuditLog audit, IOptions<JwtOptions> options, ILogger<ClientCredentialsGrant> logger)
 {
     public const string GrantType = "client_credentials";
 
@@ -50,7 +50,13 @@ internal sealed class ClientCredentialsGrant(ClientAuthenticator authenticator, 
         // (only for room in the queue, when the writer falls behind: an issued token is never left unaudited).
         await audit.EnqueueAsync(audit.Create(http, AuditEvents.LoginSucceeded, owner.Name, owner.Id, issued.Jti,
             new { path = GrantType, client_id = client.ClientId, lifetime_seconds = issued.ExpiresIn }), http.RequestAborted);
-        logger.LogDebug("Issued an access token to client {ClientId} (jti {Jti})", client.ClientId, issued.Jti);
+        Log.Issued(logger, client.ClientId, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Debug, "Issued an access token to client {ClientId} (jti {Jti})")]
+        public static partial void Issued(ILogger logger, string clientId, string jti);
     }
 }

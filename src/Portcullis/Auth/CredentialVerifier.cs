@@ -33,7 +33,7 @@ internal readonly record struct VerifyResult(Credential? Credential, VerifyFailu
 /// The common case — a cached API token — is answered from memory: parse and checksum, SHA-256,
 /// one dictionary lookup for the token, one for its owner, and two comparisons (docs/decisions.md).
 /// </summary>
-internal sealed class CredentialVerifier(
+internal sealed partial class CredentialVerifier(
     TokenFormat format,
     TokenCache cache,
     PrincipalCache principals,
@@ -149,7 +149,7 @@ internal sealed class CredentialVerifier(
         }
         catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
-            logger.LogWarning("Cannot verify a credential: the database did not answer ({Error})", e.Message);
+            Log.CannotVerify(logger, e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
         }
     }
@@ -227,7 +227,7 @@ internal sealed class CredentialVerifier(
         }
         catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
-            logger.LogWarning("Cannot verify a JWT: the database did not answer ({Error})", e.Message);
+            Log.CannotVerifyJwt(logger, e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
         }
     }
@@ -278,5 +278,14 @@ internal sealed class CredentialVerifier(
         var e = audit.Create(null, AuditEvents.TokenUsedAfterRevoke, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint });
         e.ClientIp = address?.ToString();
         audit.EnqueueReserved(e);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Warning, "Cannot verify a credential: the database did not answer ({Error})")]
+        public static partial void CannotVerify(ILogger logger, string error);
+
+        [LoggerMessage(2, LogLevel.Warning, "Cannot verify a JWT: the database did not answer ({Error})")]
+        public static partial void CannotVerifyJwt(ILogger logger, string error);
     }
 }

@@ -64,7 +64,7 @@ internal enum LoginKind
 /// </list>
 /// Call it outside a transaction: a reservation must commit at once to count for the other requests.
 /// </summary>
-internal sealed class LoginThrottle(
+internal sealed partial class LoginThrottle(
     IServiceProvider services,
     FullCounters fullCounters,
     AuditLog audit,
@@ -274,7 +274,7 @@ internal sealed class LoginThrottle(
         catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
             // Already failing; the reservation then counts as a failure until its window ends.
-            logger.LogWarning("Could not give back a login attempt reservation: {Error}", e.Message);
+            Log.ReservationNotReturned(logger, e.Message);
         }
     }
 
@@ -327,6 +327,12 @@ internal sealed class LoginThrottle(
         var bytes = address.GetAddressBytes();
         Array.Clear(bytes, 8, 8);
         return new IPAddress(bytes) + "/64";
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Warning, "Could not give back a login attempt reservation: {Error}")]
+        public static partial void ReservationNotReturned(ILogger logger, string error);
     }
 }
 
