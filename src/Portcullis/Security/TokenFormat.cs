@@ -77,7 +77,7 @@ internal sealed class TokenFormat
         ulong written = 0;
         foreach (var c in text[^ChecksumLength..])
             written = written * 62 + (ulong)Base62Value(c);
-        if (written != Crc32.HashToUInt32(ascii))
+        if (written != System.IO.Hashing.Crc32.HashToUInt32(ascii))
             return false;
         kind = (TokenKind)(byte)kindChar;
         return true;
@@ -97,7 +97,7 @@ internal sealed class TokenFormat
         Span<byte> bytes = stackalloc byte[ascii.Length];
         for (var i = 0; i < ascii.Length; i++)
             bytes[i] = (byte)ascii[i];
-        return Crc32.HashToUInt32(bytes);
+        return System.IO.Hashing.Crc32.HashToUInt32(bytes);
     }
 
     public static void WriteChecksum(ReadOnlySpan<char> text, Span<char> destination)
