@@ -12,8 +12,14 @@ internal static class CliApp
     {
         var root = new RootCommand("Portcullis: API tokens and an authentication gateway for internal services.");
         root.Subcommands.Add(ServeCommand());
-        root.Options.Add(ClientCommands.JsonOption);
-        foreach (var command in ClientCommands.All())
+        root.Options.Add(CommandSupport.JsonOption);
+        // The client commands of docs/cli.md, one file per group; each talks to a server through Portcullis.Client.
+        IEnumerable<Command>[] groups =
+        [
+            LoginCommands.All(), TokenCommands.All(), ContextCommands.All(), KeyCommands.All(), ScanCommand.All(),
+            ServiceCommands.All(), UserCommands.All(), OAuthClientCommands.All(),
+        ];
+        foreach (var command in groups.SelectMany(g => g))
             root.Subcommands.Add(command);
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

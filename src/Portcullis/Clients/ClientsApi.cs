@@ -42,12 +42,7 @@ internal static class ClientsApi
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"ci-deployer\", \"scopes\": [\"services\"]}.");
-        var (created, error) = await CreateClientAsync(request, http, db, format, audit, time, cancellationToken);
-        if (error is not null)
-            return error.ToProblem();
-        http.Response.Headers.CacheControl = "no-store";
-        http.Response.Headers.Pragma = "no-cache";
-        return TypedResults.Created($"/api/v1/clients/{created!.ClientId}", created);
+        return (await CreateClientAsync(request, http, db, format, audit, time, cancellationToken)).AsCreatedSecret(http, c => $"/api/v1/clients/{c.ClientId}");
     }
 
     /// <summary>

@@ -29,4 +29,17 @@ public readonly record struct Checked<T>(T? Value, RuleError? Error) where T : c
     public static implicit operator Checked<T>(T value) => new(value, null);
 
     public static implicit operator Checked<T>(RuleError error) => new(null, error);
+
+    /// <summary>
+    /// The API's answer for a new credential: 201 at <paramref name="location"/>, never stored by a cache (it carries a
+    /// secret shown this once), or the broken rule as a problem.
+    /// </summary>
+    internal Results<Created<T>, ProblemHttpResult> AsCreatedSecret(HttpContext http, Func<T, string> location)
+    {
+        if (Error is not null)
+            return Error.ToProblem();
+        http.Response.Headers.CacheControl = "no-store";
+        http.Response.Headers.Pragma = "no-cache";
+        return TypedResults.Created(location(Value!), Value);
+    }
 }

@@ -49,12 +49,8 @@ internal static class TokensApi
     {
         if (request is null)
             return ProblemResponses.BadRequest("Send a JSON body such as {\"name\": \"ci\", \"expires_in_days\": 30}.");
-        var (created, error) = await IssueAsync(request, http, db, format, audit, invalidation, options.Value, time, cancellationToken);
-        if (error is not null)
-            return error.ToProblem();
-        http.Response.Headers.CacheControl = "no-store";
-        http.Response.Headers.Pragma = "no-cache";
-        return TypedResults.Created($"/api/v1/tokens/{created!.Id}", created);
+        return (await IssueAsync(request, http, db, format, audit, invalidation, options.Value, time, cancellationToken))
+            .AsCreatedSecret(http, t => $"/api/v1/tokens/{t.Id}");
     }
 
     /// <summary>

@@ -1,0 +1,138 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Portcullis.Client;
+using static Portcullis.Cli.CommandSupport;
+
+namespace Portcullis.Cli;
+
+/// <summary><c>token</c> and its subcommands (docs/cli.md).</summary>
+internal static class TokenCommands
+{
+    public static IEnumerable<Command> All()
+    {
+        yield return Token();
+    }
+
+    private static Command Token()
+    {
+        var days = new Argument<int?>("DAYS") { Description = "Days until it expires (default: the server's default lifetime, or never).", Arity = ArgumentArity.ZeroOrOne };
+        var command = new Command("token", "Create a token with scopes 'api services' and print it (Daeploy style); or manage tokens.\n\nExamples:\n  portcullis token 30\n  portcullis token create ci --expires 90d --scope services\n  portcullis token list --all") { days };
+        command.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var lifetime = parse.GetValue(days);
+            if (lifetime is < 1)
+                throw new CliException("DAYS must be a positive number of days.", 2);
+            var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ["api", "services"]), cancellationToken);
+            Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
+            {
+                Console.WriteLine($"Active host: {target.Url}");
+                Console.WriteLine("Use it in the header 'Authorization: Bearer <token>'. It is shown only this once:");
+                Console.WriteLine(created.Token);
+            });
+            // On stderr, so that scripts reading the token from stdout are not disturbed.
+            if (created.ExpiresAt is null)
+            {
+                Console.Error.WriteLine("Warning: this token never expires. Whoever copies it can use it until it is revoked; " +
+                    $"give it a lifetime next time, e.g. 'portcullis token 30' for 30 days. Revoke it with 'portcullis token revoke {created.Name}'.");
+            }
+            else if (lifetime is null)
+            {
+                Console.Error.WriteLine($"It expires on {created.ExpiresAt.Value.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC, the server's default lifetime.");
+            }
+        }));
+
+        var tokenName = new Argument<string>("NAME");
+        var description = new Option<string?>("--description") { Description = "What the token is for." };
+        var expires = new Option<string?>("--expires") { Description = "30d, a date (2027-01-31) or never." };
+        var scope = new Option<string[]>("--scope") { Description = "api, services, services:NAME or admin; repeat for several.", AllowMultipleArgumentsPerToken = false };
+        var create = new Command("create", "Create a named token.\n\nExample:\n  portcullis token create deploy --expires 30d --scope services:model") { tokenName, description, expires, scope };
+        create.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var (days, at) = ParseExpiry(parse.GetValue(expires));
+            var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
+            var body = new Dictionary<string, object?> { ["name"] = parse.GetValue(tokenName), ["description"] = parse.GetValue(description), ["scopes"] = scopes };
+            if (days is not null) body["expires_in_days"] = days;
+            if (at is not null) body["expires_at"] = at;
+            var created = (await target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/tokens", body, cancellationToken))!.Value;
+            Print(parse, created, () =>
+            {
+                Console.WriteLine($"Created token {created.GetProperty("name").GetString()} (id {created.GetProperty("id")}), expires {created.GetProperty("expires_at")}. It is shown only this once:");
+                Console.WriteLine(created.GetProperty("token").GetString());
+            });
+        }));
+
+        var all = new Option<bool>("--all") { Description = "Everyone's tokens (admin)." };
+        var list = new Command("list", "List your tokens (never their secrets).\n\nExample:\n  portcullis token list --json") { all };
+        list.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var tokens = await target.Client().ListTokensAsync(parse.GetValue(all), cancellationToken: cancellationToken);
+            Print(parse, tokens, () => Table(["ID", "NAME", "TOKEN", "SCOPES", "EXPIRES", "LAST USED", "STATUS", "OWNER"],
+                tokens.Select(t => new[] { t.Id.ToString(CultureInfo.InvariantCulture), t.Name, t.TokenHint, string.Join(' ', t.Scopes), Date(t.ExpiresAt), Date(t.LastUsedAt), t.Status, t.Owner ?? "" })));
+        }));
+
+        var idOrName = new Argument<string>("ID|NAME");
+        var show = new Command("show", "Show one token.\n\nExample:\n  portcullis token show deploy") { idOrName };
+        show.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var client = target.Client();
+            var token = await client.GetTokenAsync(await FindTokenAsync(client, parse.GetValue(idOrName)!, cancellationToken), cancellationToken);
+            Print(parse, token, () => Table(["FIELD", "VALUE"], [
+                ["id", token.Id.ToString(CultureInfo.InvariantCulture)], ["name", token.Name], ["description", token.Description ?? ""], ["token", token.TokenHint],
+                ["scopes", string.Join(' ', token.Scopes)], ["created", Date(token.CreatedAt)], ["expires", Date(token.ExpiresAt)],
+                ["last used", token.LastUsedAt is null ? "never" : $"{Date(token.LastUsedAt)} from {token.LastUsedIp}"], ["status", token.Status]]));
+        }));
+
+        var revoke = new Command("revoke", "Revoke a token: it stops working at once.\n\nExample:\n  portcullis token revoke deploy") { idOrName };
+        revoke.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var client = target.Client();
+            var id = await FindTokenAsync(client, parse.GetValue(idOrName)!, cancellationToken);
+            await client.RevokeTokenAsync(id, cancellationToken);
+            Print(parse, new { id, revoked = true }, () => Console.WriteLine($"Revoked token {id}."));
+        }));
+
+        var grace = new Option<int>("--grace-seconds") { Description = "Keep the old token working this long (default 0)." };
+        var rotate = new Command("rotate", "Replace a token's secret, keeping its settings; prints the new token.\n\nExample:\n  portcullis token rotate deploy --grace-seconds 300") { idOrName, grace };
+        rotate.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var client = target.Client();
+            var created = await client.RotateTokenAsync(await FindTokenAsync(client, parse.GetValue(idOrName)!, cancellationToken), parse.GetValue(grace), cancellationToken);
+            Print(parse, created, () =>
+            {
+                Console.WriteLine($"New secret for {created.Name} (id {created.Id}). It is shown only this once:");
+                Console.WriteLine(created.Token);
+            });
+        }));
+
+        command.Subcommands.Add(create);
+        command.Subcommands.Add(list);
+        command.Subcommands.Add(show);
+        command.Subcommands.Add(revoke);
+        command.Subcommands.Add(rotate);
+        return command;
+    }
+
+    private static (int? Days, string? At) ParseExpiry(string? text) => text switch
+    {
+        null => (null, null),
+        "never" => (null, null),
+        _ when text.EndsWith('d') && int.TryParse(text[..^1], out var d) && d > 0 => (d, null),
+        _ when DateOnly.TryParseExact(text, "yyyy-MM-dd", out _) => (null, text),
+        _ => throw new CliException($"--expires '{text}' is not understood: use 30d, a date like 2027-01-31, or never.", 2),
+    };
+
+    private static async Task<long> FindTokenAsync(PortcullisClient client, string idOrName, CancellationToken cancellationToken)
+    {
+        if (long.TryParse(idOrName, out var id))
+            return id;
+        var matches = (await client.ListTokensAsync(cancellationToken: cancellationToken)).Where(t => t.Name == idOrName && t.Status == "active").ToList();
+        return matches.Count switch
+        {
+            1 => matches[0].Id,
+            0 => throw new CliException($"You have no active token named '{idOrName}'. `portcullis token list` shows them."),
+            _ => throw new CliException($"Several tokens are named '{idOrName}': give the id."),
+        };
+    }
+}
