@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -119,29 +118,9 @@ public sealed class OpenApiDocumentTests(SqliteServer server) : IClassFixture<Sq
         await File.WriteAllTextAsync(file, await server.Client().GetStringAsync("/openapi/v1.json"));
         try
         {
-            var psi = new ProcessStartInfo("npx", ["--yes", Redocly, "lint", file, "--format", "stylish"])
-            {
-                RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-            };
-            Process process;
-            try
-            {
-                process = Process.Start(psi)!;
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                Assert.Fail($"npx is needed to lint the OpenAPI document ({e.Message}); ./test.sh installs Debian's npm.");
-                throw;
-            }
-            using (process)
-            {
-                var stdout = process.StandardOutput.ReadToEndAsync();
-                var stderr = process.StandardError.ReadToEndAsync();
-                using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(4));
-                await process.WaitForExitAsync(timeout.Token);
-                var output = await stdout + await stderr;
-                Assert.True(process.ExitCode == 0, $"{Redocly} lint found errors:\n{output}");
-            }
+            var (exitCode, output, error) = await ExternalTool.RunAsync("npx", ["--yes", Redocly, "lint", file, "--format", "stylish"],
+                "npx lints the OpenAPI document; ./test.sh installs Debian's npm.", TimeSpan.FromMinutes(4));
+            Assert.True(exitCode == 0, $"{Redocly} lint found errors:\n{output}{error}");
         }
         finally
         {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Playwright;
@@ -80,25 +79,21 @@ public sealed class WebUiTourTests(GatewayFixture fixture, BrowserFixture browse
             await VisitAsync("token-detail");
             await page.GotoAsync($"/tokens/{id}/delete");
             await VisitAsync("delete-token");
-            await page.GotoAsync("/services");
-            await VisitAsync("services");
-            await page.GotoAsync("/admin/users");
-            await VisitAsync("admin-users");
-            await page.GotoAsync("/admin/services");
-            await VisitAsync("admin-services");
+            foreach (var (path, name) in new[] { ("/services", "services"), ("/admin/users", "admin-users"), ("/admin/services", "admin-services") })
+            {
+                await page.GotoAsync(path);
+                await VisitAsync(name);
+            }
             await page.GotoAsync("/admin/clients");
             await page.GetByLabel("Client name").FillAsync($"tour-{suffix}");
             await page.GetByRole(AriaRole.Button, new() { Name = "Create client" }).ClickAsync();
             PortcullisServer.Secrets.Add(await page.GetByLabel("Client secret", new() { Exact = true }).InputValueAsync());
             await VisitAsync("admin-clients");
-            await page.GotoAsync("/admin/tokens");
-            await VisitAsync("admin-tokens");
-            await page.GotoAsync("/admin/audit");
-            await VisitAsync("admin-audit");
-            await page.GotoAsync("/tokens/999999");
-            await VisitAsync("not-found");
-            await page.GotoAsync("/logout");
-            await VisitAsync("logout");
+            foreach (var (path, name) in new[] { ("/admin/tokens", "admin-tokens"), ("/admin/audit", "admin-audit"), ("/tokens/999999", "not-found"), ("/logout", "logout") })
+            {
+                await page.GotoAsync(path);
+                await VisitAsync(name);
+            }
         }
 
         Assert.True(violations.Count == 0, "Accessibility problems:\n" + string.Join('\n', violations));
@@ -117,28 +112,10 @@ public sealed class WebUiTourTests(GatewayFixture fixture, BrowserFixture browse
         var script = Path.Combine(prefix, "node_modules", "axe-core", "axe.min.js");
         if (!File.Exists(script))
         {
-            var psi = new ProcessStartInfo("npm", ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", prefix, $"axe-core@{AxeVersion}"])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            Process process;
-            try
-            {
-                process = Process.Start(psi)!;
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                Assert.Fail($"npm is needed to fetch axe-core ({e.Message}); ./test.sh installs Debian's npm.");
-                throw;
-            }
-            using (process)
-            {
-                var error = process.StandardError.ReadToEndAsync();
-                await process.StandardOutput.ReadToEndAsync();
-                await process.WaitForExitAsync();
-                Assert.True(process.ExitCode == 0 && File.Exists(script), $"npm could not install axe-core {AxeVersion}:\n{await error}");
-            }
+            var (exitCode, _, error) = await ExternalTool.RunAsync("npm",
+                ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix", prefix, $"axe-core@{AxeVersion}"],
+                "npm fetches axe-core; ./test.sh installs Debian's npm.", TimeSpan.FromMinutes(4));
+            Assert.True(exitCode == 0 && File.Exists(script), $"npm could not install axe-core {AxeVersion}:\n{error}");
         }
         return await File.ReadAllTextAsync(script);
     }
