@@ -65,7 +65,7 @@ public class CachedTokenVerificationBenchmarks
         var revokedJwts = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         var clients = new Portcullis.Clients.ClientCache(scopes, time, tokenOptions);
         var usage = new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance);
-        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, scopes, time, Options.Create(new Portcullis.Services.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
+        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         // Fixed "now": entries are loaded at this instant and checked against it, so they never age
         // out of the cache (CacheMaxAge) however long the run takes.

@@ -44,7 +44,7 @@ internal sealed partial class CredentialVerifier(
     AuditLog audit,
     IServiceScopeFactory scopes,
     TimeProvider time,
-    IOptions<Services.ServicesOptions> services,
+    IOptions<ServicePrincipals.ServicesOptions> services,
     ILogger<CredentialVerifier> logger)
 {
     /// <summary>

@@ -151,7 +151,7 @@ internal static class DaeployApi
             .ToArray(), contentType: "application/json");
     }
 
-    private static IResult Inspect(HttpContext http, ServiceRegistry registry, Services.ManagedProcesses processes, string? name, string? version)
+    private static IResult Inspect(HttpContext http, ServiceRegistry registry, ServicePrincipals.ManagedProcesses processes, string? name, string? version)
     {
         if (http.Features.Get<Credential>() is not { } caller)
             return Unauthenticated(http);

@@ -8,7 +8,7 @@ using Portcullis.Clients;
 using Portcullis.Compat;
 using Portcullis.Data;
 using Portcullis.Gateway;
-using Portcullis.Services;
+using Portcullis.ServicePrincipals;
 using Portcullis.Tokens;
 using Portcullis.Users;
 using Portcullis.Web;

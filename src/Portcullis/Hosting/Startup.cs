@@ -6,7 +6,7 @@ using Portcullis.Auth;
 using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Security;
-using Portcullis.Services;
+using Portcullis.ServicePrincipals;
 using Portcullis.Tokens;
 using Portcullis.Users;
 

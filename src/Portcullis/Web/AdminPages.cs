@@ -5,7 +5,7 @@ using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Hosting;
 using Portcullis.Security;
-using Portcullis.Services;
+using Portcullis.ServicePrincipals;
 using Portcullis.Tokens;
 using Portcullis.Users;
 using Portcullis.Web.Pages;

@@ -8,7 +8,7 @@ using Portcullis.Gateway;
 using Portcullis.Security;
 using Portcullis.Users;
 
-namespace Portcullis.Services;
+namespace Portcullis.ServicePrincipals;
 
 /// <summary>
 /// At start, makes the database agree with <c>Services</c>: each configured service is a principal

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Options;
 using Portcullis.Auth;
 
-namespace Portcullis.Services;
+namespace Portcullis.ServicePrincipals;
 
 /// <summary>The state of one managed service, as <c>GET /api/v1/managed-services</c> shows it.</summary>
 public sealed record ManagedServiceState(string Name, string State, int? Pid, int Restarts, int? LastExitCode, DateTime? StartedAt, DateTime? NextStartAt);

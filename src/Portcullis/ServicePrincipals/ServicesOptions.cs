@@ -2,7 +2,7 @@ using Microsoft.Extensions.Options;
 using Portcullis.Gateway;
 using Portcullis.Security;
 
-namespace Portcullis.Services;
+namespace Portcullis.ServicePrincipals;
 
 /// <summary>
 /// One entry of the <c>Services</c> configuration list (docs/services.md): a non-human principal, JupyterHub style,

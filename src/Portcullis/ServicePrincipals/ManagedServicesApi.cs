@@ -2,7 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Portcullis.Auth;
 
-namespace Portcullis.Services;
+namespace Portcullis.ServicePrincipals;
 
 /// <summary><c>GET /api/v1/managed-services</c> (admin): the processes of docs/services.md and how they fare.</summary>
 internal static class ManagedServicesApi
