@@ -128,72 +128,67 @@ public sealed class ForwardAuthTests(SqliteServer server, OriginalUriServer byHe
     }
 }
 
-/// <summary>The real nginx with docs/examples/nginx-forward-auth.conf in front of a test application.</summary>
-public sealed class NginxForwardAuthTests(SqliteServer server) : IClassFixture<SqliteServer>, IAsyncLifetime
+/// <summary>
+/// A real proxy with one of the shipped forward-auth examples (docs/examples) in front of a test application, Portcullis beside it:
+/// what both proxies must do is in <see cref="ForwardAuthChecks"/>; each proxy says only how it is started.
+/// </summary>
+public abstract class ProxyForwardAuthTests(SqliteServer server) : IAsyncLifetime
 {
     private TestUpstream _app = null!;
-    private NginxProcess _nginx = null!;
+    private ProxyProcess _proxy = null!;
     private HttpClient _front = null!;
+
+    /// <summary>The example's configuration with the test's ports: Portcullis's, the application's and the proxy's own.</summary>
+    protected abstract Task<ProxyProcess> StartProxyAsync(string example, int portcullis, int app, int port);
+
+    protected abstract string Example { get; }
 
     public async Task InitializeAsync()
     {
         _app = await TestUpstream.StartAsync();
         var port = PortcullisServer.FreePort();
-        var config = (await File.ReadAllTextAsync(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "examples", "nginx-forward-auth.conf")))
-            .Replace("server 127.0.0.1:8080;", $"server 127.0.0.1:{server.BaseAddress.Port};")
-            .Replace("server 127.0.0.1:5000;", $"server 127.0.0.1:{_app.BaseAddress.Port};")
-            .Replace("listen 127.0.0.1:8000;", $"listen 127.0.0.1:{port};");
-        _nginx = await NginxProcess.StartAsync(config, port);
+        var example = await File.ReadAllTextAsync(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "examples", Example));
+        _proxy = await StartProxyAsync(example, server.BaseAddress.Port, _app.BaseAddress.Port, port);
         _front = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
     }
 
     public async Task DisposeAsync()
     {
         _front.Dispose();
-        await _nginx.DisposeAsync();
+        await _proxy.DisposeAsync();
         await _app.DisposeAsync();
     }
 
     [Fact]
-    public async Task NginxLetsAllowedCallersThroughWithTheirIdentityAndStopsTheOthers()
+    public async Task TheProxyLetsAllowedCallersThroughWithTheirIdentityAndStopsTheOthers()
     {
         var (username, _, token) = await server.CreateUserAsync();
         await ForwardAuthChecks.RunAsync(server, _front, username, token);
     }
 }
 
-/// <summary>The real Caddy with docs/examples/Caddyfile in front of a test application.</summary>
-public sealed class CaddyForwardAuthTests(SqliteServer server) : IClassFixture<SqliteServer>, IAsyncLifetime
+/// <summary>The real nginx with docs/examples/nginx-forward-auth.conf.</summary>
+public sealed class NginxForwardAuthTests(SqliteServer server) : ProxyForwardAuthTests(server), IClassFixture<SqliteServer>
 {
-    private TestUpstream _app = null!;
-    private CaddyProcess _caddy = null!;
-    private HttpClient _front = null!;
+    protected override string Example => "nginx-forward-auth.conf";
 
-    public async Task InitializeAsync()
-    {
-        _app = await TestUpstream.StartAsync();
-        var port = PortcullisServer.FreePort();
-        var config = (await File.ReadAllTextAsync(Path.Combine(ClusterTests.RepositoryRoot(), "docs", "examples", "Caddyfile")))
-            .Replace("forward_auth 127.0.0.1:8080", $"forward_auth 127.0.0.1:{server.BaseAddress.Port}")
-            .Replace("reverse_proxy 127.0.0.1:5000", $"reverse_proxy 127.0.0.1:{_app.BaseAddress.Port}")
-            .Replace("http://127.0.0.1:8000", $"http://127.0.0.1:{port}");
-        _caddy = await CaddyProcess.StartAsync(config, port);
-        _front = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
-    }
+    protected override async Task<ProxyProcess> StartProxyAsync(string example, int portcullis, int app, int port) =>
+        await NginxProcess.StartAsync(example
+            .Replace("server 127.0.0.1:8080;", $"server 127.0.0.1:{portcullis};")
+            .Replace("server 127.0.0.1:5000;", $"server 127.0.0.1:{app};")
+            .Replace("listen 127.0.0.1:8000;", $"listen 127.0.0.1:{port};"), port);
+}
 
-    public async Task DisposeAsync()
-    {
-        _front.Dispose();
-        await _caddy.DisposeAsync();
-        await _app.DisposeAsync();
-    }
+/// <summary>The real Caddy with docs/examples/Caddyfile.</summary>
+public sealed class CaddyForwardAuthTests(SqliteServer server) : ProxyForwardAuthTests(server), IClassFixture<SqliteServer>
+{
+    protected override string Example => "Caddyfile";
 
-    [Fact]
-    public async Task CaddyLetsAllowedCallersThroughWithTheirIdentityAndStopsTheOthers()
-    {
-        var (username, _, token) = await server.CreateUserAsync();
-        await ForwardAuthChecks.RunAsync(server, _front, username, token);
-    }
+    protected override async Task<ProxyProcess> StartProxyAsync(string example, int portcullis, int app, int port) =>
+        await CaddyProcess.StartAsync(example
+            .Replace("forward_auth 127.0.0.1:8080", $"forward_auth 127.0.0.1:{portcullis}")
+            .Replace("reverse_proxy 127.0.0.1:5000", $"reverse_proxy 127.0.0.1:{app}")
+            .Replace("http://127.0.0.1:8000", $"http://127.0.0.1:{port}"), port);
 }
 
 /// <summary>What both proxies must do with Portcullis behind them.</summary>
