@@ -12,6 +12,7 @@ using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Tokens;
 using Portcullis.Users;
+using Portcullis.OAuth;
 
 namespace Portcullis.Benchmarks;
 
@@ -66,7 +67,7 @@ public class JwtBenchmarks
         var revoked = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         _verifier = new CredentialVerifier(new TokenFormat("pc"), new TokenCache(tokenOptions), principals,
             new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance), _jwts, revoked,
-            new Portcullis.Clients.ClientCache(scopes, time, tokenOptions), audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
+            new Portcullis.OAuth.ClientCache(scopes, time, tokenOptions), audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         _tokens = new string[TokenCount];
         for (var i = 0; i < TokenCount; i++)

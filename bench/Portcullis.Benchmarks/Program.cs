@@ -63,7 +63,7 @@ public class CachedTokenVerificationBenchmarks
         var signingKeys = new SigningKeys(scopes, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
         var jwts = new JwtService(signingKeys, jwtOptions, new PublicUrl("http://localhost"), time);
         var revokedJwts = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
-        var clients = new Portcullis.Clients.ClientCache(scopes, time, tokenOptions);
+        var clients = new Portcullis.OAuth.ClientCache(scopes, time, tokenOptions);
         var usage = new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance);
         _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 

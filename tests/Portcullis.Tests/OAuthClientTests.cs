@@ -488,9 +488,9 @@ public abstract class OAuthClientTests(PortcullisServer server)
     {
         var context = new Microsoft.AspNetCore.Http.DefaultHttpContext();
         context.Request.Headers.Authorization = "Basic " + Convert.ToBase64String(Encoding.UTF8.GetBytes("my%3Aid:se%3Acr%25et+x"));
-        var (method, id, secret, error) = Portcullis.Clients.ClientAuthenticator.Read(context.Request, new Dictionary<string, string>());
+        var (method, id, secret, error) = Portcullis.OAuth.ClientAuthenticator.Read(context.Request, new Dictionary<string, string>());
         Assert.Null(error);
-        Assert.Equal(Portcullis.Clients.ClientAuthMethod.Basic, method);
+        Assert.Equal(Portcullis.OAuth.ClientAuthMethod.Basic, method);
         Assert.Equal("my:id", id);
         Assert.Equal("se:cr%et x", secret);
     }

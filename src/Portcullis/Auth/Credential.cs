@@ -1,4 +1,5 @@
 using Portcullis.Security;
+using Portcullis.OAuth;
 
 namespace Portcullis.Auth;
 

@@ -3,7 +3,7 @@ using System.Net;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Data;
 using Portcullis.Security;
 using Portcullis.Tokens;

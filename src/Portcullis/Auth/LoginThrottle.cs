@@ -7,7 +7,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Users;

@@ -11,6 +11,7 @@ using Portcullis.Gateway;
 using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Tokens;
+using Portcullis.OAuth;
 
 namespace Portcullis.Compat;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Portcullis.Auth;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Security;
 using Portcullis.Tokens;
 

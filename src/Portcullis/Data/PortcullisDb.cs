@@ -3,7 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
 using Portcullis.Audit;
 using Portcullis.Auth;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Tokens;
 using Portcullis.Users;
 

@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Compat;
 using Portcullis.Data;
 using Portcullis.Gateway;
@@ -149,7 +149,7 @@ internal static class ServerApp
         app.MapMetrics();
         app.MapOpenApi();
 
-        app.MapAuth();
+        app.MapOAuth();
         app.MapDaeploy();
         var api = app.MapGroup("/api/v1").RequireAuthorization(Policies.Api);
         api.MapTokens();

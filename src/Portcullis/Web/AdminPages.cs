@@ -1,6 +1,6 @@
 using Portcullis.Audit;
 using Portcullis.Auth;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Data;
 using Portcullis.Gateway;
 using Portcullis.Hosting;

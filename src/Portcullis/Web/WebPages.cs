@@ -9,6 +9,7 @@ using Portcullis.Gateway;
 using Portcullis.Security;
 using Portcullis.Users;
 using Portcullis.Web.Pages;
+using Portcullis.OAuth;
 
 namespace Portcullis.Web;
 

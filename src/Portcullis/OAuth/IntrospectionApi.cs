@@ -3,12 +3,13 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Primitives;
 using Portcullis.Audit;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
+using Portcullis.Auth;
 
-namespace Portcullis.Auth;
+namespace Portcullis.OAuth;
 
 /// <summary>
 /// Token introspection (<c>POST /auth/introspect</c>, RFC 7662) and revocation (<c>POST /auth/revoke</c>,

@@ -3,7 +3,7 @@ using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Security;
 
-namespace Portcullis.Clients;
+namespace Portcullis.OAuth;
 
 /// <summary>How a client presented its credentials (RFC 6749 §2.3.1).</summary>
 internal enum ClientAuthMethod : byte

@@ -6,12 +6,13 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
+using Portcullis.Auth;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Users;
 
-namespace Portcullis.Auth;
+namespace Portcullis.OAuth;
 
 internal sealed record TokenEndpointResponse(string AccessToken, string TokenType, int ExpiresIn, string Scope);
 
@@ -32,7 +33,7 @@ internal sealed record AirflowError(string Error, string ErrorDescription, strin
 /// <c>POST /auth/token/cli</c> (CLI tokens, 7 days), with JSON or form bodies. A form is answered as RFC 6749
 /// says (200); JSON, Airflow's form, as Airflow's clients expect (201, errors with <c>detail</c>).
 /// </summary>
-internal static class AuthApi
+internal static class OAuthApi
 {
     /// <summary>
     /// Credentials on requests (tokens, JWTs, sessions) and the token endpoint that issues them: the verifier and its caches,
@@ -63,7 +64,7 @@ internal static class AuthApi
         return services;
     }
 
-    public static IEndpointRouteBuilder MapAuth(this IEndpointRouteBuilder app)
+    public static IEndpointRouteBuilder MapOAuth(this IEndpointRouteBuilder app)
     {
         var auth = app.MapGroup("/auth").WithTags("Authentication");
         auth.MapPost("/token", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
@@ -202,7 +203,7 @@ internal sealed partial class TokenEndpoint(
                 "and send it as 'Authorization: Bearer <token>' (or use 'portcullis login --api-token-stdin').");
         }
         // RFC 6749 §3.2.1: client credentials that are presented are verified, whatever the grant; the token then names the client.
-        var clientAuthentication = await http.RequestServices.GetRequiredService<Clients.ClientAuthenticator>().AuthenticateAsync(http, p, "password", http.RequestAborted);
+        var clientAuthentication = await http.RequestServices.GetRequiredService<ClientAuthenticator>().AuthenticateAsync(http, p, "password", http.RequestAborted);
         if (clientAuthentication.Error is { } clientError)
             return clientError;
         var username = p.GetValueOrDefault("username");

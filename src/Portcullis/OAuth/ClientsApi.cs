@@ -7,7 +7,7 @@ using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Users;
 
-namespace Portcullis.Clients;
+namespace Portcullis.OAuth;
 
 /// <summary>OAuth clients: <c>/api/v1/clients</c> (docs/decisions.md). Secrets are shown once, at creation and rotation.</summary>
 internal static class ClientsApi
@@ -17,8 +17,8 @@ internal static class ClientsApi
     {
         services.AddSingleton<ClientCache>();
         services.AddSingleton<ClientAuthenticator>();
-        services.AddSingleton<Auth.ClientCredentialsGrant>();
-        services.AddHostedService<Auth.OAuthMaintenance>();
+        services.AddSingleton<ClientCredentialsGrant>();
+        services.AddHostedService<OAuthMaintenance>();
         return services;
     }
 

@@ -1,4 +1,4 @@
-namespace Portcullis.Auth;
+namespace Portcullis.OAuth;
 
 /// <summary>
 /// The public clients that are Portcullis itself (docs/decisions.md, "Every access token names a client"). Every

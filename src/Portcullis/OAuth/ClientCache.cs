@@ -8,7 +8,7 @@ using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Tokens;
 
-namespace Portcullis.Clients;
+namespace Portcullis.OAuth;
 
 /// <summary>What the token endpoint and the JWT check need to know about one OAuth client.</summary>
 internal sealed class CachedClient

@@ -1,4 +1,4 @@
-namespace Portcullis.Clients;
+namespace Portcullis.OAuth;
 
 internal sealed record CreateClientRequest(string? Name, string[]? Scopes);
 

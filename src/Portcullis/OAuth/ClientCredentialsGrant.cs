@@ -1,10 +1,11 @@
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
-using Portcullis.Clients;
+using Portcullis.OAuth;
 using Portcullis.Hosting;
 using Portcullis.Security;
+using Portcullis.Auth;
 
-namespace Portcullis.Auth;
+namespace Portcullis.OAuth;
 
 /// <summary>
 /// <c>grant_type=client_credentials</c> at <c>/auth/token</c> (RFC 6749 §4.4): an OAuth client trades

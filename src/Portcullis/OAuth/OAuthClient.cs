@@ -1,4 +1,4 @@
-namespace Portcullis.Clients;
+namespace Portcullis.OAuth;
 
 /// <summary>
 /// An OAuth client (docs/decisions.md): a <c>client_id</c> and one <c>pcc_</c> secret, owned by the user who

@@ -1,8 +1,9 @@
 using Microsoft.Extensions.Options;
 using Portcullis.Hosting;
 using Portcullis.Tokens;
+using Portcullis.Auth;
 
-namespace Portcullis.Auth;
+namespace Portcullis.OAuth;
 
 /// <summary>
 /// Housekeeping behind the JWT deny-list and the signing keys, every <c>Tokens:CacheMaxAge</c>:
