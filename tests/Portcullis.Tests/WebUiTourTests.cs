@@ -60,7 +60,7 @@ public sealed class WebUiTourTests(GatewayFixture fixture, BrowserFixture browse
             await page.GotoAsync("/login");
             await VisitAsync("login");
             await WebUiTests.LogInAsync(page, "admin", PortcullisServer.AdminPassword);
-            await page.WaitForURLAsync("**/");
+            await page.GetByRole(AriaRole.Heading, new() { Name = "Welcome, admin" }).WaitForAsync(); // the page, not its load event (see ServiceHostTests)
             await VisitAsync("home");
             await page.GotoAsync("/tokens");
             await VisitAsync("tokens");
