@@ -103,8 +103,7 @@ public abstract class ServiceHostTests(ServiceHostFixture fixture, BrowserFixtur
         await page.GotoAsync(fixture.AppOrigin + "/dashboard?tab=2");
         Assert.StartsWith(Server.BaseAddress + "login?returnUrl=", page.Url);
         await WebUiTests.LogInAsync(page, username, password);
-        await page.WaitForURLAsync(fixture.AppOrigin + "/dashboard?tab=2");
-        var echo = JsonDocument.Parse(await page.InnerTextAsync("body")).RootElement;
+        var echo = await WebUiTests.EchoedRequestAtAsync(page, fixture.AppOrigin + "/dashboard?tab=2");
         Assert.Equal(username, echo.GetProperty("headers").GetProperty("x-portcullis-user").GetString());
         var cookie = echo.GetProperty("headers").TryGetProperty("cookie", out var c) ? c.GetString() : "";
         Assert.True(string.IsNullOrEmpty(cookie), $"the application received cookies: {cookie}");

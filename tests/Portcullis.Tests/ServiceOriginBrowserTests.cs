@@ -105,7 +105,8 @@ public sealed class ServiceOriginBrowserTests(GatewayFixture fixture, BrowserFix
 
         await page.GotoAsync("/");
         await page.GetByRole(AriaRole.Button, new() { Name = "Log out" }).ClickAsync();
-        await page.WaitForURLAsync("**/login");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).WaitForAsync();
+        Assert.EndsWith("/login", page.Url);
         await page.GotoAsync(service);
         Assert.Contains("/login?returnUrl=", page.Url);
     }

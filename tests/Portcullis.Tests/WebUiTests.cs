@@ -28,6 +28,18 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         await page.GetByRole(AriaRole.Button, new() { Name = "Log in" }).ClickAsync();
     }
 
+    /// <summary>
+    /// The echo service's answer once the page has arrived at <paramref name="url"/>. It waits for the navigation to
+    /// commit and for the JSON to be in the page, not for the load event: a loaded CI machine has waited 30 s on that
+    /// event after a redirect had already been followed.
+    /// </summary>
+    internal static async Task<JsonElement> EchoedRequestAtAsync(IPage page, string url)
+    {
+        await page.WaitForURLAsync(url, new() { WaitUntil = WaitUntilState.Commit });
+        await page.Locator("body", new() { HasText = "\"headers\"" }).WaitForAsync();
+        return JsonDocument.Parse(await page.InnerTextAsync("body")).RootElement;
+    }
+
     private static Task ScreenshotAsync(IPage page, string name) =>
         page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(BrowserFixture.Screenshots, name + ".png"), FullPage = true });
 
@@ -134,8 +146,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         await page.GotoAsync("/services/echo_1/dashboard?tab=2");
         Assert.Contains("/login?returnUrl=", page.Url);
         await LogInAsync(page, username, password);
-        await page.WaitForURLAsync($"http://echo--1.localhost:{Server.BaseAddress.Port}/dashboard?tab=2");
-        var echo = JsonDocument.Parse(await page.InnerTextAsync("body")).RootElement;
+        var echo = await EchoedRequestAtAsync(page, $"http://echo--1.localhost:{Server.BaseAddress.Port}/dashboard?tab=2");
         Assert.Equal(username, echo.GetProperty("headers").GetProperty("x-portcullis-user").GetString());
     }
 
