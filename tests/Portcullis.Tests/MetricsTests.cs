@@ -41,9 +41,10 @@ public sealed class MetricsTests(SqliteServer server) : IClassFixture<SqliteServ
 
     private static double Value(string text, string series)
     {
-        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        // An unlabelled series may be written "name{} value" (OpenTelemetry's exporter does) or "name value".
+        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal) || l.StartsWith(series + "{} ", StringComparison.Ordinal));
         Assert.True(line is not null, $"no sample for {series} in:\n{text}");
-        return double.Parse(line![(series.Length + 1)..], CultureInfo.InvariantCulture);
+        return double.Parse(line![(line.IndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
     }
 }
 

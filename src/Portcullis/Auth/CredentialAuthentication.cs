@@ -19,7 +19,7 @@ internal sealed class CredentialAuthenticationHandler(
     UrlEncoder encoder,
     CredentialVerifier verifier,
     SessionStore sessions,
-    Hosting.PrometheusMetrics metrics)
+    Hosting.PortcullisMetrics metrics)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     public const string SchemeName = "Portcullis";
@@ -44,7 +44,7 @@ internal sealed class CredentialAuthenticationHandler(
     /// The gateway calls this directly; everything else goes through the authentication middleware.
     /// </summary>
     public static async ValueTask<(Credential? Credential, AuthFailure? Failure)> ReadAuthorizationAsync(
-        HttpContext http, CredentialVerifier verifier, Hosting.PrometheusMetrics metrics)
+        HttpContext http, CredentialVerifier verifier, Hosting.PortcullisMetrics metrics)
     {
         var headers = http.Request.Headers.Authorization;
         if (headers.Count == 0)

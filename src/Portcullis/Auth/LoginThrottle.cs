@@ -68,7 +68,7 @@ internal sealed partial class LoginThrottle(
     IServiceProvider services,
     FullCounters fullCounters,
     AuditLog audit,
-    PrometheusMetrics metrics,
+    PortcullisMetrics metrics,
     TimeProvider time,
     IOptions<AuthOptions> options,
     ILogger<LoginThrottle> logger)

@@ -21,7 +21,7 @@ internal sealed class ForwardAuth(
     CredentialVerifier verifier,
     IOptions<GatewayOptions> options,
     AuditLog audit,
-    PrometheusMetrics metrics)
+    PortcullisMetrics metrics)
 {
     public const string Path = "/auth/verify";
 

@@ -24,13 +24,13 @@ internal sealed partial class GatewayForwarder : IDisposable
     private readonly Replicas _clusters;
     private readonly GatewayOptions _options;
     private readonly TrustedProxies _trusted;
-    private readonly PrometheusMetrics _metrics;
+    private readonly PortcullisMetrics _metrics;
     private readonly ILogger<GatewayForwarder> _logger;
     private readonly HttpMessageInvoker _client;
     private readonly ForwarderRequestConfig _requestConfig;
 
     public GatewayForwarder(IHttpForwarder forwarder, Replicas clusters, IOptions<GatewayOptions> options, TrustedProxies trusted,
-        PrometheusMetrics metrics, ILogger<GatewayForwarder> logger)
+        PortcullisMetrics metrics, Tracing tracing, ILogger<GatewayForwarder> logger)
     {
         _forwarder = forwarder;
         _clusters = clusters;
@@ -50,8 +50,10 @@ internal sealed partial class GatewayForwarder : IDisposable
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
             // Bounded so that DNS changes of an upstream are noticed.
             PooledConnectionLifetime = TimeSpan.FromMinutes(10),
-            // Nothing is added to the upstream request on our behalf.
-            ActivityHeadersPropagator = null,
+            // Without tracing nothing is added to the upstream request on our behalf (the caller's own trace headers pass
+            // as they came). With it, the upstream call is a span of its own, and the service gets that span's context in
+            // place of the caller's (YARP's propagator replaces, where the default one would keep the caller's).
+            ActivityHeadersPropagator = tracing.IsOn ? new ReverseProxyPropagator(DistributedContextPropagator.Current) : null,
         }, disposeHandler: true);
         _requestConfig = new ForwarderRequestConfig
         {

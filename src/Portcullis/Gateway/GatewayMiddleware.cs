@@ -27,7 +27,7 @@ internal sealed class GatewayMiddleware(
     SessionStore sessions,
     ForwardAuth forwardAuth,
     LiveForwards live,
-    PrometheusMetrics metrics,
+    PortcullisMetrics metrics,
     AuditLog audit,
     PublicUrl publicUrl)
 {

@@ -56,23 +56,36 @@ internal static class MetricsEndpoint
             : next());
     }
 
+    /// <summary>
+    /// <c>GET /metrics</c>: this handler decides who may read it and refreshes the active-token count; OpenTelemetry's
+    /// Prometheus exporter writes the answer (text format 0.0.4, or OpenMetrics when the scraper asks for it).
+    /// </summary>
     public static IEndpointRouteBuilder MapMetrics(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/metrics", RenderAsync).WithTags("Health");
+        var export = app.CreateApplicationBuilder()
+            .UseOpenTelemetryPrometheusScrapingEndpoint(meterProvider: null, predicate: _ => true, path: null, configureBranchedPipeline: null, optionsName: null)
+            .Build();
+        app.MapGet("/metrics", (HttpContext http, PortcullisMetrics metrics, IOptions<MetricsOptions> options) => ScrapeAsync(http, metrics, options.Value, export))
+            .Produces(StatusCodes.Status200OK, contentType: "text/plain")
+            .WithTags("Health");
         return app;
     }
 
-    private static async Task<IResult> RenderAsync(HttpContext http, PrometheusMetrics metrics, IOptions<MetricsOptions> options, CancellationToken cancellationToken)
+    private static async Task ScrapeAsync(HttpContext http, PortcullisMetrics metrics, MetricsOptions o, RequestDelegate export)
     {
-        var o = options.Value;
         if (o.ListenPort is { } port && http.Connection.LocalPort != port)
-            return ProblemResponses.NotFound($"Metrics are served on {o.ListenUrl} (Metrics:ListenUrl).");
+        {
+            await ProblemResponses.WriteAsync(http, StatusCodes.Status404NotFound, "Not found", $"Metrics are served on {o.ListenUrl} (Metrics:ListenUrl).");
+            return;
+        }
         if (o.BearerToken is { } expected && !Presents(http, expected))
         {
             http.Response.Headers.WWWAuthenticate = "Bearer realm=\"portcullis-metrics\"";
-            return ProblemResponses.Problem(StatusCodes.Status401Unauthorized, "Unauthorized", "Send the metrics token (Metrics:BearerToken) as 'Authorization: Bearer <token>'.");
+            await ProblemResponses.WriteAsync(http, StatusCodes.Status401Unauthorized, "Unauthorized", "Send the metrics token (Metrics:BearerToken) as 'Authorization: Bearer <token>'.");
+            return;
         }
-        return TypedResults.Text(await metrics.RenderAsync(cancellationToken), "text/plain; version=0.0.4");
+        await metrics.RefreshActiveTokensAsync(http.RequestAborted);
+        await export(http);
     }
 
     /// <summary>Compared as SHA-256 digests, in constant time, so that neither length nor content leaks through timing.</summary>

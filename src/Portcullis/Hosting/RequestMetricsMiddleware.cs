@@ -1,7 +1,7 @@
 namespace Portcullis.Hosting;
 
 /// <summary>Counts requests by route pattern (never the raw path, which could carry anything) and status.</summary>
-internal sealed class RequestMetricsMiddleware(RequestDelegate next, PrometheusMetrics metrics)
+internal sealed class RequestMetricsMiddleware(RequestDelegate next, PortcullisMetrics metrics)
 {
     public async Task InvokeAsync(HttpContext context)
     {

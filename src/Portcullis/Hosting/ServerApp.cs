@@ -57,7 +57,6 @@ internal static class ServerApp
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new PublicUrl(ResolvePublicUrl(sp.GetRequiredService<IOptions<ServerOptions>>().Value, configuration)));
         services.AddSingleton<StartupGate>();
-        services.AddSingleton<PrometheusMetrics>();
         services.AddPortcullisDatabase(configuration);
         services.AddAudit(configuration);
         services.AddTokens(configuration);
@@ -75,6 +74,7 @@ internal static class ServerApp
         });
         services.AddHealthChecks();
         services.AddMetricsEndpoint(configuration);
+        services.AddTelemetry(configuration);
         configureServices?.Invoke(services);
 
         var app = builder.Build();
@@ -100,6 +100,7 @@ internal static class ServerApp
         if (Environment.GetEnvironmentVariable("PORTCULLIS_DATA_DIR") is { Length: > 0 } dataDir)
             configuration.AddInMemoryCollection([new("DataDir", dataDir)]);
         configuration.AddCommandLine(args, SwitchMappings);
+        Telemetry.AddOpenTelemetryVariables(configuration);
     }
 
     private static readonly Dictionary<string, string> SwitchMappings = new()

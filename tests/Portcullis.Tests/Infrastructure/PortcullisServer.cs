@@ -57,6 +57,9 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
     /// <summary>The key-encryption key of every PostgreSQL server of this test run (SQLite ones make their own file).</summary>
     public static readonly string SharedEncryptionKey = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
 
+    /// <summary>Environment variables given to the server's process as they are (not as <c>PORTCULLIS_</c> settings), e.g. <c>OTEL_*</c>.</summary>
+    public Dictionary<string, string> ExtraEnvironment { get; } = [];
+
     /// <summary>A setting given to this server, if any.</summary>
     public string? Setting(string key) => _settings.GetValueOrDefault(key);
 
@@ -129,6 +132,8 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
             psi.Environment["PORTCULLIS_Keys__EncryptionKey"] = SharedEncryptionKey;
         foreach (var (key, value) in _settings.Where(s => s.Key != "DataDir"))
             psi.Environment["PORTCULLIS_" + key.Replace(":", "__")] = value;
+        foreach (var (name, value) in ExtraEnvironment)
+            psi.Environment[name] = value;
 
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
         process.OutputDataReceived += (_, e) => Append(e.Data);
