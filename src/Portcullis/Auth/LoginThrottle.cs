@@ -117,7 +117,7 @@ internal sealed partial class LoginThrottle(
             {
                 // A secret check costs one SHA-256 and cannot be won by guessing, so there is nothing to
                 // reserve: a right secret writes nothing, and issuing tokens to machines stays cheap.
-                await using var cmd = Command(connection, "SELECT attempts FROM login_throttle WHERE kind = @kind AND subject = @subject AND window_start > @expired",
+                await using var cmd = Sql.Command(connection, Transaction, "SELECT attempts FROM login_throttle WHERE kind = @kind AND subject = @subject AND window_start > @expired",
                     ("@kind", counters[0].Kind), ("@subject", counters[0].Subject), ("@expired", now - o.FailedLoginWindow));
                 return await cmd.ExecuteScalarAsync(cancellationToken) is { } attempts and not DBNull && Convert.ToInt32(attempts, CultureInfo.InvariantCulture) >= o.MaxFailedLoginsPerAddress
                     ? await RefuseAsync(connection, counters, http, key, now, cancellationToken)
@@ -169,7 +169,7 @@ internal sealed partial class LoginThrottle(
             RETURNING kind, subject, window_start
             """);
         var reserved = new List<Reservation>(counters.Count);
-        await using var cmd = Command(connection, sql.ToString(), [.. parameters]);
+        await using var cmd = Sql.Command(connection, Transaction, sql.ToString(), [.. parameters]);
         await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
             reserved.Add(new Reservation(reader.GetString(0), reader.GetString(1), Sql.Utc(reader, 2)));
@@ -185,7 +185,7 @@ internal sealed partial class LoginThrottle(
         var events = new List<AuditEvent>();
         foreach (var (counter, subject) in full)
         {
-            await using var cmd = Command(connection,
+            await using var cmd = Sql.Command(connection, Transaction,
                 "UPDATE login_throttle SET refused = refused + 1 WHERE kind = @kind AND subject = @subject RETURNING window_start, refused",
                 ("@kind", counter), ("@subject", subject));
             await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
@@ -242,7 +242,7 @@ internal sealed partial class LoginThrottle(
             {
                 if (r.Kind == UserCounter)
                 {
-                    await ExecuteAsync(connection, "DELETE FROM login_throttle WHERE kind = @kind AND subject = @subject", CancellationToken.None, ("@kind", r.Kind), ("@subject", r.Subject));
+                    await Sql.ExecuteAsync(connection, Transaction, "DELETE FROM login_throttle WHERE kind = @kind AND subject = @subject", CancellationToken.None, ("@kind", r.Kind), ("@subject", r.Subject));
                     fullCounters.Forget(new Counter(r.Kind, r.Subject));
                 }
                 else
@@ -279,15 +279,9 @@ internal sealed partial class LoginThrottle(
     }
 
     private Task ReleaseAsync(DbConnection connection, Reservation r, CancellationToken cancellationToken) =>
-        ExecuteAsync(connection,
+        Sql.ExecuteAsync(connection, Transaction,
             "UPDATE login_throttle SET attempts = attempts - 1 WHERE kind = @kind AND subject = @subject AND window_start = @windowStart AND attempts > 0",
             cancellationToken, ("@kind", r.Kind), ("@subject", r.Subject), ("@windowStart", r.WindowStart));
-
-    private async Task ExecuteAsync(DbConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters)
-    {
-        await using var cmd = Command(connection, sql, parameters);
-        await cmd.ExecuteNonQueryAsync(cancellationToken);
-    }
 
     /// <summary>Deletes counters whose window has ended, once a window per process.</summary>
     private async Task SweepAsync(DbConnection connection, DateTime now, CancellationToken cancellationToken)
@@ -295,15 +289,11 @@ internal sealed partial class LoginThrottle(
         var next = Interlocked.Read(ref s_nextSweepTicks);
         if (now.Ticks < next || Interlocked.CompareExchange(ref s_nextSweepTicks, (now + options.Value.FailedLoginWindow).Ticks, next) != next)
             return;
-        await ExecuteAsync(connection, "DELETE FROM login_throttle WHERE window_start <= @expired", cancellationToken, ("@expired", now - options.Value.FailedLoginWindow));
+        await Sql.ExecuteAsync(connection, Transaction, "DELETE FROM login_throttle WHERE window_start <= @expired", cancellationToken, ("@expired", now - options.Value.FailedLoginWindow));
     }
 
-    private DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
-    {
-        var cmd = Sql.Command(connection, sql, parameters);
-        cmd.Transaction = Db.Database.CurrentTransaction?.GetDbTransaction();
-        return cmd;
-    }
+    /// <summary>The request's transaction, when the caller opened one: the statements here join it.</summary>
+    private DbTransaction? Transaction => Db.Database.CurrentTransaction?.GetDbTransaction();
 
     /// <summary>Usernames count without regard to case, like logins; anything longer than a username can be is cut.</summary>
     internal static string UserSubject(string username)

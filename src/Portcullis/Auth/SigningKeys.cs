@@ -229,9 +229,8 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         var retired = new List<string>();
         if (retireOthers)
         {
-            await using (var select = Sql.Command(connection, "SELECT kid FROM signing_keys WHERE retired_at IS NULL"))
+            await using (var select = Sql.Command(connection, tx, "SELECT kid FROM signing_keys WHERE retired_at IS NULL"))
             {
-                select.Transaction = tx;
                 await using var reader = await select.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
                     retired.Add(reader.GetString(0));
@@ -250,12 +249,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         logger.LogInformation(retireOthers ? "Rotated the JWT signing key: {Kid} signs from now on" : "Created JWT signing key {Kid}", kid);
         return kid;
 
-        async Task Execute(string sql, params (string, object?)[] parameters)
-        {
-            await using var cmd = Sql.Command(connection, sql, parameters);
-            cmd.Transaction = tx;
-            await cmd.ExecuteNonQueryAsync(cancellationToken);
-        }
+        Task Execute(string sql, params (string, object?)[] parameters) => Sql.ExecuteAsync(connection, tx, sql, cancellationToken, parameters);
     }
 
     /// <summary>One public key as a JWK (RFC 7517, RFC 7518 §6): only the public parameters are ever read.</summary>

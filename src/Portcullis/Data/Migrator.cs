@@ -37,11 +37,11 @@ internal sealed partial class Migrator(DbConnection connection, bool postgres, I
         try
         {
             if (postgres)
-                await ExecuteAsync(connection, null, $"SELECT pg_advisory_lock({AdvisoryLockKey})", cancellationToken);
+                await Sql.ExecuteAsync(connection, $"SELECT pg_advisory_lock({AdvisoryLockKey})", cancellationToken);
             else
-                await ExecuteAsync(connection, null, "PRAGMA journal_mode=WAL", cancellationToken);
+                await Sql.ExecuteAsync(connection, "PRAGMA journal_mode=WAL", cancellationToken);
 
-            await ExecuteAsync(connection, null, postgres
+            await Sql.ExecuteAsync(connection, postgres
                 ? "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
                 : "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
                 cancellationToken);
@@ -69,22 +69,15 @@ internal sealed partial class Migrator(DbConnection connection, bool postgres, I
             {
                 logger.LogInformation("Applying database migration {Version} ({Name})", script.Version, script.Name);
                 await using var tx = await connection.BeginTransactionAsync(cancellationToken);
-                await ExecuteAsync(connection, tx, script.Sql, cancellationToken);
-                await using (var record = connection.CreateCommand())
-                {
-                    record.Transaction = tx;
-                    record.CommandText = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)";
-                    AddParameter(record, "@v", script.Version);
-                    AddParameter(record, "@n", script.Name);
-                    AddParameter(record, "@t", DateTime.UtcNow);
-                    await record.ExecuteNonQueryAsync(cancellationToken);
-                }
+                await Sql.ExecuteAsync(connection, tx, script.Sql, cancellationToken);
+                await Sql.ExecuteAsync(connection, tx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)", cancellationToken,
+                    ("@v", script.Version), ("@n", script.Name), ("@t", DateTime.UtcNow));
                 await tx.CommitAsync(cancellationToken);
                 ran++;
             }
 
             if (postgres)
-                await ExecuteAsync(connection, null, $"SELECT pg_advisory_unlock({AdvisoryLockKey})", cancellationToken);
+                await Sql.ExecuteAsync(connection, $"SELECT pg_advisory_unlock({AdvisoryLockKey})", cancellationToken);
             return ran;
         }
         finally
@@ -92,22 +85,6 @@ internal sealed partial class Migrator(DbConnection connection, bool postgres, I
             if (opened)
                 await connection.CloseAsync();
         }
-    }
-
-    private static async Task ExecuteAsync(DbConnection connection, DbTransaction? tx, string sql, CancellationToken cancellationToken)
-    {
-        await using var cmd = connection.CreateCommand();
-        cmd.Transaction = tx;
-        cmd.CommandText = sql;
-        await cmd.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    private static void AddParameter(DbCommand cmd, string name, object value)
-    {
-        var p = cmd.CreateParameter();
-        p.ParameterName = name;
-        p.Value = value;
-        cmd.Parameters.Add(p);
     }
 
     private static string Read(Assembly assembly, string resource)

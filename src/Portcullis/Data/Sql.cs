@@ -1,18 +1,25 @@
 using System.Data.Common;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Storage;
 
 namespace Portcullis.Data;
 
 /// <summary>
-/// Plain parameterised SQL on a raw connection, for the few start-up steps that run before EF Core
-/// has warmed up (its first queries cost hundreds of milliseconds to compile). The statements are
-/// written to run unchanged on SQLite and PostgreSQL.
+/// The one way Portcullis writes SQL by hand (docs/decisions.md, "Reaching the database"): parameterised statements
+/// on a connection, in a transaction when given one. Used where SQL earns its place over EF Core: migrations, the
+/// start-up steps that run before EF Core has warmed up, upserts and deletes that must answer with RETURNING, multi-row
+/// inserts on hot paths, advisory locks, LISTEN/NOTIFY. The statements run unchanged on SQLite and PostgreSQL.
 /// </summary>
 internal static class Sql
 {
-    public static DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
+    public static DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters) =>
+        Command(connection, null, sql, parameters);
+
+    public static DbCommand Command(DbConnection connection, DbTransaction? transaction, string sql, params (string Name, object? Value)[] parameters)
     {
         var cmd = connection.CreateCommand();
         cmd.CommandText = sql;
+        cmd.Transaction = transaction;
         foreach (var (name, value) in parameters)
         {
             var p = cmd.CreateParameter();
@@ -23,9 +30,20 @@ internal static class Sql
         return cmd;
     }
 
-    public static async Task<int> ExecuteAsync(DbConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters)
+    /// <summary>A command on the context's connection (opened if it is not), in the context's transaction if one is open.</summary>
+    public static async Task<DbCommand> CommandAsync(PortcullisDb db, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters)
     {
-        await using var cmd = Command(connection, sql, parameters);
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        return Command(db.Database.GetDbConnection(), db.Database.CurrentTransaction?.GetDbTransaction(), sql, parameters);
+    }
+
+    public static Task<int> ExecuteAsync(DbConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters) =>
+        ExecuteAsync(connection, null, sql, cancellationToken, parameters);
+
+    public static async Task<int> ExecuteAsync(DbConnection connection, DbTransaction? transaction, string sql, CancellationToken cancellationToken,
+        params (string Name, object? Value)[] parameters)
+    {
+        await using var cmd = Command(connection, transaction, sql, parameters);
         return await cmd.ExecuteNonQueryAsync(cancellationToken);
     }
 
@@ -38,4 +56,7 @@ internal static class Sql
 
     /// <summary>Reads a stored time as UTC, whichever provider wrote it.</summary>
     public static DateTime Utc(DbDataReader reader, int ordinal) => DateTime.SpecifyKind(reader.GetDateTime(ordinal), DateTimeKind.Utc);
+
+    /// <summary>What every SQLite connection is set to, by <see cref="SqlitePragmas"/> for EF Core's and at start-up for the plain one.</summary>
+    public const string SqlitePragmaText = "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA synchronous=FULL";
 }

@@ -63,7 +63,7 @@ internal static class Startup
             await connection.OpenAsync(cancellationToken);
             await new Migrator(connection, database.IsPostgres, services.GetRequiredService<ILogger<Migrator>>()).MigrateAsync(cancellationToken: cancellationToken);
             if (!database.IsPostgres)
-                await Sql.ExecuteAsync(connection, "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA synchronous=FULL", cancellationToken);
+                await Sql.ExecuteAsync(connection, Sql.SqlitePragmaText, cancellationToken);
             await AdminBootstrap.RunAsync(connection, services.GetRequiredService<PasswordHasher>(), services.GetRequiredService<AuditLog>(),
                 services.GetRequiredService<TimeProvider>(), cancellationToken);
             await services.GetRequiredService<KeySealing>().PrepareAsync(connection, services.GetRequiredService<DataDirectory>().Path, cancellationToken);

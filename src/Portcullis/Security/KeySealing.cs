@@ -191,8 +191,7 @@ internal sealed class KeySealing(IOptions<KeysOptions> options, ILogger<KeySeali
             var sql = row.Table == "signing_keys"
                 ? "UPDATE signing_keys SET private_key = @value WHERE kid = @name AND private_key = @old"
                 : "UPDATE data_protection_keys SET xml = @value WHERE friendly_name = @name AND xml = @old";
-            await using var cmd = Sql.Command(connection, sql, ("@value", Seal(plaintext, row.Purpose, row.Name)), ("@name", row.Name), ("@old", row.Value));
-            cmd.Transaction = tx;
+            await using var cmd = Sql.Command(connection, tx, sql, ("@value", Seal(plaintext, row.Purpose, row.Name)), ("@name", row.Name), ("@old", row.Value));
             count += await cmd.ExecuteNonQueryAsync(cancellationToken);
         }
         await tx.CommitAsync(cancellationToken);

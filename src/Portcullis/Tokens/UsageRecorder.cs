@@ -86,17 +86,16 @@ internal sealed class UsageRecorder(IServiceScopeFactory scopes, TimeProvider ti
             await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
             // Two prepared statements reused for every entry: with thousands of tokens in use, two EF queries
             // per entry (each an expression tree to build, look up and bind) showed in the gateway's profile.
-            var connection = db.Database.GetDbConnection();
-            await using var lastUsed = Sql.Command(connection, """
+            var (connection, transaction) = (db.Database.GetDbConnection(), tx.GetDbTransaction());
+            await using var lastUsed = Sql.Command(connection, transaction, """
                 UPDATE api_tokens SET last_used_at = @last, last_used_ip = @ip
                 WHERE id = @id AND (last_used_at IS NULL OR last_used_at < @last)
                 """, ("@id", 0L), ("@last", DateTime.UnixEpoch), ("@ip", ""));
-            await using var count = Sql.Command(connection, """
+            await using var count = Sql.Command(connection, transaction, """
                 INSERT INTO token_usage (token_id, day, count)
                 SELECT @id, @day, @count WHERE EXISTS (SELECT 1 FROM api_tokens WHERE id = @id)
                 ON CONFLICT (token_id, day) DO UPDATE SET count = token_usage.count + excluded.count
                 """, ("@id", 0L), ("@day", ""), ("@count", 0L));
-            lastUsed.Transaction = count.Transaction = tx.GetDbTransaction();
             await lastUsed.PrepareAsync(cancellationToken);
             await count.PrepareAsync(cancellationToken);
             foreach (var item in batch)

@@ -53,9 +53,8 @@ internal static class AdminBootstrap
     private static async Task CreateAsync(DbConnection connection, string hash, AuditEvent e, DateTime now, CancellationToken cancellationToken)
     {
         await using var tx = await connection.BeginTransactionAsync(cancellationToken);
-        await using (var find = Sql.Command(connection, "SELECT id, kind FROM users WHERE normalized_username = @name", ("@name", AdminName)))
+        await using (var find = Sql.Command(connection, tx, "SELECT id, kind FROM users WHERE normalized_username = @name", ("@name", AdminName)))
         {
-            find.Transaction = tx;
             await using var reader = await find.ExecuteReaderAsync(cancellationToken);
             if (await reader.ReadAsync(cancellationToken))
             {
@@ -81,11 +80,6 @@ internal static class AdminBootstrap
             ("@at", e.OccurredAt), ("@event", e.Event), ("@subject", e.Subject), ("@details", e.Details));
         await tx.CommitAsync(cancellationToken);
 
-        async Task Run(DbTransaction transaction, string sql, params (string, object?)[] parameters)
-        {
-            await using var cmd = Sql.Command(connection, sql, parameters);
-            cmd.Transaction = transaction;
-            await cmd.ExecuteNonQueryAsync(cancellationToken);
-        }
+        Task Run(DbTransaction transaction, string sql, params (string, object?)[] parameters) => Sql.ExecuteAsync(connection, transaction, sql, cancellationToken, parameters);
     }
 }
