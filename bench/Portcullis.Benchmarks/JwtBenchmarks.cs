@@ -1,3 +1,4 @@
+using Microsoft.EntityFrameworkCore;
 using System.Security.Cryptography;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Engines;
@@ -49,25 +50,27 @@ public class JwtBenchmarks
         await new Migrator(_connection, false, NullLogger.Instance).MigrateAsync();
 
         _services = new ServiceCollection().BuildServiceProvider();
-        var scopes = _services.GetRequiredService<IServiceScopeFactory>();
+        // A factory that nothing below opens: every benchmark is answered from memory.
+        var dbs = new Microsoft.EntityFrameworkCore.Infrastructure.PooledDbContextFactory<Portcullis.Data.PortcullisDb>(
+            new DbContextOptionsBuilder<Portcullis.Data.PortcullisDb>().UseSqlite("Data Source=:memory:").Options);
         var time = TimeProvider.System;
         var tokenOptions = Options.Create(new TokenOptions());
         var jwtOptions = Options.Create(new JwtOptions());
-        var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
+        var audit = new AuditLog(dbs, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
         var sealing = new Portcullis.Security.KeySealing(Options.Create(new Portcullis.Security.KeysOptions { EncryptionKey = Convert.ToBase64String(new byte[32]) }),
             NullLogger<Portcullis.Security.KeySealing>.Instance);
-        var keys = new SigningKeys(scopes, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
+        var keys = new SigningKeys(dbs, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
         await sealing.PrepareAsync(_connection, Path.GetTempPath(), CancellationToken.None);
         await keys.LoadAsync(_connection, CancellationToken.None);
         _jwts = new JwtService(keys, jwtOptions, new PublicUrl("http://127.0.0.1:8080"), time);
 
-        var principals = new PrincipalCache(scopes, time, tokenOptions);
+        var principals = new PrincipalCache(dbs, time, tokenOptions);
         var nowTicks = time.GetUtcNow().UtcTicks + TimeSpan.TicksPerDay; // never ages out during the run
         principals.Seed(new PrincipalState(1, "alice", PrincipalKind.User, isAdmin: false, isDisabled: false, ScopeSet.UserRights, credentialVersion: 1, nowTicks));
-        var revoked = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
+        var revoked = new RevokedJwts(dbs, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         _verifier = new CredentialVerifier(new TokenFormat("pc"), new TokenCache(tokenOptions), principals,
-            new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance), _jwts, revoked,
-            new Portcullis.OAuth.ClientCache(scopes, time, tokenOptions), audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
+            new UsageRecorder(dbs, time, tokenOptions, NullLogger<UsageRecorder>.Instance), _jwts, revoked,
+            new Portcullis.OAuth.ClientCache(dbs, time, tokenOptions), audit, dbs, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         _tokens = new string[TokenCount];
         for (var i = 0; i < TokenCount; i++)

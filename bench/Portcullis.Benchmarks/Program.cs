@@ -1,3 +1,4 @@
+using Microsoft.EntityFrameworkCore;
 using System.Globalization;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Engines;
@@ -51,21 +52,23 @@ public class CachedTokenVerificationBenchmarks
         var time = TimeProvider.System;
         // Nothing below touches the database on a cache hit; an empty container satisfies the constructors.
         _services = new ServiceCollection().BuildServiceProvider();
-        var scopes = _services.GetRequiredService<IServiceScopeFactory>();
+        // A factory that nothing below opens: every benchmark is answered from memory.
+        var dbs = new Microsoft.EntityFrameworkCore.Infrastructure.PooledDbContextFactory<Portcullis.Data.PortcullisDb>(
+            new DbContextOptionsBuilder<Portcullis.Data.PortcullisDb>().UseSqlite("Data Source=:memory:").Options);
 
         _format = new TokenFormat(tokenOptions.Value.Prefix);
         _tokenCache = new TokenCache(tokenOptions);
-        var principals = new PrincipalCache(scopes, time, tokenOptions);
-        var audit = new AuditLog(scopes, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
+        var principals = new PrincipalCache(dbs, time, tokenOptions);
+        var audit = new AuditLog(dbs, time, NullLogger<AuditLog>.Instance, Options.Create(new AuditOptions()));
         var jwtOptions = Options.Create(new JwtOptions());
         var sealing = new Portcullis.Security.KeySealing(Options.Create(new Portcullis.Security.KeysOptions { EncryptionKey = Convert.ToBase64String(new byte[32]) }),
             NullLogger<Portcullis.Security.KeySealing>.Instance);
-        var signingKeys = new SigningKeys(scopes, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
+        var signingKeys = new SigningKeys(dbs, time, audit, sealing, jwtOptions, NullLogger<SigningKeys>.Instance);
         var jwts = new JwtService(signingKeys, jwtOptions, new PublicUrl("http://localhost"), time);
-        var revokedJwts = new RevokedJwts(scopes, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
-        var clients = new Portcullis.OAuth.ClientCache(scopes, time, tokenOptions);
-        var usage = new UsageRecorder(scopes, time, tokenOptions, NullLogger<UsageRecorder>.Instance);
-        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, scopes, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
+        var revokedJwts = new RevokedJwts(dbs, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
+        var clients = new Portcullis.OAuth.ClientCache(dbs, time, tokenOptions);
+        var usage = new UsageRecorder(dbs, time, tokenOptions, NullLogger<UsageRecorder>.Instance);
+        _verifier = new CredentialVerifier(_format, _tokenCache, principals, usage, jwts, revokedJwts, clients, audit, dbs, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         // Fixed "now": entries are loaded at this instant and checked against it, so they never age
         // out of the cache (CacheMaxAge) however long the run takes.

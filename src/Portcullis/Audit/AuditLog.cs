@@ -4,8 +4,8 @@ using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
-using Portcullis.Auth;
 using Microsoft.Extensions.Options;
+using Portcullis.Auth;
 using Portcullis.Data;
 
 namespace Portcullis.Audit;
@@ -63,15 +63,15 @@ internal sealed class AuditOptions
 /// </summary>
 internal sealed partial class AuditLog : BackgroundService
 {
-    private readonly IServiceScopeFactory _scopes;
+    private readonly IDbContextFactory<PortcullisDb> _dbs;
     private readonly TimeProvider _time;
     private readonly ILogger<AuditLog> _logger;
     private readonly Channel<(AuditEvent Event, bool Bulk)> _queue;
     private readonly SemaphoreSlim _bulkSlots;
 
-    public AuditLog(IServiceScopeFactory scopes, TimeProvider time, ILogger<AuditLog> logger, IOptions<AuditOptions> options)
+    public AuditLog(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, ILogger<AuditLog> logger, IOptions<AuditOptions> options)
     {
-        _scopes = scopes;
+        _dbs = dbs;
         _time = time;
         _logger = logger;
         var capacity = Math.Max(10, options.Value.QueueCapacity);
@@ -194,8 +194,7 @@ internal sealed partial class AuditLog : BackgroundService
         {
             // One transaction, many rows per statement: thousands of events a second must cost little
             // (one statement per row, or EF's change tracking, took a third of the CPU under load).
-            await using var scope = _scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await using var db = await _dbs.CreateDbContextAsync(cancellationToken);
             await db.Database.OpenConnectionAsync(cancellationToken);
             var connection = db.Database.GetDbConnection();
             await using var tx = await connection.BeginTransactionAsync(cancellationToken);

@@ -3,8 +3,8 @@ using System.Net;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
-using Portcullis.OAuth;
 using Portcullis.Data;
+using Portcullis.OAuth;
 using Portcullis.Security;
 using Portcullis.Tokens;
 
@@ -42,7 +42,7 @@ internal sealed partial class CredentialVerifier(
     RevokedJwts revokedJwts,
     ClientCache clients,
     AuditLog audit,
-    IServiceScopeFactory scopes,
+    IDbContextFactory<PortcullisDb> dbs,
     TimeProvider time,
     IOptions<ServicePrincipals.ServicesOptions> services,
     ILogger<CredentialVerifier> logger)
@@ -165,8 +165,7 @@ internal sealed partial class CredentialVerifier(
             return CachedToken.Unknown(nowTicks);
         }
         var hex = digest.ToHex();
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.ApiTokens.AsNoTracking()
             .Where(t => t.TokenHash == hex)
             .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt })

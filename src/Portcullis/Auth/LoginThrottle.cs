@@ -7,9 +7,9 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
-using Portcullis.OAuth;
 using Portcullis.Data;
 using Portcullis.Hosting;
+using Portcullis.OAuth;
 using Portcullis.Users;
 
 namespace Portcullis.Auth;
@@ -117,21 +117,22 @@ internal sealed partial class LoginThrottle(
             {
                 // A secret check costs one SHA-256 and cannot be won by guessing, so there is nothing to
                 // reserve: a right secret writes nothing, and issuing tokens to machines stays cheap.
-                await using var cmd = Sql.Command(connection, Transaction, "SELECT attempts FROM login_throttle WHERE kind = @kind AND subject = @subject AND window_start > @expired",
-                    ("@kind", counters[0].Kind), ("@subject", counters[0].Subject), ("@expired", now - o.FailedLoginWindow));
-                return await cmd.ExecuteScalarAsync(cancellationToken) is { } attempts and not DBNull && Convert.ToInt32(attempts, CultureInfo.InvariantCulture) >= o.MaxFailedLoginsPerAddress
+                var (counterKind, subject, expired) = (counters[0].Kind, counters[0].Subject, now - o.FailedLoginWindow);
+                var attempts = await Db.LoginCounters.AsNoTracking().Where(c => c.Kind == counterKind && c.Subject == subject && c.WindowStart > expired)
+                    .Select(c => (int?)c.Attempts).FirstOrDefaultAsync(cancellationToken);
+                return attempts >= o.MaxFailedLoginsPerAddress
                     ? await RefuseAsync(connection, counters, http, key, now, cancellationToken)
                     : new LoginAttempt(this, [], counters, null);
             }
 
             var reserved = await CountAsync(connection, counters, now, o.MaxFailedLoginsPerUser, o.MaxFailedLoginsPerAddress, cancellationToken);
-            await SweepAsync(connection, now, cancellationToken);
+            await SweepAsync(now, cancellationToken);
             if (reserved.Count == counters.Count)
                 return new LoginAttempt(this, reserved, [], null);
 
             // Refused: no password is checked, so give back what was reserved.
             foreach (var r in reserved)
-                await ReleaseAsync(connection, r, CancellationToken.None);
+                await ReleaseAsync(r, CancellationToken.None);
             return await RefuseAsync(connection, counters.Where(c => !reserved.Any(r => r.Kind == c.Kind)).ToList(), http, null, now, cancellationToken);
         }
         finally
@@ -223,7 +224,7 @@ internal sealed partial class LoginThrottle(
         {
             var now = time.GetUtcNow().UtcDateTime;
             await CountAsync(Db.Database.GetDbConnection(), [.. counters], now, int.MaxValue, int.MaxValue, CancellationToken.None);
-            await SweepAsync(Db.Database.GetDbConnection(), now, CancellationToken.None);
+            await SweepAsync(now, CancellationToken.None);
         }
         finally
         {
@@ -237,16 +238,15 @@ internal sealed partial class LoginThrottle(
         await Db.Database.OpenConnectionAsync(CancellationToken.None);
         try
         {
-            var connection = Db.Database.GetDbConnection();
             foreach (var r in reservations)
             {
                 if (r.Kind == UserCounter)
                 {
-                    await Sql.ExecuteAsync(connection, Transaction, "DELETE FROM login_throttle WHERE kind = @kind AND subject = @subject", CancellationToken.None, ("@kind", r.Kind), ("@subject", r.Subject));
+                    await Db.LoginCounters.Where(c => c.Kind == r.Kind && c.Subject == r.Subject).ExecuteDeleteAsync(CancellationToken.None);
                     fullCounters.Forget(new Counter(r.Kind, r.Subject));
                 }
                 else
-                    await ReleaseAsync(connection, r, CancellationToken.None);
+                    await ReleaseAsync(r, CancellationToken.None);
             }
         }
         finally
@@ -264,7 +264,7 @@ internal sealed partial class LoginThrottle(
             try
             {
                 foreach (var r in reservations)
-                    await ReleaseAsync(Db.Database.GetDbConnection(), r, CancellationToken.None);
+                    await ReleaseAsync(r, CancellationToken.None);
             }
             finally
             {
@@ -278,18 +278,18 @@ internal sealed partial class LoginThrottle(
         }
     }
 
-    private Task ReleaseAsync(DbConnection connection, Reservation r, CancellationToken cancellationToken) =>
-        Sql.ExecuteAsync(connection, Transaction,
-            "UPDATE login_throttle SET attempts = attempts - 1 WHERE kind = @kind AND subject = @subject AND window_start = @windowStart AND attempts > 0",
-            cancellationToken, ("@kind", r.Kind), ("@subject", r.Subject), ("@windowStart", r.WindowStart));
+    private Task<int> ReleaseAsync(Reservation r, CancellationToken cancellationToken) =>
+        Db.LoginCounters.Where(c => c.Kind == r.Kind && c.Subject == r.Subject && c.WindowStart == r.WindowStart && c.Attempts > 0)
+            .ExecuteUpdateAsync(set => set.SetProperty(c => c.Attempts, c => c.Attempts - 1), cancellationToken);
 
     /// <summary>Deletes counters whose window has ended, once a window per process.</summary>
-    private async Task SweepAsync(DbConnection connection, DateTime now, CancellationToken cancellationToken)
+    private async Task SweepAsync(DateTime now, CancellationToken cancellationToken)
     {
         var next = Interlocked.Read(ref s_nextSweepTicks);
         if (now.Ticks < next || Interlocked.CompareExchange(ref s_nextSweepTicks, (now + options.Value.FailedLoginWindow).Ticks, next) != next)
             return;
-        await Sql.ExecuteAsync(connection, Transaction, "DELETE FROM login_throttle WHERE window_start <= @expired", cancellationToken, ("@expired", now - options.Value.FailedLoginWindow));
+        var expired = now - options.Value.FailedLoginWindow;
+        await Db.LoginCounters.Where(c => c.WindowStart <= expired).ExecuteDeleteAsync(cancellationToken);
     }
 
     /// <summary>The request's transaction, when the caller opened one: the statements here join it.</summary>
@@ -422,4 +422,14 @@ internal sealed class LoginAttempt(
         _settled = true;
         return new ValueTask(throttle.AbandonedAsync(reservations));
     }
+}
+
+/// <summary>A row of <c>login_throttle</c>: failed attempts of one user or address in the current window, and refusals since.</summary>
+internal sealed class LoginCounter
+{
+    public required string Kind { get; init; }
+    public required string Subject { get; init; }
+    public int Attempts { get; init; }
+    public DateTime WindowStart { get; init; }
+    public int Refused { get; init; }
 }

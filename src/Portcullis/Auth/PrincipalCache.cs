@@ -4,8 +4,8 @@ using Microsoft.Extensions.Options;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
-using Portcullis.Users;
 using Portcullis.Tokens;
+using Portcullis.Users;
 
 namespace Portcullis.Auth;
 
@@ -15,7 +15,7 @@ namespace Portcullis.Auth;
 /// their entry (on every instance, through <see cref="InvalidationBus"/>). A <see cref="BoundedCache{TKey, TValue}"/>
 /// like the other credential caches, so a read that a change overtook never goes back in.
 /// </summary>
-internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
+internal sealed class PrincipalCache(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
     private readonly BoundedCache<long, PrincipalState> _byId = new(options.Value.CacheSize, negativeCapacity: 0);
     /// <summary>Names of users that exist (only found users are stored), so bounded by the user count.</summary>
@@ -40,8 +40,7 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
         if (TryGet(id, now) is { } cached)
             return cached;
         var generation = _byId.Generation;
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var user = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == id, cancellationToken);
         return user is null ? null : await StoreAsync(user, now, generation, cancellationToken);
     }
@@ -56,8 +55,7 @@ internal sealed class PrincipalCache(IServiceScopeFactory scopes, TimeProvider t
             _idByName.TryRemove(normalized, out _);
         }
         var generation = _byId.Generation;
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var user = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);
         return user is null ? null : await StoreAsync(user, time.GetUtcNow().UtcTicks, generation, cancellationToken);
     }

@@ -14,7 +14,7 @@ namespace Portcullis.Auth;
 /// and is re-read now and then in case a notification was lost. An entry is kept until its JWT
 /// would have expired anyway (plus the clock skew), then pruned.
 /// </summary>
-internal sealed class RevokedJwts(IServiceScopeFactory scopes, TimeProvider time, IOptions<JwtOptions> options, ILogger<RevokedJwts> logger)
+internal sealed class RevokedJwts(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, IOptions<JwtOptions> options, ILogger<RevokedJwts> logger)
 {
     private readonly ConcurrentDictionary<string, DateTime> _expiresAt = new(StringComparer.Ordinal);
     private readonly TimeSpan _skew = options.Value.ClockSkew;
@@ -54,8 +54,7 @@ internal sealed class RevokedJwts(IServiceScopeFactory scopes, TimeProvider time
             return;
         try
         {
-            await using var scope = scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
             await db.Database.OpenConnectionAsync(cancellationToken);
             await LoadAsync(db.Database.GetDbConnection(), cancellationToken);
         }
@@ -74,8 +73,16 @@ internal sealed class RevokedJwts(IServiceScopeFactory scopes, TimeProvider time
             if (expiresAt < cutoff)
                 _expiresAt.TryRemove(jti, out _);
         }
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.ExecuteSqlInterpolatedAsync($"DELETE FROM revoked_jwts WHERE expires_at < {cutoff}", cancellationToken);
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        await db.RevokedJwts.Where(r => r.ExpiresAt < cutoff).ExecuteDeleteAsync(cancellationToken);
     }
+}
+
+/// <summary>A row of <c>revoked_jwts</c>: a JWT on the deny-list until it would have expired anyway.</summary>
+internal sealed class RevokedJwt
+{
+    public required string Jti { get; init; }
+    public DateTime ExpiresAt { get; init; }
+    public DateTime RevokedAt { get; init; }
+    public string? Subject { get; init; }
 }

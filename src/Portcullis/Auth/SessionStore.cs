@@ -6,8 +6,8 @@ using Microsoft.Extensions.Options;
 using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
-using Portcullis.Users;
 using Portcullis.Tokens;
+using Portcullis.Users;
 
 namespace Portcullis.Auth;
 
@@ -17,7 +17,7 @@ namespace Portcullis.Auth;
 /// (<c>Web:SessionLifetime</c>), or when the user is disabled or changes password. Checked from memory
 /// like API tokens; a logout reaches every instance's cache through <see cref="InvalidationBus"/>.
 /// </summary>
-internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions,
+internal sealed class SessionStore(IDbContextFactory<PortcullisDb> dbs, PrincipalCache principals, TimeProvider time, IOptions<WebOptions> options, IOptions<TokenOptions> tokenOptions,
     CacheStoreDelay storeDelay)
 {
     private sealed record Entry(long UserId, int CredentialVersion, DateTime ExpiresAt, bool Known, long LoadedAtTicks, string? Service, TokenDigest? Parent);
@@ -50,16 +50,21 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         CancellationToken cancellationToken)
     {
         var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.OpenConnectionAsync(cancellationToken);
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var userAgent = http.Request.Headers.UserAgent.ToString();
-        await Sql.ExecuteAsync(db.Database.GetDbConnection(),
-            "INSERT INTO sessions (id_hash, user_id, credential_version, created_at, expires_at, client_ip, user_agent, service, parent_hash) " +
-            "VALUES (@h, @u, @v, @c, @e, @ip, @ua, @s, @p)",
-            cancellationToken, ("@h", Digest(id).ToHex()), ("@u", userId), ("@v", credentialVersion), ("@c", time.GetUtcNow().UtcDateTime), ("@e", expires),
-            ("@ip", http.Connection.RemoteIpAddress?.ToString()), ("@ua", userAgent.Length > 200 ? userAgent[..200] : userAgent),
-            ("@s", service), ("@p", parent?.ToHex()));
+        db.Sessions.Add(new StoredSession
+        {
+            IdHash = Digest(id).ToHex(),
+            UserId = userId,
+            CredentialVersion = credentialVersion,
+            CreatedAt = time.GetUtcNow().UtcDateTime,
+            ExpiresAt = expires,
+            ClientIp = http.Connection.RemoteIpAddress?.ToString(),
+            UserAgent = userAgent.Length > 200 ? userAgent[..200] : userAgent,
+            Service = service,
+            ParentHash = parent?.ToHex(),
+        });
+        await db.SaveChangesAsync(cancellationToken);
         return id;
     }
 
@@ -127,16 +132,14 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
 
     private async Task<Entry> LoadAsync(TokenDigest digest, long nowTicks, CancellationToken cancellationToken)
     {
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        await using var cmd = Sql.Command(db.Database.GetDbConnection(),
-            "SELECT user_id, credential_version, expires_at, service, parent_hash FROM sessions WHERE id_hash = @h AND revoked_at IS NULL", ("@h", digest.ToHex()));
-        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
-        return await reader.ReadAsync(cancellationToken)
-            ? new Entry(reader.GetInt64(0), reader.GetInt32(1), Sql.Utc(reader, 2), true, nowTicks,
-                reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(4) ? null : TokenDigest.FromHex(reader.GetString(4)))
-            : new Entry(0, 0, DateTime.MinValue, false, nowTicks, null, null);
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        var hash = digest.ToHex();
+        var row = await db.Sessions.AsNoTracking().Where(s => s.IdHash == hash && s.RevokedAt == null)
+            .Select(s => new { s.UserId, s.CredentialVersion, s.ExpiresAt, s.Service, s.ParentHash })
+            .FirstOrDefaultAsync(cancellationToken);
+        return row is null
+            ? new Entry(0, 0, DateTime.MinValue, false, nowTicks, null, null)
+            : new Entry(row.UserId, row.CredentialVersion, row.ExpiresAt, true, nowTicks, row.Service, row.ParentHash is null ? null : TokenDigest.FromHex(row.ParentHash));
     }
 
     /// <summary>Ends a session on the server: it fails on every instance from now on.</summary>
@@ -145,13 +148,12 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
         if (id.Length != IdLength)
             return;
         var digest = Digest(id);
-        await using (var scope = scopes.CreateAsyncScope())
+        await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
         {
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-            await db.Database.OpenConnectionAsync(cancellationToken);
             // The sessions it opened on service origins end with it (they also check it on every request).
-            await Sql.ExecuteAsync(db.Database.GetDbConnection(), "UPDATE sessions SET revoked_at = @now WHERE (id_hash = @h OR parent_hash = @h) AND revoked_at IS NULL",
-                cancellationToken, ("@now", time.GetUtcNow().UtcDateTime), ("@h", digest.ToHex()));
+            var (hash, now) = (digest.ToHex(), time.GetUtcNow().UtcDateTime);
+            await db.Sessions.Where(s => (s.IdHash == hash || s.ParentHash == hash) && s.RevokedAt == null)
+                .ExecuteUpdateAsync(set => set.SetProperty(s => s.RevokedAt, now), cancellationToken);
         }
         await bus.SessionEndedAsync(digest.ToHex(), cancellationToken);
     }
@@ -159,6 +161,23 @@ internal sealed class SessionStore(IServiceScopeFactory scopes, PrincipalCache p
     public void Invalidate(TokenDigest digest) => _cache.Invalidate(digest);
 
     public void Clear() => _cache.Clear();
+}
+
+/// <summary>A row of <c>sessions</c>: the digest of a session id, whose it is, and what it may open.</summary>
+internal sealed class StoredSession
+{
+    public required string IdHash { get; init; }
+    public long UserId { get; init; }
+    public int CredentialVersion { get; init; }
+    public DateTime CreatedAt { get; init; }
+    public DateTime ExpiresAt { get; init; }
+    public DateTime? RevokedAt { get; set; }
+    public string? ClientIp { get; init; }
+    public string? UserAgent { get; init; }
+    /// <summary>The service origin the session belongs to; null for the web UI's own.</summary>
+    public string? Service { get; init; }
+    /// <summary>The web session a service origin's session was opened from.</summary>
+    public string? ParentHash { get; init; }
 }
 
 /// <summary>Configuration section <c>Web</c>.</summary>

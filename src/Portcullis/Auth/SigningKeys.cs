@@ -1,6 +1,6 @@
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
-using System.Data.Common;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
@@ -23,7 +23,7 @@ internal sealed record VerificationKey(AsymmetricSecurityKey Key, string Algorit
 /// <c>kid</c> they do not know (at most once per <see cref="UnknownKidReloadInterval"/>). The private keys are stored
 /// sealed (<see cref="KeySealing"/>); a row that does not unseal is never used.
 /// </summary>
-internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time, AuditLog audit, KeySealing sealing, IOptions<JwtOptions> options,
+internal sealed class SigningKeys(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, AuditLog audit, KeySealing sealing, IOptions<JwtOptions> options,
     ILogger<SigningKeys> logger)
 {
     public const string Es256 = SecurityAlgorithms.EcdsaSha256;
@@ -80,8 +80,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
         await _reloadLock.WaitAsync(cancellationToken);
         try
         {
-            await using var scope = scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
             await db.Database.OpenConnectionAsync(cancellationToken);
             var rows = await ReadAsync(db.Database.GetDbConnection(), cancellationToken);
             if (rows.Count > 0)
@@ -119,8 +118,7 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
     /// </summary>
     public async Task<string> RotateAsync(HttpContext? http, CancellationToken cancellationToken)
     {
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         await db.Database.OpenConnectionAsync(cancellationToken);
         var connection = db.Database.GetDbConnection();
         var kid = await CreateAsync(connection, http, retireOthers: true, cancellationToken);
@@ -133,16 +131,14 @@ internal sealed class SigningKeys(IServiceScopeFactory scopes, TimeProvider time
     {
         if (!_loaded)
             return;
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        var connection = db.Database.GetDbConnection();
-        var pruned = await Sql.ExecuteAsync(connection, "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < @before", cancellationToken,
-            ("@before", time.GetUtcNow().UtcDateTime - Retention));
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        var before = time.GetUtcNow().UtcDateTime - Retention;
+        var pruned = await db.SigningKeys.Where(k => k.RetiredAt != null && k.RetiredAt < before).ExecuteDeleteAsync(cancellationToken);
         if (pruned > 0)
         {
             logger.LogInformation("Pruned {Count} retired JWT signing keys", pruned);
-            Apply(await ReadAsync(connection, cancellationToken));
+            await db.Database.OpenConnectionAsync(cancellationToken);
+            Apply(await ReadAsync(db.Database.GetDbConnection(), cancellationToken));
         }
     }
 

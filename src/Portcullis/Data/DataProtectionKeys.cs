@@ -3,6 +3,7 @@ using System.Text;
 using System.Xml.Linq;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.DataProtection.Repositories;
+using Microsoft.EntityFrameworkCore;
 using Portcullis.Security;
 
 namespace Portcullis.Data;
@@ -13,21 +14,18 @@ namespace Portcullis.Data;
 /// one instance can be posted to another. Sealed like the JWT signing keys (<see cref="KeySealing"/>): a key that does
 /// not unseal is never used (docs/decisions.md, "Keys at rest").
 /// </summary>
-internal sealed class DataProtectionKeys(IServiceScopeFactory scopes, KeySealing sealing, ILogger<DataProtectionKeys> logger) : IXmlRepository
+internal sealed class DataProtectionKeys(IDbContextFactory<PortcullisDb> dbs, KeySealing sealing, ILogger<DataProtectionKeys> logger) : IXmlRepository
 {
     public IReadOnlyCollection<XElement> GetAllElements()
     {
         if (!sealing.WaitUntilReady())
             return [];
-        using var scope = scopes.CreateScope();
-        var connection = Open(scope);
-        using var cmd = Sql.Command(connection, "SELECT friendly_name, xml FROM data_protection_keys ORDER BY id");
-        using var reader = cmd.ExecuteReader();
+        using var db = dbs.CreateDbContext();
         var elements = new List<XElement>();
-        while (reader.Read())
+        foreach (var key in db.DataProtectionKeys.AsNoTracking().OrderBy(k => k.Id).ToList())
         {
-            var name = reader.GetString(0);
-            if (sealing.Unseal(reader.GetString(1), KeySealing.DataProtection, name) is { } xml)
+            var name = key.FriendlyName;
+            if (sealing.Unseal(key.Xml, KeySealing.DataProtection, name) is { } xml)
                 elements.Add(XElement.Parse(Encoding.UTF8.GetString(xml)));
             else
                 logger.LogError("Data Protection key {Name} in the database is not sealed with a key-encryption key of this server (written there by hand?): not used", name);
@@ -39,11 +37,14 @@ internal sealed class DataProtectionKeys(IServiceScopeFactory scopes, KeySealing
     {
         if (!sealing.WaitUntilReady())
             return;
-        using var scope = scopes.CreateScope();
-        var connection = Open(scope);
-        using var cmd = Sql.Command(connection, "INSERT INTO data_protection_keys (friendly_name, xml, created_at) VALUES (@name, @xml, @at)",
-            ("@name", friendlyName), ("@xml", sealing.Seal(Encoding.UTF8.GetBytes(element.ToString(SaveOptions.DisableFormatting)), KeySealing.DataProtection, friendlyName)), ("@at", DateTime.UtcNow));
-        cmd.ExecuteNonQuery();
+        using var db = dbs.CreateDbContext();
+        db.DataProtectionKeys.Add(new StoredDataProtectionKey
+        {
+            FriendlyName = friendlyName,
+            Xml = sealing.Seal(Encoding.UTF8.GetBytes(element.ToString(SaveOptions.DisableFormatting)), KeySealing.DataProtection, friendlyName),
+            CreatedAt = DateTime.UtcNow,
+        });
+        db.SaveChanges();
     }
 
     /// <summary>
@@ -69,13 +70,13 @@ internal sealed class DataProtectionKeys(IServiceScopeFactory scopes, KeySealing
 
     // Any fixed number, different from the migrator's; the same for every instance.
     private const long AdvisoryLockKey = 0x70637573_64706b31;
+}
 
-    private static DbConnection Open(IServiceScope scope)
-    {
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        var connection = Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.GetDbConnection(db.Database);
-        if (connection.State != System.Data.ConnectionState.Open)
-            Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.OpenConnection(db.Database);
-        return connection;
-    }
+/// <summary>A row of <c>data_protection_keys</c>: one key of the ring, its XML sealed (Security/KeySealing.cs).</summary>
+internal sealed class StoredDataProtectionKey
+{
+    public long Id { get; init; }
+    public required string FriendlyName { get; init; }
+    public required string Xml { get; init; }
+    public DateTime CreatedAt { get; init; }
 }

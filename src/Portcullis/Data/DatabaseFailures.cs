@@ -13,4 +13,8 @@ internal static class DatabaseFailures
     public static bool IsDatabaseFailure(Exception e) =>
         e is DbException or TimeoutException or InvalidOperationException { InnerException: DbException or TimeoutException }
         || e is DbUpdateException || e.InnerException is DbException;
+
+    /// <summary>A save refused by a unique constraint (SQLite's constraint error, PostgreSQL's 23505): someone made the same thing first.</summary>
+    public static bool IsUniqueViolation(DbUpdateException e) =>
+        e.InnerException is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 19 } or Npgsql.PostgresException { SqlState: "23505" };
 }

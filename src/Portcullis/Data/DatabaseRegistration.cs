@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Portcullis.Hosting;
 
@@ -10,7 +11,7 @@ namespace Portcullis.Data;
 internal static class DatabaseRegistration
 {
     /// <summary>
-    /// The data directory, the pooled EF context, the invalidations that keep every cache true (across instances with
+    /// The data directory, the pooled EF contexts (a factory for singletons, one per request for handlers), the invalidations that keep every cache true (across instances with
     /// PostgreSQL), and the Data Protection key ring kept in the database so that every instance shares it.
     /// </summary>
     public static IServiceCollection AddPortcullisDatabase(this IServiceCollection services, IConfiguration configuration)
@@ -19,7 +20,9 @@ internal static class DatabaseRegistration
         services.AddSingleton<IValidateOptions<DatabaseOptions>, DatabaseOptionsValidator>();
         services.AddSingleton(sp => DataDirectory.Open(sp.GetRequiredService<IOptions<ServerOptions>>().Value.DataDir,
             exclusive: !sp.GetRequiredService<IOptions<DatabaseOptions>>().Value.IsPostgres));
-        services.AddDbContextPool<PortcullisDb>(ConfigureDatabase);
+        // One pool of contexts: singletons take theirs from the factory, a request's comes from the same pool.
+        services.AddPooledDbContextFactory<PortcullisDb>(ConfigureDatabase);
+        services.TryAddScoped(sp => sp.GetRequiredService<IDbContextFactory<PortcullisDb>>().CreateDbContext());
         services.AddSingleton<InvalidationBus>();
         services.AddOptions<TestingOptions>().Bind(configuration.GetSection(TestingOptions.Section));
         services.AddSingleton<CacheStoreDelay>();

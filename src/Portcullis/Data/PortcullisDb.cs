@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage.ValueConversion;
 using Portcullis.Audit;
 using Portcullis.Auth;
+using Portcullis.Gateway;
 using Portcullis.OAuth;
 using Portcullis.Tokens;
 using Portcullis.Users;
@@ -10,8 +11,9 @@ using Portcullis.Users;
 namespace Portcullis.Data;
 
 /// <summary>
-/// The one DbContext. The schema itself is owned by the versioned SQL scripts in Data/Migrations;
-/// this model only maps onto it (snake_case tables and columns, UTC times).
+/// The one DbContext, and every table is in it but the migrations' own record (docs/decisions.md, "Reaching the
+/// database"). The schema itself is owned by the versioned SQL scripts in Data/Migrations; this model only maps onto it
+/// (snake_case tables and columns, UTC times).
 /// </summary>
 internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbContext(options)
 {
@@ -21,6 +23,12 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<AuditEvent> AuditEvents => Set<AuditEvent>();
     public DbSet<SigningKey> SigningKeys => Set<SigningKey>();
     public DbSet<OAuthClient> OAuthClients => Set<OAuthClient>();
+    public DbSet<RevokedJwt> RevokedJwts => Set<RevokedJwt>();
+    public DbSet<StoredSession> Sessions => Set<StoredSession>();
+    public DbSet<StoredService> GatewayServices => Set<StoredService>();
+    public DbSet<HandshakeCode> HandshakeCodes => Set<HandshakeCode>();
+    public DbSet<StoredDataProtectionKey> DataProtectionKeys => Set<StoredDataProtectionKey>();
+    public DbSet<LoginCounter> LoginCounters => Set<LoginCounter>();
 
     protected override void ConfigureConventions(ModelConfigurationBuilder builder)
     {
@@ -36,6 +44,12 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<AuditEvent>().ToTable("audit_events");
         b.Entity<SigningKey>().ToTable("signing_keys").HasKey(k => k.Kid);
         b.Entity<OAuthClient>().ToTable("oauth_clients");
+        b.Entity<RevokedJwt>().ToTable("revoked_jwts").HasKey(r => r.Jti);
+        b.Entity<StoredSession>().ToTable("sessions").HasKey(s => s.IdHash);
+        b.Entity<StoredService>().ToTable("gateway_services");
+        b.Entity<HandshakeCode>().ToTable("handshake_codes").HasKey(c => c.CodeHash);
+        b.Entity<StoredDataProtectionKey>().ToTable("data_protection_keys");
+        b.Entity<LoginCounter>().ToTable("login_throttle").HasKey(c => new { c.Kind, c.Subject });
 
         foreach (var entity in b.Model.GetEntityTypes())
         {

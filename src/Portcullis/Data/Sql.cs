@@ -1,6 +1,4 @@
 using System.Data.Common;
-using Microsoft.EntityFrameworkCore;
-using Microsoft.EntityFrameworkCore.Storage;
 
 namespace Portcullis.Data;
 
@@ -28,13 +26,6 @@ internal static class Sql
             cmd.Parameters.Add(p);
         }
         return cmd;
-    }
-
-    /// <summary>A command on the context's connection (opened if it is not), in the context's transaction if one is open.</summary>
-    public static async Task<DbCommand> CommandAsync(PortcullisDb db, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters)
-    {
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        return Command(db.Database.GetDbConnection(), db.Database.CurrentTransaction?.GetDbTransaction(), sql, parameters);
     }
 
     public static Task<int> ExecuteAsync(DbConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters) =>

@@ -22,7 +22,7 @@ namespace Portcullis.Gateway;
 /// that ends with it.</item>
 /// </list>
 /// </summary>
-internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore sessions, ServiceHosts hosts, AuditLog audit, TimeProvider time)
+internal sealed class ServiceOrigins(IDbContextFactory<PortcullisDb> dbs, SessionStore sessions, ServiceHosts hosts, AuditLog audit, TimeProvider time)
 {
     /// <summary>Paths on a service origin that Portcullis answers itself; nothing under it reaches the service.</summary>
     public const string ReservedPrefix = "/.portcullis";
@@ -50,14 +50,12 @@ internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore s
     {
         var code = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
         var now = time.GetUtcNow().UtcDateTime;
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        var connection = db.Database.GetDbConnection();
-        await Sql.ExecuteAsync(connection, "DELETE FROM handshake_codes WHERE expires_at < @now", cancellationToken, ("@now", now));
-        await Sql.ExecuteAsync(connection,
-            "INSERT INTO handshake_codes (code_hash, session_hash, service, state_hash, created_at, expires_at) VALUES (@c, @s, @l, @st, @now, @exp)",
-            cancellationToken, ("@c", Hash(code)), ("@s", session.ToHex()), ("@l", label), ("@st", Hash(state)), ("@now", now), ("@exp", now + CodeLifetime));
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        await db.HandshakeCodes.Where(c => c.ExpiresAt < now).ExecuteDeleteAsync(cancellationToken);
+        db.HandshakeCodes.Add(new HandshakeCode
+        {
+            CodeHash = Hash(code), SessionHash = session.ToHex(), Service = label, StateHash = Hash(state), CreatedAt = now, ExpiresAt = now + CodeLifetime,
+        });
         db.AuditEvents.Add(audit.Create(http, AuditEvents.OriginCodeIssued, label, person.Owner.Id));
         await db.SaveChangesAsync(cancellationToken);
         return code;
@@ -80,18 +78,13 @@ internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore s
         if (code.Length != 43 || !Base64Url.IsValid(code) || string.IsNullOrEmpty(state))
             return await RefuseAsync(http, label, "The login link is incomplete or was opened in another browser. Open the service again.");
 
-        Redeemed? redeemed;
-        await using (var scope = scopes.CreateAsyncScope())
+        HandshakeCode? redeemed;
+        await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
         {
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-            await db.Database.OpenConnectionAsync(cancellationToken);
             // DELETE ... RETURNING: of two instances redeeming the same code, exactly one gets it.
-            await using var cmd = Sql.Command(db.Database.GetDbConnection(),
-                "DELETE FROM handshake_codes WHERE code_hash = @c RETURNING session_hash, service, state_hash, expires_at", ("@c", Hash(code)));
-            await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
-            redeemed = await reader.ReadAsync(cancellationToken)
-                ? new Redeemed(TokenDigest.FromHex(reader.GetString(0)), reader.GetString(1), reader.GetString(2), Sql.Utc(reader, 3))
-                : null;
+            var hash = Hash(code);
+            redeemed = (await db.HandshakeCodes.FromSql($"DELETE FROM handshake_codes WHERE code_hash = {hash} RETURNING *").AsNoTracking().ToListAsync(cancellationToken))
+                .SingleOrDefault();
         }
         if (redeemed is null || redeemed.ExpiresAt <= time.GetUtcNow().UtcDateTime)
             return await RefuseAsync(http, label, "The login link has expired or was used already. Open the service again.");
@@ -100,7 +93,7 @@ internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore s
         if (!CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(redeemed.StateHash), Encoding.ASCII.GetBytes(Hash(state))))
             return await RefuseAsync(http, label, "The login link was not started in this browser. Open the service again.");
 
-        var opened = await sessions.CreateForServiceAsync(redeemed.Session, label, http, cancellationToken);
+        var opened = await sessions.CreateForServiceAsync(TokenDigest.FromHex(redeemed.SessionHash), label, http, cancellationToken);
         if (opened is not { } session)
             return await RefuseAsync(http, label, "Your Portcullis session has ended. Open the service again to log in.");
         http.Response.Cookies.Append(PortcullisCookies.ServiceSession(https), session.Id, PortcullisCookies.Options(https, null));
@@ -116,6 +109,15 @@ internal sealed class ServiceOrigins(IServiceScopeFactory scopes, SessionStore s
     }
 
     private static string Hash(string secret) => TokenFormat.Digest(secret).ToHex();
+}
 
-    private sealed record Redeemed(TokenDigest Session, string Service, string StateHash, DateTime ExpiresAt);
+/// <summary>A row of <c>handshake_codes</c>: a one-time code that opens a service origin's session (digests only).</summary>
+internal sealed class HandshakeCode
+{
+    public required string CodeHash { get; init; }
+    public required string SessionHash { get; init; }
+    public required string Service { get; init; }
+    public required string StateHash { get; init; }
+    public DateTime CreatedAt { get; init; }
+    public DateTime ExpiresAt { get; init; }
 }

@@ -45,7 +45,7 @@ internal sealed record ServiceEntry(string Name, string Version, ImmutableArray<
 /// (the configured service principals with a <c>url</c>). Lookups read an immutable snapshot, so the
 /// request path takes no lock and touches no database; API changes reload it on every instance.
 /// </summary>
-internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IServiceScopeFactory scopes, TimeProvider time, ILogger<ServiceRegistry> logger)
+internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IDbContextFactory<PortcullisDb> dbs, TimeProvider time, ILogger<ServiceRegistry> logger)
 {
     private sealed record Snapshot(
         ImmutableDictionary<string, ServiceEntry> ByKey,
@@ -109,30 +109,21 @@ internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IService
     {
         try
         {
-            await using var scope = scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
-            await db.Database.OpenConnectionAsync(cancellationToken);
+            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
             var rows = new List<ServiceEntry>();
-            await using (var cmd = Sql.Command(db.Database.GetDbConnection(),
-                "SELECT name, version, upstream, protected, description, created_at, health_check_path, health_check_interval_seconds FROM gateway_services ORDER BY created_at, id"))
-            await using (var reader = await cmd.ExecuteReaderAsync(cancellationToken))
+            foreach (var row in await db.GatewayServices.AsNoTracking().OrderBy(r => r.CreatedAt).ThenBy(r => r.Id).ToListAsync(cancellationToken))
             {
-                while (await reader.ReadAsync(cancellationToken))
+                // Replicas are stored one per line.
+                var upstreams = new List<Uri>();
+                foreach (var text in row.Upstream.Split('\n', StringSplitOptions.RemoveEmptyEntries))
                 {
-                    // Replicas are stored one per line.
-                    var upstreams = new List<Uri>();
-                    foreach (var text in reader.GetString(2).Split('\n', StringSplitOptions.RemoveEmptyEntries))
-                    {
-                        if (ServiceRules.TryParseUpstream(text, out var upstream))
-                            upstreams.Add(upstream);
-                    }
-                    if (upstreams.Count == 0)
-                        continue;
-                    var health = reader.IsDBNull(6) ? null
-                        : new HealthCheck(reader.GetString(6), TimeSpan.FromSeconds(reader.IsDBNull(7) ? 10 : reader.GetInt32(7)));
-                    rows.Add(new ServiceEntry(reader.GetString(0), reader.GetString(1), [.. upstreams], reader.GetBoolean(3),
-                        reader.IsDBNull(4) ? null : reader.GetString(4), ServiceEntry.FromApi, Sql.Utc(reader, 5), health));
+                    if (ServiceRules.TryParseUpstream(text, out var upstream))
+                        upstreams.Add(upstream);
                 }
+                if (upstreams.Count == 0)
+                    continue;
+                var health = row.HealthCheckPath is null ? null : new HealthCheck(row.HealthCheckPath, TimeSpan.FromSeconds(row.HealthCheckIntervalSeconds ?? 10));
+                rows.Add(new ServiceEntry(row.Name, row.Version, [.. upstreams], row.Protected, row.Description, ServiceEntry.FromApi, row.CreatedAt, health));
             }
             lock (_gate)
             {

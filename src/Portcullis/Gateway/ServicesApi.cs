@@ -81,23 +81,29 @@ internal static class ServicesApi
         var now = time.GetUtcNow().UtcDateTime;
         var caller = http.Credential();
         var upstreams = upstreamTexts.Select(u => ServiceRules.TryParseUpstream(u, out var uri) ? uri.ToString().TrimEnd('/') : "").ToArray();
-        await db.Database.OpenConnectionAsync(cancellationToken);
+        // The service and its audit event are saved together.
+        db.GatewayServices.Add(new StoredService
+        {
+            Name = request.Name!,
+            Version = request.Version!,
+            Upstream = string.Join('\n', upstreams),
+            Protected = request.Protected ?? true,
+            Description = request.Description,
+            CreatedAt = now,
+            CreatedBy = caller.Owner.Name,
+            HealthCheckPath = request.HealthCheck?.Path,
+            HealthCheckIntervalSeconds = request.HealthCheck is null ? null : (int)(interval ?? TimeSpan.FromSeconds(10)).TotalSeconds,
+        });
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRegistered, $"{request.Name}_{request.Version}",
+            details: new { upstreams, @protected = request.Protected ?? true, health_check = request.HealthCheck?.Path }));
         try
         {
-            await Sql.ExecuteAsync(db.Database.GetDbConnection(),
-                "INSERT INTO gateway_services (name, version, upstream, protected, description, created_at, created_by, health_check_path, health_check_interval_seconds) " +
-                "VALUES (@name, @version, @upstream, @protected, @description, @at, @by, @health, @interval)",
-                cancellationToken, ("@name", request.Name), ("@version", request.Version), ("@upstream", string.Join('\n', upstreams)),
-                ("@protected", request.Protected ?? true), ("@description", request.Description), ("@at", now), ("@by", caller.Owner.Name),
-                ("@health", request.HealthCheck?.Path), ("@interval", request.HealthCheck is null ? null : (int)(interval ?? TimeSpan.FromSeconds(10)).TotalSeconds));
+            await db.SaveChangesAsync(cancellationToken);
         }
-        catch (DbException e) when (IsUniqueViolation(e))
+        catch (DbUpdateException e) when (DatabaseFailures.IsUniqueViolation(e))
         {
             return RuleError.Conflict("version", $"The service '{request.Name}_{request.Version}' is already registered. Remove it first, or register another version.");
         }
-        db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRegistered, $"{request.Name}_{request.Version}",
-            details: new { upstreams, @protected = request.Protected ?? true, health_check = request.HealthCheck?.Path }));
-        await db.SaveChangesAsync(cancellationToken);
         await registry.ReloadAsync(cancellationToken);
         await bus.ServicesChangedAsync(cancellationToken);
         return registry.Find(request.Name!, request.Version!)
@@ -118,9 +124,7 @@ internal static class ServicesApi
         var (name, version) = (key[..separator], key[(separator + 1)..]);
         if (registry.Find(name, version) is { Source: not ServiceEntry.FromApi } fixedEntry)
             return RuleError.Conflict("key", $"The service '{key}' comes from {fixedEntry.Source}; remove it there and restart Portcullis.");
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        var removed = await Sql.ExecuteAsync(db.Database.GetDbConnection(), "DELETE FROM gateway_services WHERE name = @name AND version = @version",
-            cancellationToken, ("@name", name), ("@version", version));
+        var removed = await db.GatewayServices.Where(s => s.Name == name && s.Version == version).ExecuteDeleteAsync(cancellationToken);
         if (removed == 0)
             return new RuleError("key", $"There is no service '{key}'. GET /api/v1/services lists them.", StatusCodes.Status404NotFound);
         db.AuditEvents.Add(audit.Create(http, AuditEvents.ServiceRemoved, key));
@@ -136,7 +140,19 @@ internal static class ServicesApi
             $"/services/{s.Key}/", hosts.Origin(s.Label) + "/", s.RegisteredAt,
             s.HealthCheck is { } check ? new HealthCheckRequest(check.Path, (int)check.Interval.TotalSeconds) : null,
             admin ? replicas.Health(s) : null);
+}
 
-    private static bool IsUniqueViolation(DbException e) =>
-        e is Npgsql.PostgresException { SqlState: "23505" } || (e is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 19 });
+/// <summary>A row of <c>gateway_services</c>: a service registered through the API (replicas one per line in <see cref="Upstream"/>).</summary>
+internal sealed class StoredService
+{
+    public long Id { get; init; }
+    public required string Name { get; init; }
+    public required string Version { get; init; }
+    public required string Upstream { get; init; }
+    public bool Protected { get; init; }
+    public string? Description { get; init; }
+    public DateTime CreatedAt { get; init; }
+    public string? CreatedBy { get; init; }
+    public string? HealthCheckPath { get; init; }
+    public int? HealthCheckIntervalSeconds { get; init; }
 }

@@ -1,5 +1,7 @@
 using System.Diagnostics.Metrics;
+using Microsoft.EntityFrameworkCore;
 using Portcullis.Auth;
+using Portcullis.Data;
 using Portcullis.Security;
 using Portcullis.Tokens;
 
@@ -24,7 +26,7 @@ internal sealed class PortcullisMetrics
     private static readonly string[] OutcomeNames = Enum.GetNames<VerifyFailure>()
         .Select(n => n == nameof(VerifyFailure.None) ? "valid" : System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(n)).ToArray();
 
-    private readonly IServiceScopeFactory _scopes;
+    private readonly IDbContextFactory<PortcullisDb> _dbs;
     private readonly TimeProvider _time;
     private readonly ILogger<PortcullisMetrics> _logger;
     private readonly Counter<long> _requests;
@@ -36,10 +38,10 @@ internal sealed class PortcullisMetrics
     private long _activeTokensAtTicks = long.MinValue / 2;
     private readonly SemaphoreSlim _activeTokensLock = new(1, 1);
 
-    public PortcullisMetrics(IMeterFactory meters, TokenCache cache, PasswordHasher passwords, Audit.AuditLog audit, IServiceScopeFactory scopes,
+    public PortcullisMetrics(IMeterFactory meters, TokenCache cache, PasswordHasher passwords, Audit.AuditLog audit, IDbContextFactory<PortcullisDb> dbs,
         TimeProvider time, ILogger<PortcullisMetrics> logger)
     {
-        (_scopes, _time, _logger) = (scopes, time, logger);
+        (_dbs, _time, _logger) = (dbs, time, logger);
         var meter = meters.Create(MeterName);
         _requests = meter.CreateCounter<long>("portcullis.http.requests", description: "HTTP requests by route pattern and status code.");
         _verifications = meter.CreateCounter<long>("portcullis.credential.verifications", description: "Credential checks by outcome.");
@@ -103,13 +105,10 @@ internal sealed class PortcullisMetrics
         try
         {
             var now = _time.GetUtcNow();
-            await using var scope = _scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<Data.PortcullisDb>();
-            await Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.OpenConnectionAsync(db.Database, cancellationToken);
-            var connection = Microsoft.EntityFrameworkCore.RelationalDatabaseFacadeExtensions.GetDbConnection(db.Database);
-            var count = await Data.Sql.ScalarAsync(connection,
-                "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > @now)", cancellationToken, ("@now", now.UtcDateTime));
-            Interlocked.Exchange(ref _activeTokens, Convert.ToInt64(count, System.Globalization.CultureInfo.InvariantCulture));
+            await using var db = await _dbs.CreateDbContextAsync(cancellationToken);
+            var at = now.UtcDateTime;
+            var count = await db.ApiTokens.CountAsync(t => t.RevokedAt == null && (t.ExpiresAt == null || t.ExpiresAt > at), cancellationToken);
+            Interlocked.Exchange(ref _activeTokens, count);
             Interlocked.Exchange(ref _activeTokensAtTicks, now.UtcTicks);
         }
         catch (Exception e) when (Data.DatabaseFailures.IsDatabaseFailure(e))

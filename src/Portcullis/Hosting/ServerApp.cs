@@ -78,6 +78,9 @@ internal static class ServerApp
         configureServices?.Invoke(services);
 
         var app = builder.Build();
+        // Before the pipeline: building it makes singletons whose dependencies read their options (the database's
+        // context pool reads Database:*), and every configuration problem is to be reported at once, not the first one met.
+        Startup.ValidateAllOptions(app.Services);
         ConfigurePipeline(app);
         return app;
     }

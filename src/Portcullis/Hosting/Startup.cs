@@ -24,7 +24,6 @@ internal static class Startup
     /// </summary>
     public static async Task StartAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
-        ValidateAllOptions(app.Services);
         // SQLite calls complete synchronously, so initialisation gets its own thread to overlap with Kestrel.
         await Task.WhenAll(Task.Run(() => InitializeAsync(app, cancellationToken), cancellationToken), app.StartAsync(cancellationToken));
         app.Services.GetRequiredService<StartupGate>().Open();
@@ -53,8 +52,8 @@ internal static class Startup
         // The start-up steps themselves use plain SQL, so they do not wait for EF's first queries.
         var warmUp = Task.Run(() =>
         {
-            using var scope = services.CreateScope();
-            _ = scope.ServiceProvider.GetRequiredService<PortcullisDb>().Model;
+            using var db = services.GetRequiredService<IDbContextFactory<PortcullisDb>>().CreateDbContext();
+            _ = db.Model;
         }, cancellationToken);
         var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
         try
@@ -107,7 +106,7 @@ internal static class Startup
     }
 
     /// <summary>Reports every configuration problem at once rather than the first one found.</summary>
-    private static void ValidateAllOptions(IServiceProvider services)
+    internal static void ValidateAllOptions(IServiceProvider services)
     {
         var failures = new List<string>();
         Check<ServerOptions>();

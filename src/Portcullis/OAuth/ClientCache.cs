@@ -30,7 +30,7 @@ internal sealed class CachedClient
 /// client's JWT need no database read (docs/decisions.md). Bounded, with short-lived negative entries; every
 /// change to a client invalidates its entry on every instance through <see cref="InvalidationBus"/>.
 /// </summary>
-internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
+internal sealed partial class ClientCache(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, IOptions<TokenOptions> options, CacheStoreDelay? storeDelay = null)
 {
     private readonly CacheStoreDelay _storeDelay = storeDelay ?? CacheStoreDelay.Off;
     public const string ClientIdPrefix = "client-";
@@ -56,8 +56,7 @@ internal sealed partial class ClientCache(IServiceScopeFactory scopes, TimeProvi
             return cached;
 
         var generation = _entries.Generation;
-        await using var scope = scopes.CreateAsyncScope();
-        var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.OAuthClients.AsNoTracking()
             .Where(c => c.ClientId == clientId)
             .Select(c => new { c.OwnerId, c.Scopes, c.SecretHash, c.SecretVersion, c.SecretRevokedAt })

@@ -96,7 +96,7 @@ internal static class ClientsApi
             {
                 await db.SaveChangesAsync(cancellationToken);
             }
-            catch (DbUpdateException e) when (e.InnerException is Microsoft.Data.Sqlite.SqliteException { SqliteErrorCode: 19 } or Npgsql.PostgresException { SqlState: "23505" })
+            catch (DbUpdateException e) when (DatabaseFailures.IsUniqueViolation(e))
             {
                 // The unique index on (owner, name) caught a concurrent creation with the same name.
                 return NameTaken(name);

@@ -15,7 +15,7 @@ namespace Portcullis.Tokens;
 /// what the database holds, so several instances never overwrite each other, and a failed write
 /// puts its counts back to be tried again.
 /// </summary>
-internal sealed class UsageRecorder(IServiceScopeFactory scopes, TimeProvider time, IOptions<TokenOptions> options, ILogger<UsageRecorder> logger)
+internal sealed class UsageRecorder(IDbContextFactory<PortcullisDb> dbs, TimeProvider time, IOptions<TokenOptions> options, ILogger<UsageRecorder> logger)
     : BackgroundService
 {
     private readonly ConcurrentDictionary<(long TokenId, int Day), Slot> _slots = new();
@@ -81,8 +81,7 @@ internal sealed class UsageRecorder(IServiceScopeFactory scopes, TimeProvider ti
 
         try
         {
-            await using var scope = scopes.CreateAsyncScope();
-            var db = scope.ServiceProvider.GetRequiredService<PortcullisDb>();
+            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
             await using var tx = await db.Database.BeginTransactionAsync(cancellationToken);
             // Two prepared statements reused for every entry: with thousands of tokens in use, two EF queries
             // per entry (each an expression tree to build, look up and bind) showed in the gateway's profile.
