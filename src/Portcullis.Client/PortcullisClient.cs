@@ -6,37 +6,8 @@ using System.Text.Json.Serialization;
 
 namespace Portcullis.Client;
 
-/// <summary>Who a credential belongs to (<c>GET /api/v1/me</c>).</summary>
-public sealed record Me(string Username, bool Admin, MeAuth Auth);
-
-public sealed record MeAuth(string Kind, string? TokenId, IReadOnlyList<string> Scopes, string? ClientId);
-
-/// <summary>An API token as listed: never its secret.</summary>
-public sealed record TokenInfo(
-    long Id, string Name, string? Description, string TokenHint, IReadOnlyList<string> Scopes, DateTime CreatedAt, DateTime? ExpiresAt,
-    DateTime? LastUsedAt, string? LastUsedIp, string Status, string? Owner);
-
-/// <summary>A token just created or rotated: <see cref="Token"/> is shown this once.</summary>
-public sealed record CreatedToken(long Id, string Name, string? Description, string Token, string TokenHint, IReadOnlyList<string> Scopes, DateTime CreatedAt, DateTime? ExpiresAt);
-
-public sealed record CreateTokenRequest(string Name, string? Description = null, int? ExpiresInDays = null, IReadOnlyList<string>? Scopes = null, string? Owner = null);
-
+/// <summary>An access token (JWT) from the password grant at <c>/auth/token</c>.</summary>
 public sealed record AccessToken(string Token, string TokenType, int ExpiresIn, string Scope);
-
-public sealed record ServiceInfo(string Name, string Version, string Upstream, bool Protected, string? Description, string Source, string Path)
-{
-    /// <summary>The service's own origin, where browsers use it (e.g. <c>http://model.localhost:8080/</c>).</summary>
-    public string Origin { get; init; } = "";
-
-    /// <summary>Its replicas (admins only; empty for others).</summary>
-    public IReadOnlyList<string> Upstreams { get; init; } = [];
-
-    /// <summary>Each replica's health as the gateway sees it (admins only).</summary>
-    public IReadOnlyList<ServiceDestination>? Destinations { get; init; }
-}
-
-/// <summary>A replica of a service: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c>.</summary>
-public sealed record ServiceDestination(string Address, string Health);
 
 /// <summary>What the server said when it refused: the HTTP status, and the problem or OAuth error it sent.</summary>
 public sealed class PortcullisApiException(HttpStatusCode status, string? error, string message) : Exception(message)
@@ -80,28 +51,62 @@ public sealed class PortcullisClient(HttpClient http)
         });
     }
 
-    public Task<Me> GetMeAsync(CancellationToken cancellationToken = default) => GetAsync<Me>("api/v1/me", cancellationToken);
+    public Task<MeResponse> GetMeAsync(CancellationToken cancellationToken = default) => GetAsync<MeResponse>("api/v1/me", cancellationToken);
 
     /// <summary>Your tokens; with <paramref name="all"/> (admin) everyone's, or one <paramref name="owner"/>'s.</summary>
-    public Task<List<TokenInfo>> ListTokensAsync(bool all = false, string? owner = null, CancellationToken cancellationToken = default) =>
-        GetAsync<List<TokenInfo>>("api/v1/tokens" + (owner is not null ? "?owner=" + Uri.EscapeDataString(owner) : all ? "?all=true" : ""), cancellationToken);
+    public Task<List<TokenResponse>> ListTokensAsync(bool all = false, string? owner = null, CancellationToken cancellationToken = default) =>
+        GetAsync<List<TokenResponse>>("api/v1/tokens" + (owner is not null ? "?owner=" + Uri.EscapeDataString(owner) : all ? "?all=true" : ""), cancellationToken);
 
-    public Task<TokenInfo> GetTokenAsync(long id, CancellationToken cancellationToken = default) => GetAsync<TokenInfo>($"api/v1/tokens/{id}", cancellationToken);
+    public Task<TokenResponse> GetTokenAsync(long id, CancellationToken cancellationToken = default) => GetAsync<TokenResponse>($"api/v1/tokens/{id}", cancellationToken);
 
-    public Task<CreatedToken> CreateTokenAsync(CreateTokenRequest request, CancellationToken cancellationToken = default) =>
-        SendAsync<CreatedToken>(HttpMethod.Post, "api/v1/tokens", request, cancellationToken);
+    public Task<CreatedTokenResponse> CreateTokenAsync(CreateTokenRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<CreatedTokenResponse>(HttpMethod.Post, "api/v1/tokens", request, cancellationToken);
 
-    public Task<CreatedToken> RotateTokenAsync(long id, int graceSeconds = 0, CancellationToken cancellationToken = default) =>
-        SendAsync<CreatedToken>(HttpMethod.Post, $"api/v1/tokens/{id}/rotate", new { grace_seconds = graceSeconds }, cancellationToken);
+    public Task<CreatedTokenResponse> RotateTokenAsync(long id, int graceSeconds = 0, CancellationToken cancellationToken = default) =>
+        SendAsync<CreatedTokenResponse>(HttpMethod.Post, $"api/v1/tokens/{id}/rotate", new RotateTokenRequest(graceSeconds), cancellationToken);
 
     /// <summary>Revokes a token by id: it stops working at once, on every instance.</summary>
-    public async Task RevokeTokenAsync(long id, CancellationToken cancellationToken = default)
-    {
-        using var response = await http.DeleteAsync($"api/v1/tokens/{id}", cancellationToken);
-        await EnsureAsync(response, cancellationToken);
-    }
+    public Task RevokeTokenAsync(long id, CancellationToken cancellationToken = default) => DeleteAsync($"api/v1/tokens/{id}", cancellationToken);
 
-    public Task<List<ServiceInfo>> ListServicesAsync(CancellationToken cancellationToken = default) => GetAsync<List<ServiceInfo>>("api/v1/services", cancellationToken);
+    public Task<List<ServiceResponse>> ListServicesAsync(CancellationToken cancellationToken = default) => GetAsync<List<ServiceResponse>>("api/v1/services", cancellationToken);
+
+    /// <summary>Registers a service behind the gateway (admin).</summary>
+    public Task<ServiceResponse> RegisterServiceAsync(RegisterServiceRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<ServiceResponse>(HttpMethod.Post, "api/v1/services", request, cancellationToken);
+
+    /// <summary>Removes a service registered through the API (admin), named <c>name_version</c>.</summary>
+    public Task RemoveServiceAsync(string name, string version, CancellationToken cancellationToken = default) =>
+        DeleteAsync($"api/v1/services/{Uri.EscapeDataString(name)}_{Uri.EscapeDataString(version)}", cancellationToken);
+
+    public Task<List<UserResponse>> ListUsersAsync(CancellationToken cancellationToken = default) => GetAsync<List<UserResponse>>("api/v1/users", cancellationToken);
+
+    public Task<UserResponse> CreateUserAsync(CreateUserRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<UserResponse>(HttpMethod.Post, "api/v1/users", request, cancellationToken);
+
+    /// <summary>Changes what the request gives (admin rights, disabled, password) and nothing else.</summary>
+    public Task<UserResponse> UpdateUserAsync(string username, UpdateUserRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<UserResponse>(HttpMethod.Patch, $"api/v1/users/{Uri.EscapeDataString(username)}", request, cancellationToken);
+
+    public Task DeleteUserAsync(string username, CancellationToken cancellationToken = default) =>
+        DeleteAsync($"api/v1/users/{Uri.EscapeDataString(username)}", cancellationToken);
+
+    /// <summary>Your OAuth clients (an admin sees everyone's).</summary>
+    public Task<List<ClientResponse>> ListClientsAsync(CancellationToken cancellationToken = default) => GetAsync<List<ClientResponse>>("api/v1/clients", cancellationToken);
+
+    /// <summary>A new OAuth client; its secret is in the answer, this once.</summary>
+    public Task<ClientSecretResponse> CreateClientAsync(CreateClientRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<ClientSecretResponse>(HttpMethod.Post, "api/v1/clients", request, cancellationToken);
+
+    /// <summary>A new secret for a client; the old one stops working at once.</summary>
+    public Task<ClientSecretResponse> RotateClientSecretAsync(string clientId, CancellationToken cancellationToken = default) =>
+        SendAsync<ClientSecretResponse>(HttpMethod.Post, $"api/v1/clients/{Uri.EscapeDataString(clientId)}/rotate-secret", null, cancellationToken);
+
+    public Task DeleteClientAsync(string clientId, CancellationToken cancellationToken = default) =>
+        DeleteAsync($"api/v1/clients/{Uri.EscapeDataString(clientId)}", cancellationToken);
+
+    /// <summary>A new JWT signing key (admin): it signs from now on, the old ones still verify.</summary>
+    public Task<KeyRotationResponse> RotateSigningKeyAsync(CancellationToken cancellationToken = default) =>
+        SendAsync<KeyRotationResponse>(HttpMethod.Post, "api/v1/keys/rotate", null, cancellationToken);
 
     /// <summary>The password grant: an access token (JWT); <paramref name="cli"/> for the longer-lived CLI one.</summary>
     public async Task<AccessToken> LoginAsync(string username, string password, bool cli = false, CancellationToken cancellationToken = default)
@@ -142,12 +147,18 @@ public sealed class PortcullisClient(HttpClient http)
         return (await response.Content.ReadFromJsonAsync<T>(Json, cancellationToken))!;
     }
 
-    private async Task<T> SendAsync<T>(HttpMethod method, string path, object body, CancellationToken cancellationToken)
+    private async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken cancellationToken)
     {
-        using var request = new HttpRequestMessage(method, path) { Content = JsonContent.Create(body, options: Json) };
+        using var request = new HttpRequestMessage(method, path) { Content = body is null ? null : JsonContent.Create(body, options: Json) };
         using var response = await http.SendAsync(request, cancellationToken);
         await EnsureAsync(response, cancellationToken);
         return (await response.Content.ReadFromJsonAsync<T>(Json, cancellationToken))!;
+    }
+
+    private async Task DeleteAsync(string path, CancellationToken cancellationToken)
+    {
+        using var response = await http.DeleteAsync(path, cancellationToken);
+        await EnsureAsync(response, cancellationToken);
     }
 
     /// <summary>Turns a refusal into <see cref="PortcullisApiException"/> carrying the server's own words.</summary>

@@ -3,13 +3,15 @@ using Portcullis.Data;
 
 namespace Portcullis.Auth;
 
-internal sealed record SigningKeyResponse(string Kid, string Alg, DateTime CreatedAt, DateTime? RetiredAt, string Status)
+/// <summary>The API's signing-key record (Portcullis.Client/ApiRecords.cs) made from a key's metadata.</summary>
+internal static class SigningKeyRecords
 {
-    public static SigningKeyResponse From(SigningKeys.KeyInfo k) =>
-        new(k.Kid, k.Alg, k.CreatedAt, k.RetiredAt, k.Signing ? "signing" : k.RetiredAt is null ? "verifying" : "retired");
+    extension(SigningKeyResponse)
+    {
+        public static SigningKeyResponse From(SigningKeys.KeyInfo k) =>
+            new(k.Kid, k.Alg, k.CreatedAt, k.RetiredAt, k.Signing ? "signing" : k.RetiredAt is null ? "verifying" : "retired");
+    }
 }
-
-internal sealed record KeyRotationResponse(string Kid, SigningKeyResponse[] Keys);
 
 /// <summary>
 /// JWT signing keys (admin): <c>GET /api/v1/keys</c> and <c>POST /api/v1/keys/rotate</c> (docs/decisions.md).

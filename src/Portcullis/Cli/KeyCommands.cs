@@ -17,8 +17,8 @@ internal static class KeyCommands
         var rotate = new Command("rotate", "Make a new JWT signing key; tokens of the old one keep working until they expire (admin).\n\nExample:\n  portcullis keys rotate");
         rotate.SetAction(Run(async (parse, target, cancellationToken) =>
         {
-            var result = (await target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/keys/rotate", null, cancellationToken))!.Value;
-            Print(parse, result, () => Console.WriteLine($"New signing key {result.GetProperty("kid").GetString()}."));
+            var result = await target.Client().RotateSigningKeyAsync(cancellationToken);
+            Print(parse, result, () => Console.WriteLine($"New signing key {result.Kid}."));
         }));
         var command = new Command("keys", "JWT signing keys.\n\nExample:\n  portcullis keys rotate");
         command.Subcommands.Add(rotate);

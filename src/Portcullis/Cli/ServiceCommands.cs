@@ -34,17 +34,16 @@ internal static class ServiceCommands
         add.SetAction(Run(async (parse, target, cancellationToken) =>
         {
             var addresses = parse.GetValue(upstreams)!;
-            var health = parse.GetValue(healthCheck) is { } path ? new { path, interval_seconds = parse.GetValue(healthInterval) } : null;
-            var created = (await target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/services",
-                new { name = parse.GetValue(name), version = parse.GetValue(version), upstreams = addresses, @protected = !parse.GetValue(unprotected), health_check = health },
-                cancellationToken))!.Value;
+            var health = parse.GetValue(healthCheck) is { } path ? new HealthCheckRequest(path, parse.GetValue(healthInterval)) : null;
+            var created = await target.Client().RegisterServiceAsync(new RegisterServiceRequest(parse.GetValue(name), parse.GetValue(version), Upstream: null, addresses,
+                Protected: !parse.GetValue(unprotected), Description: null, health), cancellationToken);
             Print(parse, created, () => Console.WriteLine(
-                $"Registered {parse.GetValue(name)} {parse.GetValue(version)} ({addresses.Length} upstream{(addresses.Length == 1 ? "" : "s")}): browsers use {created.GetProperty("origin").GetString()}, programs {created.GetProperty("path").GetString()}"));
+                $"Registered {parse.GetValue(name)} {parse.GetValue(version)} ({addresses.Length} upstream{(addresses.Length == 1 ? "" : "s")}): browsers use {created.Origin}, programs {created.Path}"));
         }));
         var remove = new Command("remove", "Remove a service registered through the API (admin).\n\nExample:\n  portcullis service remove model 1.0") { name, version };
         remove.SetAction(Run(async (parse, target, cancellationToken) =>
         {
-            await target.Client().SendJsonAsync(HttpMethod.Delete, $"api/v1/services/{Uri.EscapeDataString(parse.GetValue(name)!)}_{Uri.EscapeDataString(parse.GetValue(version)!)}", null, cancellationToken);
+            await target.Client().RemoveServiceAsync(parse.GetValue(name)!, parse.GetValue(version)!, cancellationToken);
             Print(parse, new { removed = true }, () => Console.WriteLine($"Removed {parse.GetValue(name)} {parse.GetValue(version)}."));
         }));
         command.Subcommands.Add(list);

@@ -24,7 +24,7 @@ internal static class TokenCommands
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
             var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ["api", "services"]), cancellationToken);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null), cancellationToken);
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
@@ -52,14 +52,12 @@ internal static class TokenCommands
         {
             var (days, at) = ParseExpiry(parse.GetValue(expires));
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
-            var body = new Dictionary<string, object?> { ["name"] = parse.GetValue(tokenName), ["description"] = parse.GetValue(description), ["scopes"] = scopes };
-            if (days is not null) body["expires_in_days"] = days;
-            if (at is not null) body["expires_at"] = at;
-            var created = (await target.Client().SendJsonAsync(HttpMethod.Post, "api/v1/tokens", body, cancellationToken))!.Value;
+            var created = await target.Client().CreateTokenAsync(
+                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null), cancellationToken);
             Print(parse, created, () =>
             {
-                Console.WriteLine($"Created token {created.GetProperty("name").GetString()} (id {created.GetProperty("id")}), expires {created.GetProperty("expires_at")}. It is shown only this once:");
-                Console.WriteLine(created.GetProperty("token").GetString());
+                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}. It is shown only this once:");
+                Console.WriteLine(created.Token);
             });
         }));
 

@@ -9,18 +9,6 @@ using Portcullis.Security;
 
 namespace Portcullis.Gateway;
 
-internal sealed record RegisterServiceRequest(string? Name, string? Version, string? Upstream, string[]? Upstreams, bool? Protected, string? Description,
-    HealthCheckRequest? HealthCheck);
-
-/// <summary>An active health check: <c>GET path</c> on every replica each <c>interval_seconds</c> (default 10).</summary>
-internal sealed record HealthCheckRequest(string? Path, int? IntervalSeconds);
-
-internal sealed record ServiceResponse(string Name, string Version, string Upstream, string[] Upstreams, bool Protected, string? Description, string Source,
-    string Path, string Origin, DateTime RegisteredAt, HealthCheckRequest? HealthCheck, DestinationResponse[]? Destinations);
-
-/// <summary>One replica and its health as the gateway sees it: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c> (not probed, no failures).</summary>
-public sealed record DestinationResponse(string Address, string Health);
-
 /// <summary>The service registry: <c>/api/v1/services</c> (docs/gateway.md).</summary>
 internal static class ServicesApi
 {

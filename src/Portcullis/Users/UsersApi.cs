@@ -9,20 +9,16 @@ using Portcullis.Security;
 
 namespace Portcullis.Users;
 
-internal sealed record CreateUserRequest(string? Username, string? Password, bool? Admin);
-
-internal sealed record UpdateUserRequest(bool? Admin, bool? Disabled, string? Password);
-
 internal sealed record ChangePasswordRequest(string? CurrentPassword, string? NewPassword);
 
-public sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt)
+/// <summary>The API's user record (Portcullis.Client/ApiRecords.cs) made from what the database holds.</summary>
+internal static class UserRecords
 {
-    internal static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
+    extension(UserResponse)
+    {
+        public static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
+    }
 }
-
-internal sealed record MeResponse(string Username, bool Admin, MeAuth Auth);
-
-internal sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, string? ClientId);
 
 /// <summary>Users (admin) at <c>/api/v1/users</c>, and <c>/api/v1/me</c> for everyone (docs/decisions.md).</summary>
 internal static partial class UsersApi

@@ -1,0 +1,124 @@
+namespace Portcullis.Client;
+
+// The request and response bodies of Portcullis's API, as the server writes and reads them (snake_case JSON, see
+// PortcullisClient.Json): the server binds and answers these very records, and the CLI and other .NET callers send and
+// read them. Request properties are nullable, without defaults: the server says what is missing rather than failing to
+// bind, and a caller names every property it leaves out.
+
+// --- Who a credential is -------------------------------------------------------------------------------------------
+
+/// <summary>Who a credential belongs to (<c>GET /api/v1/me</c>).</summary>
+public sealed record MeResponse(string Username, bool Admin, MeAuth Auth);
+
+/// <summary>The credential itself: its kind, the token or client it is, and the scopes it carries now.</summary>
+public sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, string? ClientId);
+
+// --- API tokens ----------------------------------------------------------------------------------------------------
+
+/// <summary>
+/// <c>POST /api/v1/tokens</c>: a name, and optionally a description, a lifetime (<see cref="ExpiresInDays"/> or an
+/// <see cref="ExpiresAt"/> date), scopes and, for admins, the owner.
+/// </summary>
+public sealed record CreateTokenRequest(
+    string? Name,
+    string? Description,
+    long? ExpiresInDays,
+    string? ExpiresAt,
+    string[]? Scopes,
+    string? Owner);
+
+/// <summary><c>POST /api/v1/tokens/{id}/rotate</c>: how long the old token keeps working (0 by default).</summary>
+public sealed record RotateTokenRequest(long? GraceSeconds);
+
+/// <summary>The only response that ever carries a token's secret (<see cref="Token"/>); sent with <c>Cache-Control: no-store</c>.</summary>
+public sealed record CreatedTokenResponse(
+    long Id,
+    string Name,
+    string? Description,
+    string Token,
+    string TokenHint,
+    string[] Scopes,
+    DateTime CreatedAt,
+    DateTime? ExpiresAt,
+    string Owner);
+
+/// <summary>An API token as listed: never its secret.</summary>
+public sealed record TokenResponse(
+    long Id,
+    string Name,
+    string? Description,
+    string TokenHint,
+    string[] Scopes,
+    DateTime CreatedAt,
+    DateTime? ExpiresAt,
+    DateTime? LastUsedAt,
+    string? LastUsedIp,
+    string Status,
+    string Owner,
+    long? ReplacedById);
+
+public sealed record UsageDay(string Date, long Count);
+
+/// <summary><c>GET /api/v1/tokens/{id}/usage</c>: requests per day.</summary>
+public sealed record TokenUsageResponse(long TokenId, int Days, long Total, UsageDay[] Usage);
+
+// --- Users ---------------------------------------------------------------------------------------------------------
+
+public sealed record CreateUserRequest(string? Username, string? Password, bool? Admin);
+
+/// <summary><c>PATCH /api/v1/users/{username}</c>: only what is given changes.</summary>
+public sealed record UpdateUserRequest(bool? Admin, bool? Disabled, string? Password);
+
+public sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt);
+
+// --- OAuth clients -------------------------------------------------------------------------------------------------
+
+public sealed record CreateClientRequest(string? Name, string[]? Scopes);
+
+/// <summary>The only response that carries a client secret; sent with <c>Cache-Control: no-store</c>.</summary>
+public sealed record ClientSecretResponse(
+    string ClientId,
+    string ClientSecret,
+    string Name,
+    string[] Scopes,
+    string Owner,
+    string SecretHint,
+    DateTime CreatedAt,
+    DateTime SecretCreatedAt);
+
+public sealed record ClientResponse(
+    string ClientId,
+    string Name,
+    string[] Scopes,
+    string Owner,
+    string SecretHint,
+    string SecretStatus,
+    DateTime CreatedAt,
+    DateTime SecretCreatedAt);
+
+// --- Services behind the gateway -----------------------------------------------------------------------------------
+
+/// <summary><c>POST /api/v1/services</c>: one upstream, or several replicas in <see cref="Upstreams"/>.</summary>
+public sealed record RegisterServiceRequest(string? Name, string? Version, string? Upstream, string[]? Upstreams, bool? Protected, string? Description,
+    HealthCheckRequest? HealthCheck);
+
+/// <summary>An active health check: <c>GET path</c> on every replica each <c>interval_seconds</c> (default 10).</summary>
+public sealed record HealthCheckRequest(string? Path, int? IntervalSeconds);
+
+/// <summary>
+/// A service as listed. Upstreams are internal addresses: only admins see them (<see cref="Upstream"/> is empty for
+/// others), and the replicas' health in <see cref="Destinations"/>.
+/// </summary>
+public sealed record ServiceResponse(string Name, string Version, string Upstream, string[] Upstreams, bool Protected, string? Description, string Source,
+    string Path, string Origin, DateTime RegisteredAt, HealthCheckRequest? HealthCheck, DestinationResponse[]? Destinations);
+
+/// <summary>One replica and its health as the gateway sees it: <c>healthy</c>, <c>unhealthy</c> or <c>unknown</c> (not probed, no failures).</summary>
+public sealed record DestinationResponse(string Address, string Health);
+
+// --- Signing keys --------------------------------------------------------------------------------------------------
+
+/// <summary>A JWT signing key's metadata (never its material): <c>signing</c>, <c>verifying</c> or <c>retired</c>.</summary>
+public sealed record SigningKeyResponse(string Kid, string Alg, DateTime CreatedAt, DateTime? RetiredAt, string Status);
+
+/// <summary><c>POST /api/v1/keys/rotate</c>: the new signing key, and every key now.</summary>
+public sealed record KeyRotationResponse(string Kid, SigningKeyResponse[] Keys);
