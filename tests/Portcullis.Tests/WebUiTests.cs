@@ -230,6 +230,42 @@ public sealed class AdminUiTests(GatewayFixture fixture, BrowserFixture browser)
     }
 
     [Fact]
+    public async Task TheAdminFormsShowABrokenRuleUnderItsFieldAndKeepWhatWasTyped()
+    {
+        var page = await AdminPageAsync();
+        // A username that is taken: the message is under the username, which is still there.
+        await page.GotoAsync("/admin/users");
+        await page.GetByLabel("Username").FillAsync("admin");
+        await page.GetByLabel("Password", new() { Exact = true }).FillAsync("some-password-1234");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create user" }).ClickAsync();
+        var usernameError = page.Locator("#username-error");
+        await usernameError.WaitForAsync();
+        Assert.Contains("admin", await usernameError.InnerTextAsync());
+        Assert.Equal("admin", await page.GetByLabel("Username").InputValueAsync());
+        Assert.Equal("username-error", await page.GetByLabel("Username").GetAttributeAsync("aria-describedby"));
+        Assert.Equal(0, await page.Locator(".notice.error").CountAsync());
+
+        // An upstream that is not a URL: the message is under the upstream, the name and version stay.
+        await page.GotoAsync("/admin/services");
+        await page.GetByLabel("Service name").FillAsync("kept-name");
+        await page.GetByLabel("Version").FillAsync("3");
+        await page.GetByLabel("Upstream URL").FillAsync("not a url");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Register service" }).ClickAsync();
+        await page.Locator("#upstream-error").WaitForAsync();
+        Assert.Equal("kept-name", await page.GetByLabel("Service name").InputValueAsync());
+        Assert.Equal("3", await page.GetByLabel("Version").InputValueAsync());
+
+        // A scope nobody may grant: under the scopes, with the scopes as typed.
+        await page.GotoAsync("/admin/clients");
+        await page.GetByLabel("Client name").FillAsync("kept-client");
+        await page.GetByLabel("Client scopes (space-separated)").FillAsync("services nonsense");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Create client" }).ClickAsync();
+        await page.Locator("#scopes-error").WaitForAsync();
+        Assert.Equal("services nonsense", await page.GetByLabel("Client scopes (space-separated)").InputValueAsync());
+        Assert.Equal("kept-client", await page.GetByLabel("Client name").InputValueAsync());
+    }
+
+    [Fact]
     public async Task AnAdminRegistersAServiceCreatesAClientAndReadsTokensAndTheAuditLog()
     {
         var page = await AdminPageAsync();

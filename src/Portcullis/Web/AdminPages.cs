@@ -49,16 +49,19 @@ internal static class AdminPages
     private static async Task<IResult> UsersAsync(HttpContext http, PortcullisDb db, CancellationToken cancellationToken) =>
         await UsersPageAsync(http, db, null, http.Request.Query["done"], cancellationToken);
 
-    private static async Task<IResult> UsersPageAsync(HttpContext http, PortcullisDb db, RuleError? error, string? done, CancellationToken cancellationToken) =>
-        PageResults.Render<UsersPage>(http, new { Users = await UsersApi.ListAllAsync(db, cancellationToken), Error = error?.Message, Done = done },
-            error?.Status ?? StatusCodes.Status200OK);
+    private static async Task<IResult> UsersPageAsync(HttpContext http, PortcullisDb db, RuleError? error, string? done, CancellationToken cancellationToken,
+        RuleError? createError = null, string? username = null) =>
+        PageResults.Render<UsersPage>(http, new
+        {
+            Users = await UsersApi.ListAllAsync(db, cancellationToken), Error = error?.Message, Done = done, CreateError = createError, Username = username,
+        }, (error ?? createError)?.Status ?? StatusCodes.Status200OK);
 
     private static async Task<IResult> CreateUserAsync(HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
         var (_, error) = await UsersApi.CreateUserAsync(new CreateUserRequest(form["username"], form["password"], form["admin"] == "on"), http, db, hasher, audit, time, cancellationToken);
         if (error is not null)
-            return await UsersPageAsync(http, db, error, null, cancellationToken);
+            return await UsersPageAsync(http, db, null, null, cancellationToken, createError: error, username: form["username"]);
         return Results.Redirect("/admin/users?done=" + Uri.EscapeDataString($"User {form["username"]} created."));
     }
 
@@ -89,14 +92,17 @@ internal static class AdminPages
         ServicesPageWith(http, registry, hosts, replicas, processes, null, http.Request.Query["done"]);
 
     private static IResult ServicesPageWith(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas, ManagedProcesses processes,
-        RuleError? error, string? done) =>
+        RuleError? error, string? done, RuleError? createError = null, RegisterServiceRequest? submitted = null) =>
         PageResults.Render<AdminServicesPage>(http, new
         {
             Services = registry.All.Select(s => ServiceRow.From(s, hosts, replicas)).ToList(),
             Processes = processes.States,
             Error = error?.Message,
             Done = done,
-        }, error?.Status ?? StatusCodes.Status200OK);
+            // The form has one field for every replica's URL.
+            CreateError = createError is { Field: "upstreams" } ? createError with { Field = "upstream" } : createError,
+            Submitted = submitted,
+        }, (error ?? createError)?.Status ?? StatusCodes.Status200OK);
 
     private static async Task<IResult> RegisterServiceAsync(HttpContext http, PortcullisDb db, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas,
         ManagedProcesses processes, InvalidationBus bus, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
@@ -108,7 +114,7 @@ internal static class AdminPages
             form["health_check"].ToString() is { Length: > 0 } path ? new HealthCheckRequest(path, null) : null);
         var (_, error) = await ServicesApi.RegisterServiceAsync(request, http, db, registry, bus, audit, time, cancellationToken);
         if (error is not null)
-            return ServicesPageWith(http, registry, hosts, replicas, processes, error, null);
+            return ServicesPageWith(http, registry, hosts, replicas, processes, null, null, createError: error, submitted: request);
         return Results.Redirect("/admin/services?done=" + Uri.EscapeDataString($"Service {request.Name}_{request.Version} registered."));
     }
 
@@ -126,16 +132,20 @@ internal static class AdminPages
         await ClientsPageAsync(http, db, null, http.Request.Query["done"], null, StatusCodes.Status200OK, cancellationToken);
 
     private static async Task<IResult> ClientsPageAsync(HttpContext http, PortcullisDb db, string? error, string? done, ClientSecretResponse? created, int status,
-        CancellationToken cancellationToken) =>
-        PageResults.Render<ClientsPage>(http, new { Clients = await ClientsApi.ListAllAsync(db, null, cancellationToken), Created = created, Error = error, Done = done }, status);
+        CancellationToken cancellationToken, RuleError? createError = null, CreateClientRequest? submitted = null) =>
+        PageResults.Render<ClientsPage>(http, new
+        {
+            Clients = await ClientsApi.ListAllAsync(db, null, cancellationToken), Created = created, Error = error, Done = done, CreateError = createError, Submitted = submitted,
+        }, status);
 
     private static async Task<IResult> CreateClientAsync(HttpContext http, PortcullisDb db, TokenFormat format, AuditLog audit, TimeProvider time, CancellationToken cancellationToken)
     {
         var form = await http.Request.ReadFormAsync(cancellationToken);
         var scopes = form["scopes"].ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        var (created, error) = await ClientsApi.CreateClientAsync(new CreateClientRequest(form["name"], scopes), http, db, format, audit, time, cancellationToken);
+        var request = new CreateClientRequest(form["name"], scopes);
+        var (created, error) = await ClientsApi.CreateClientAsync(request, http, db, format, audit, time, cancellationToken);
         if (error is not null)
-            return await ClientsPageAsync(http, db, error.Message, null, null, error.Status, cancellationToken);
+            return await ClientsPageAsync(http, db, null, null, null, error.Status, cancellationToken, createError: error, submitted: request);
         // Shown on this response only, never through a redirect URL.
         return await ClientsPageAsync(http, db, null, null, created, StatusCodes.Status201Created, cancellationToken);
     }
