@@ -91,7 +91,7 @@ internal static class DaeployApi
         await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
         if (attempt.IsThrottled)
             return Error(StatusCodes.Status429TooManyRequests, attempt.RefuseWith429(http.Response));
-        var user = await TokenEndpoint.CheckPasswordAsync(http, db, hasher, audit, attempt, username, password, "daeploy");
+        var user = await PasswordLogin.CheckAsync(http, db, hasher, audit, attempt, username, password, "daeploy");
         if (user is null)
             return Error(StatusCodes.Status401Unauthorized, "The username or password is wrong, or the account is disabled.");
 

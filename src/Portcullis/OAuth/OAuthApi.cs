@@ -224,7 +224,7 @@ internal sealed partial class TokenEndpoint(
         if (attempt.IsThrottled)
             return Error("temporarily_unavailable", attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
-        var user = await CheckPasswordAsync(http, Db, hasher, audit, attempt, username, password, "api");
+        var user = await PasswordLogin.CheckAsync(http, Db, hasher, audit, attempt, username, password, "api");
         if (user is null)
             return Error("invalid_grant", "The username or password is wrong, or the account is disabled.");
 
@@ -243,34 +243,6 @@ internal sealed partial class TokenEndpoint(
         await Db.SaveChangesAsync(http.RequestAborted);
         Log.Issued(logger, user.Username, issued.Jti);
         return TypedResults.Json(new TokenEndpointResponse(issued.AccessToken, "Bearer", issued.ExpiresIn, issued.Scopes.ToString()));
-    }
-
-    /// <summary>
-    /// The password check of every login path (API, CLI, web): the user, or null for an unknown user, a wrong
-    /// password or a disabled account, which all answer the same. Unknown users go through a dummy hash too, so
-    /// neither the answer nor its timing tells whether the user exists. Records the attempt with the throttle
-    /// and, on failure, the audit event (<paramref name="path"/> says which way the login came).
-    /// </summary>
-    internal static async Task<User?> CheckPasswordAsync(HttpContext http, PortcullisDb db, PasswordHasher hasher, AuditLog audit, LoginAttempt attempt,
-        string username, string password, string path)
-    {
-        var normalized = User.Normalize(username);
-        var user = username.Length <= 64
-            ? await db.Users.FirstOrDefaultAsync(u => u.NormalizedUsername == normalized && u.Kind == PrincipalKind.User, http.RequestAborted)
-            : null;
-        var check = await hasher.VerifyAsync(user?.PasswordHash, password.Length <= PasswordHasher.MaxLength ? password : "", http.RequestAborted);
-        if (check == PasswordCheck.Failed || user is null || user.IsDisabled)
-        {
-            await attempt.RecordFailureAsync();
-            db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginFailed, Truncate(username), user?.Id,
-                details: new { path, reason = user is null ? "unknown user" : user.IsDisabled && check != PasswordCheck.Failed ? "disabled" : "wrong password" }));
-            await db.SaveChangesAsync(http.RequestAborted);
-            return null;
-        }
-        await attempt.RecordSuccessAsync();
-        if (check == PasswordCheck.SuccessRehashNeeded)
-            user.PasswordHash = await hasher.HashAsync(password, http.RequestAborted);
-        return user;
     }
 
     public static IResult Error(string error, string description, int status = StatusCodes.Status400BadRequest) =>

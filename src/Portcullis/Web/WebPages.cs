@@ -168,7 +168,7 @@ internal static class WebPages
         if (attempt.IsThrottled)
             return LoginPage(http, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
-        var user = await TokenEndpoint.CheckPasswordAsync(http, db, hasher, audit, attempt, username, password, "web");
+        var user = await PasswordLogin.CheckAsync(http, db, hasher, audit, attempt, username, password, "web");
         if (user is null)
             return LoginPage(http, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
 
