@@ -37,6 +37,27 @@ public sealed class ExpiryTests(InProcessServer server) : IClassFixture<InProces
     }
 
     [Fact]
+    public async Task ARotatedTokenWorksUntilTheLastSecondOfItsGraceAndNotAtItsEnd()
+    {
+        using var admin = server.Client(await AdminJwtAsync());
+        var created = await (await admin.PostAsJsonAsync("/api/v1/tokens", new { name = "graceful-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        var old = created.GetProperty("token").GetString()!;
+        using var rotated = await admin.PostAsJsonAsync($"/api/v1/tokens/{created.GetProperty("id").GetInt64()}/rotate", new { grace_seconds = 600 });
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        var successor = (await rotated.JsonAsync()).GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(successor);
+        var graceEnds = server.Clock.GetUtcNow().AddSeconds(600);
+        using var client = server.Client(old);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/v1/me")).StatusCode);
+
+        server.Clock.Set(graceEnds.AddSeconds(-1));
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/v1/me")).StatusCode);
+        server.Clock.Set(graceEnds.AddSeconds(1));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("/api/v1/me")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(successor).GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
     public async Task ExpiresAtDateMeansTheEndOfThatUtcDay()
     {
         using var admin = server.Client(await AdminJwtAsync());

@@ -116,17 +116,18 @@ public abstract class TokensApiTests(PortcullisServer server)
         Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
     }
 
+    /// <summary>Here, that the old token keeps working; that it stops at the grace's end is tested with a clock (ExpiryTests).</summary>
     [Fact]
-    public async Task RotationWithGraceKeepsTheOldTokenWorkingUntilTheGraceEnds()
+    public async Task RotationWithGraceKeepsTheOldTokenWorking()
     {
         var admin = server.Client(await server.AdminTokenAsync());
         var old = await server.CreateTokenAsync(await server.AdminTokenAsync(), new { name = "graceful" });
-        var response = await admin.PostAsJsonAsync($"/api/v1/tokens/{await IdOf(old)}/rotate", new { grace_seconds = 2 });
+        var response = await admin.PostAsJsonAsync($"/api/v1/tokens/{await IdOf(old)}/rotate", new { grace_seconds = 3600 });
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        PortcullisServer.Secrets.Add((await response.JsonAsync()).GetProperty("token").GetString()!);
+        var successor = (await response.JsonAsync()).GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(successor);
         Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(old));
-        await Task.Delay(2500);
-        Assert.Equal(HttpStatusCode.Unauthorized, await MeStatusAsync(old));
+        Assert.Equal(HttpStatusCode.OK, await MeStatusAsync(successor));
     }
 
     [Fact]
