@@ -148,7 +148,12 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         while (DateTime.UtcNow < deadline)
         {
             if (process.HasExited)
+            {
+                // The exit can be seen before the last lines of its output arrive: wait for both streams' end, so the
+                // message says why (the refusal is the last thing the server writes).
+                await process.WaitForExitAsync();
                 throw new InvalidOperationException($"portcullis serve exited with {process.ExitCode}:\n{Output}");
+            }
             try
             {
                 if ((await client.GetAsync("/readyz")).IsSuccessStatusCode)
