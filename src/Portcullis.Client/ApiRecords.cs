@@ -122,3 +122,12 @@ public sealed record SigningKeyResponse(string Kid, string Alg, DateTime Created
 
 /// <summary><c>POST /api/v1/keys/rotate</c>: the new signing key, and every key now.</summary>
 public sealed record KeyRotationResponse(string Kid, SigningKeyResponse[] Keys);
+
+// --- Device login ----------------------------------------------------------------------------------------------------
+
+/// <summary>
+/// <c>POST /auth/device</c> (RFC 8628 §3.2): the device code the program keeps and polls with, and the user code a person
+/// enters at <see cref="VerificationUri"/> (or confirms at <see cref="VerificationUriComplete"/>).
+/// </summary>
+public sealed record DeviceAuthorizationResponse(string DeviceCode, string UserCode, string VerificationUri, string VerificationUriComplete, int ExpiresIn,
+    int Interval);

@@ -9,6 +9,9 @@ namespace Portcullis.Client;
 /// <summary>An access token (JWT) from the password grant at <c>/auth/token</c>.</summary>
 public sealed record AccessToken(string Token, string TokenType, int ExpiresIn, string Scope);
 
+/// <summary>One poll of a device login: the token once approved, otherwise the RFC 8628 error and its description.</summary>
+public sealed record DevicePoll(string? Token, string? Error, string? Description);
+
 /// <summary>What the server said when it refused: the HTTP status, and the problem or OAuth error it sent.</summary>
 public sealed class PortcullisApiException(HttpStatusCode status, string? error, string message) : Exception(message)
 {
@@ -118,6 +121,48 @@ public sealed class PortcullisClient(HttpClient http)
         return new AccessToken(body.GetProperty("access_token").GetString()!, body.GetProperty("token_type").GetString()!,
             body.GetProperty("expires_in").GetInt32(), body.GetProperty("scope").GetString() ?? "");
     }
+
+    /// <summary>
+    /// Starts a device login (RFC 8628) as Portcullis's CLI client: a person then approves it at the answer's
+    /// <c>verification_uri</c>, and <see cref="PollDeviceLoginAsync"/> collects the API token they chose.
+    /// </summary>
+    /// <param name="deviceName">This machine's name, which the approval page shows and names the token after.</param>
+    public async Task<DeviceAuthorizationResponse> StartDeviceLoginAsync(string? scope, string? deviceName, CancellationToken cancellationToken = default)
+    {
+        var fields = new List<KeyValuePair<string, string>> { new("client_id", CliClientId) };
+        if (scope is not null)
+            fields.Add(new("scope", scope));
+        if (deviceName is not null)
+            fields.Add(new("device_name", deviceName));
+        using var content = new FormUrlEncodedContent(fields);
+        using var response = await http.PostAsync("auth/device", content, cancellationToken);
+        await EnsureAsync(response, cancellationToken);
+        return (await response.Content.ReadFromJsonAsync<DeviceAuthorizationResponse>(Json, cancellationToken))!;
+    }
+
+    /// <summary>
+    /// One poll of a device login: the approved token, or the RFC 8628 §3.5 error (<c>authorization_pending</c>,
+    /// <c>slow_down</c>, <c>access_denied</c>, <c>expired_token</c>) with the server's description. Other refusals throw.
+    /// </summary>
+    public async Task<DevicePoll> PollDeviceLoginAsync(string deviceCode, CancellationToken cancellationToken = default)
+    {
+        using var content = new FormUrlEncodedContent([new("grant_type", DeviceCodeGrantType), new("device_code", deviceCode), new("client_id", CliClientId)]);
+        using var response = await http.PostAsync("auth/token", content, cancellationToken);
+        if (response.StatusCode == HttpStatusCode.BadRequest)
+        {
+            var refusal = await response.Content.ReadFromJsonAsync<JsonElement>(Json, cancellationToken);
+            if (refusal.TryGetProperty("error", out var e) && e.GetString() is "authorization_pending" or "slow_down" or "access_denied" or "expired_token")
+                return new DevicePoll(null, e.GetString(), refusal.TryGetProperty("error_description", out var d) ? d.GetString() : null);
+        }
+        await EnsureAsync(response, cancellationToken);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>(Json, cancellationToken);
+        return new DevicePoll(body.GetProperty("access_token").GetString(), null, null);
+    }
+
+    /// <summary>Portcullis's own public client for CLI logins.</summary>
+    public const string CliClientId = "portcullis-cli";
+
+    public const string DeviceCodeGrantType = "urn:ietf:params:oauth:grant-type:device_code";
 
     /// <summary>RFC 7009 revocation of any token you hold (API token, JWT, client secret). Unknown tokens are fine.</summary>
     public async Task RevokeAsync(string token, CancellationToken cancellationToken = default)

@@ -25,7 +25,8 @@ public sealed class DiscoveryTests(SqliteServer server) : IClassFixture<SqliteSe
         Assert.Equal(issuer + "/.well-known/jwks.json", d.GetProperty("jwks_uri").GetString());
         Assert.Equal(issuer + "/auth/introspect", d.GetProperty("introspection_endpoint").GetString());
         Assert.Equal(issuer + "/auth/revoke", d.GetProperty("revocation_endpoint").GetString());
-        Assert.Equal(["password", "client_credentials"], Strings(d, "grant_types_supported"));
+        Assert.Equal(issuer + "/auth/device", d.GetProperty("device_authorization_endpoint").GetString());
+        Assert.Equal(["password", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"], Strings(d, "grant_types_supported"));
         Assert.Equal(["client_secret_basic", "client_secret_post"], Strings(d, "token_endpoint_auth_methods_supported"));
         Assert.Equal(["client_secret_basic", "client_secret_post"], Strings(d, "introspection_endpoint_auth_methods_supported"));
         Assert.Equal(["api", "services", "admin"], Strings(d, "scopes_supported"));
@@ -79,7 +80,7 @@ public sealed class PasswordGrantOffTests(PasswordGrantOffServer server) : IClas
         Assert.Equal(HttpStatusCode.OK, (await server.Client(jwt).GetAsync("/api/v1/me")).StatusCode);
 
         var d = await (await server.Client().GetAsync("/.well-known/openid-configuration")).JsonAsync();
-        Assert.Equal(["client_credentials"], d.GetProperty("grant_types_supported").EnumerateArray().Select(x => x.GetString()));
+        Assert.Equal(["client_credentials", "urn:ietf:params:oauth:grant-type:device_code"], d.GetProperty("grant_types_supported").EnumerateArray().Select(x => x.GetString()));
     }
 
     private async Task<string> SeedAdminTokenAsync()

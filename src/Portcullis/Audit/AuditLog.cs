@@ -38,6 +38,11 @@ internal static class AuditEvents
     public const string OriginCodeIssued = "gateway.origin_code_issued";
     public const string OriginLogin = "gateway.origin_login";
     public const string OriginLoginRefused = "gateway.origin_login_refused";
+    public const string DeviceAuthorizationStarted = "device.started";
+    public const string DeviceCodeRejected = "device.code_rejected";
+    public const string DeviceApproved = "device.approved";
+    public const string DeviceDenied = "device.denied";
+    public const string DeviceTokenCollected = "device.collected";
 }
 
 /// <summary>Configuration section <c>Audit</c>.</summary>

@@ -45,6 +45,12 @@ internal sealed class AuthOptions
 
     /// <summary>The fixed window failed logins are counted in; it opens at a counter's first attempt.</summary>
     public TimeSpan FailedLoginWindow { get; set; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>How long a device login (<c>portcullis login --web</c>) waits for its approval: the <c>expires_in</c> of RFC 8628.</summary>
+    public TimeSpan DeviceCodeLifetime { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How often the CLI polls for the approval at first (whole seconds): the <c>interval</c> of RFC 8628.</summary>
+    public TimeSpan DeviceCodePollInterval { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>Checks these settings at start; every problem names the key and the fix (docs/configuration.md).</summary>
@@ -79,6 +85,10 @@ internal sealed class AuthOptionsValidator : IValidateOptions<JwtOptions>, IVali
             errors.Add($"Auth:MaxFailedLoginsPerAddress is {o.MaxFailedLoginsPerAddress}. Set it between 1 and 1000000 (default 50), or to 0 to switch the per-address limit off.");
         if (o.FailedLoginWindow < TimeSpan.FromSeconds(1) || o.FailedLoginWindow > TimeSpan.FromDays(1))
             errors.Add($"Auth:FailedLoginWindow is {o.FailedLoginWindow}. Set it between 00:00:01 and 1.00:00:00 (default 00:15:00).");
+        if (o.DeviceCodeLifetime < TimeSpan.FromSeconds(1) || o.DeviceCodeLifetime > TimeSpan.FromHours(1))
+            errors.Add($"Auth:DeviceCodeLifetime is {o.DeviceCodeLifetime}. Set it between 00:00:01 and 01:00:00 (default 00:10:00).");
+        if (o.DeviceCodePollInterval < TimeSpan.FromSeconds(1) || o.DeviceCodePollInterval > TimeSpan.FromMinutes(1) || o.DeviceCodePollInterval.Ticks % TimeSpan.TicksPerSecond != 0)
+            errors.Add($"Auth:DeviceCodePollInterval is {o.DeviceCodePollInterval}. Set it to whole seconds between 00:00:01 and 00:01:00 (default 00:00:05).");
         return Result(errors);
     }
 

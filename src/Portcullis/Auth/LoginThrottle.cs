@@ -26,6 +26,12 @@ internal enum LoginKind
     /// client_id (it is in every JWT the client holds) lock that client out of token issuance.
     /// </summary>
     ClientSecret,
+
+    /// <summary>
+    /// A user code typed at <c>/device</c> (OAuth/DeviceGrant.cs): counted like a password, per account that types it and per
+    /// client address, on counters of its own, so that mistyped codes never lock anyone's password login.
+    /// </summary>
+    UserCode,
 }
 
 /// <summary>
@@ -78,6 +84,11 @@ internal sealed partial class LoginThrottle(
 
     private const string UserCounter = "user";
     private const string AddressCounter = "address";
+    private const string CodeUserCounter = "code_user";
+    private const string CodeAddressCounter = "code_address";
+
+    /// <summary>Counters per account (the others are per address), limited by <c>Auth:MaxFailedLoginsPerUser</c>.</summary>
+    private static bool IsPerAccount(string counter) => counter is UserCounter or CodeUserCounter;
     private const int MaxSubjectLength = 64;
 
     // Per process; stale rows are harmless (the next attempt resets them), so any instance sweeping now and then is enough.
@@ -96,10 +107,10 @@ internal sealed partial class LoginThrottle(
     {
         var o = options.Value;
         var counters = new List<Counter>(2);
-        if (kind == LoginKind.Password)
-            counters.Add(new Counter(UserCounter, UserSubject(key)));
+        if (kind != LoginKind.ClientSecret)
+            counters.Add(new Counter(kind == LoginKind.UserCode ? CodeUserCounter : UserCounter, UserSubject(key)));
         if (o.MaxFailedLoginsPerAddress > 0)
-            counters.Add(new Counter(AddressCounter, AddressSubject(http.Connection.RemoteIpAddress)));
+            counters.Add(new Counter(kind == LoginKind.UserCode ? CodeAddressCounter : AddressCounter, AddressSubject(http.Connection.RemoteIpAddress)));
         if (counters.Count == 0)
             return new LoginAttempt(this, [], [], null);
 
@@ -166,7 +177,7 @@ internal sealed partial class LoginThrottle(
                 refused = CASE WHEN login_throttle.window_start <= @expired THEN 0 ELSE login_throttle.refused END,
                 window_start = CASE WHEN login_throttle.window_start <= @expired THEN @now ELSE login_throttle.window_start END
             WHERE login_throttle.window_start <= @expired
-               OR login_throttle.attempts < CASE WHEN login_throttle.kind = 'user' THEN @userLimit ELSE @addressLimit END
+               OR login_throttle.attempts < CASE WHEN login_throttle.kind IN ('user', 'code_user') THEN @userLimit ELSE @addressLimit END
             RETURNING kind, subject, window_start
             """);
         var reserved = new List<Reservation>(counters.Count);
@@ -201,7 +212,7 @@ internal sealed partial class LoginThrottle(
                 events.Add(audit.Create(http, AuditEvents.LoginThrottled, subject, details: new
                 {
                     counter,
-                    limit = counter == UserCounter ? o.MaxFailedLoginsPerUser : o.MaxFailedLoginsPerAddress,
+                    limit = IsPerAccount(counter) ? o.MaxFailedLoginsPerUser : o.MaxFailedLoginsPerAddress,
                     endpoint = http.Request.Path.Value,
                     until = windowEnd,
                     client_id = clientId is null ? null : clientId.Length <= MaxSubjectLength ? clientId : clientId[..MaxSubjectLength],
@@ -240,7 +251,7 @@ internal sealed partial class LoginThrottle(
         {
             foreach (var r in reservations)
             {
-                if (r.Kind == UserCounter)
+                if (IsPerAccount(r.Kind))
                 {
                     await Db.LoginCounters.Where(c => c.Kind == r.Kind && c.Subject == r.Subject).ExecuteDeleteAsync(CancellationToken.None);
                     fullCounters.Forget(new Counter(r.Kind, r.Subject));

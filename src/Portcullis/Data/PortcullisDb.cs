@@ -29,6 +29,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<HandshakeCode> HandshakeCodes => Set<HandshakeCode>();
     public DbSet<StoredDataProtectionKey> DataProtectionKeys => Set<StoredDataProtectionKey>();
     public DbSet<LoginCounter> LoginCounters => Set<LoginCounter>();
+    public DbSet<DeviceAuthorization> DeviceAuthorizations => Set<DeviceAuthorization>();
 
     protected override void ConfigureConventions(ModelConfigurationBuilder builder)
     {
@@ -50,6 +51,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<HandshakeCode>().ToTable("handshake_codes").HasKey(c => c.CodeHash);
         b.Entity<StoredDataProtectionKey>().ToTable("data_protection_keys");
         b.Entity<LoginCounter>().ToTable("login_throttle").HasKey(c => new { c.Kind, c.Subject });
+        b.Entity<DeviceAuthorization>().ToTable("device_codes").HasKey(d => d.DeviceCodeHash);
 
         foreach (var entity in b.Model.GetEntityTypes())
         {

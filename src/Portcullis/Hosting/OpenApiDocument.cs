@@ -121,6 +121,7 @@ internal static class OpenApiDocument
         ["HEAD /auth/verify"] = "Forward-auth, without a body",
         ["POST /auth/token"] = "Token endpoint: password and client-credentials grants (1 h access tokens)",
         ["POST /auth/token/cli"] = "Token endpoint for the CLI (7 day access tokens)",
+        ["POST /auth/device"] = "Device authorization (RFC 8628): a code for a person to approve at /device",
         ["POST /auth/introspect"] = "Token introspection (RFC 7662)",
         ["POST /auth/revoke"] = "Token revocation (RFC 7009)",
         ["GET /.well-known/jwks.json"] = "Public keys of the JWT signing keys",

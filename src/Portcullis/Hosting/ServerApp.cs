@@ -169,6 +169,7 @@ internal static class ServerApp
         app.MapReverseProxy();
         app.MapWebPages();
         app.MapTokenPages();
+        app.MapDevicePages();
         app.MapAdminPages();
     }
 }

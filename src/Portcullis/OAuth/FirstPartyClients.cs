@@ -13,7 +13,7 @@ internal static class FirstPartyClients
     public const string Portcullis = "portcullis";
 
     /// <summary>CLI logins: <c>/auth/token/cli</c>, and Daeploy's <c>/auth/login</c>.</summary>
-    public const string Cli = "portcullis-cli";
+    public const string Cli = PortcullisClient.CliClientId;
 
     public static bool Contains(string? clientId) => clientId is Portcullis or Cli;
 }

@@ -20,7 +20,7 @@ internal sealed record TokenEndpointResponse(string AccessToken, string TokenTyp
 internal sealed record OAuthError(string Error, string ErrorDescription);
 
 /// <summary>What <c>/auth/token</c> reads, as a form or a JSON object (for the OpenAPI document).</summary>
-internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret);
+internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret, string? DeviceCode);
 
 /// <summary>What <c>/auth/introspect</c> and <c>/auth/revoke</c> read, as a form or a JSON object (for the OpenAPI document).</summary>
 internal sealed record TokenParameterRequest(string? Token, string? TokenTypeHint, string? ClientId, string? ClientSecret);
@@ -55,6 +55,7 @@ internal static class OAuthApi
         services.AddSingleton<RevokedJwts>();
         services.AddSingleton<CredentialVerifier>();
         services.AddScoped<TokenEndpoint>();
+        services.AddSingleton<DeviceGrant>();
         services.AddSingleton<FullCounters>();
         services.AddScoped<LoginThrottle>();
         services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
@@ -73,8 +74,12 @@ internal static class OAuthApi
                 : endpoint.HandleAsync(http, jwt.Value.AccessTokenLifetime, FirstPartyClients.Portcullis)).DisableAntiforgery().DescribedAsTokenEndpoint();
         auth.MapPost("/token/cli", (HttpContext http, TokenEndpoint endpoint, IOptions<JwtOptions> jwt) =>
             endpoint.HandleAsync(http, jwt.Value.CliTokenLifetime, FirstPartyClients.Cli)).DisableAntiforgery().DescribedAsTokenEndpoint();
-        auth.MapMethods("/token", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
-        auth.MapMethods("/token/cli", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
+        auth.MapPost("/device", (HttpContext http, DeviceGrant device, PublicUrl url) => device.AuthorizeAsync(http, url.Value)).DisableAntiforgery()
+            .DocumentedBody<DeviceAuthorizationRequest>("application/x-www-form-urlencoded", "application/json")
+            .Produces<DeviceAuthorizationResponse>(StatusCodes.Status200OK)
+            .ProducesOAuthErrors();
+        foreach (var path in new[] { "/token", "/token/cli", "/device" })
+            auth.MapMethods(path, ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
         auth.MapIntrospectionAndRevocation();
 
         var wellKnown = app.MapGroup("/.well-known").WithTags("Discovery");
@@ -102,10 +107,13 @@ internal static class OAuthApi
         {
             ["issuer"] = issuer,
             ["token_endpoint"] = issuer + "/auth/token",
+            ["device_authorization_endpoint"] = issuer + "/auth/device",
             ["jwks_uri"] = issuer + "/.well-known/jwks.json",
             ["introspection_endpoint"] = issuer + "/auth/introspect",
             ["revocation_endpoint"] = issuer + "/auth/revoke",
-            ["grant_types_supported"] = auth.PasswordGrant ? new[] { "password", ClientCredentialsGrant.GrantType } : [ClientCredentialsGrant.GrantType],
+            ["grant_types_supported"] = auth.PasswordGrant
+                ? new[] { "password", ClientCredentialsGrant.GrantType, DeviceGrant.GrantType }
+                : [ClientCredentialsGrant.GrantType, DeviceGrant.GrantType],
             ["token_endpoint_auth_methods_supported"] = clientAuth,
             ["introspection_endpoint_auth_methods_supported"] = clientAuth,
             // The holder of a token may revoke it without authenticating (docs/decisions.md), hence "none".
@@ -139,7 +147,7 @@ internal static class OAuthApi
     private static IResult MethodNotAllowed(HttpContext http)
     {
         http.Response.Headers.Allow = "POST";
-        return TypedResults.Json(new OAuthError("invalid_request", "The token endpoint accepts only POST."), statusCode: StatusCodes.Status405MethodNotAllowed);
+        return TypedResults.Json(new OAuthError("invalid_request", "This endpoint accepts only POST."), statusCode: StatusCodes.Status405MethodNotAllowed);
     }
 }
 
@@ -178,7 +186,8 @@ internal sealed partial class TokenEndpoint(
         {
             "password" => await PasswordGrantAsync(http, parameters!, lifetime, firstPartyClient),
             ClientCredentialsGrant.GrantType => await http.RequestServices.GetRequiredService<ClientCredentialsGrant>().HandleAsync(http, parameters!),
-            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password' or 'client_credentials'."),
+            DeviceGrant.GrantType => await http.RequestServices.GetRequiredService<DeviceGrant>().PollAsync(http, parameters!),
+            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password', 'client_credentials' or '{DeviceGrant.GrantType}'."),
         };
     }
 

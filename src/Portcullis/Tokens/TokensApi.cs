@@ -297,7 +297,7 @@ internal static class TokensApi
 
     private static ProblemHttpResult NotFound(long id) => ProblemResponses.NotFound($"There is no token {id} that you can see.");
 
-    private static async Task<bool> NameTakenAsync(PortcullisDb db, long ownerId, string name, DateTime now, CancellationToken cancellationToken) =>
+    internal static async Task<bool> NameTakenAsync(PortcullisDb db, long ownerId, string name, DateTime now, CancellationToken cancellationToken) =>
         await db.ApiTokens.AnyAsync(t => t.OwnerId == ownerId && t.Name == name && t.ReplacedById == null
             && (t.RevokedAt == null || t.RevokedAt > now) && (t.ExpiresAt == null || t.ExpiresAt > now), cancellationToken);
 

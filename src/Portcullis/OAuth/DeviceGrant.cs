@@ -1,0 +1,293 @@
+using System.Buffers.Text;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Serialization;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Security;
+
+namespace Portcullis.OAuth;
+
+/// <summary>A row of <c>device_codes</c>: one login a CLI started (RFC 8628), by the SHA-256 of its device code.</summary>
+public sealed class DeviceAuthorization
+{
+    public const string Pending = "pending";
+    public const string Approved = "approved";
+    public const string Denied = "denied";
+
+    public required string DeviceCodeHash { get; init; }
+    public required string UserCode { get; init; }
+    public required string ClientId { get; init; }
+    public string? Scope { get; init; }
+    public string? DeviceName { get; init; }
+    public string? RequestedFrom { get; init; }
+    public string? UserAgent { get; init; }
+    public DateTime CreatedAt { get; init; }
+    public DateTime ExpiresAt { get; init; }
+    public int IntervalSeconds { get; set; }
+    public DateTime? LastPolledAt { get; set; }
+    public required string Status { get; set; }
+    public long? DecidedBy { get; set; }
+    public DateTime? DecidedAt { get; set; }
+    public long? TokenId { get; set; }
+
+    /// <summary>The approved API token, sealed with the key-encryption key until the CLI collects it.</summary>
+    public string? SealedToken { get; set; }
+}
+
+/// <summary>What <c>POST /auth/device</c> reads, as a form (for the OpenAPI document).</summary>
+internal sealed record DeviceAuthorizationRequest(string? ClientId, string? Scope, string? DeviceName);
+
+/// <summary>The token a device login hands over: an API token, with <c>expires_in</c> only when it expires.</summary>
+internal sealed record DeviceTokenResponse(string AccessToken, string TokenType,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? ExpiresIn, string Scope);
+
+/// <summary>
+/// The device authorization grant (RFC 8628; docs/decisions.md, "Logging in from a terminal with a browser"). The CLI asks
+/// <c>POST /auth/device</c> for a device code (a 256-bit secret it keeps) and a user code (8 letters a person types); the
+/// person opens <c>/device</c> in a browser where they are logged in, checks the code and what asked for it, and chooses
+/// what the new API token may do; approving creates that token, which waits here sealed until the CLI, polling
+/// <c>/auth/token</c> with its device code, collects it once. Every instance answers every step (the state is in the
+/// database), and every step is audited.
+/// </summary>
+internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealing sealing, AuditLog audit, TimeProvider time, IOptions<AuthOptions> options)
+{
+    public const string GrantType = PortcullisClient.DeviceCodeGrantType;
+    public const string VerificationPath = "/device";
+
+    /// <summary>RFC 8628 §6.1: twenty consonants, no vowels (no words), nothing that looks like a digit.</summary>
+    public const string UserCodeAlphabet = "BCDFGHJKLMNPQRSTVWXZ";
+    public const int UserCodeLength = 8;
+
+    /// <summary>How much later than its interval a poll may come without being told to slow down (timers and clocks are not exact).</summary>
+    private static readonly TimeSpan PollSlack = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>What a slow_down adds to the interval (RFC 8628 §3.5).</summary>
+    private const int SlowDownSeconds = 5;
+
+    private const int MaxDeviceNameLength = 64;
+    private const string SealPurpose = "device-token";
+
+    /// <summary><c>POST /auth/device</c>: a new device code and user code for the CLI client.</summary>
+    public async Task<IResult> AuthorizeAsync(HttpContext http, string publicUrl)
+    {
+        http.Response.Headers.CacheControl = "no-store";
+        var (parameters, parseError) = await TokenEndpoint.ReadParametersAsync(http.Request);
+        if (parseError is not null)
+            return TokenEndpoint.Error("invalid_request", parseError);
+        if (parameters!.ContainsKey("client_secret") || http.Request.Headers.Authorization.Count > 0)
+            return TokenEndpoint.Error("invalid_request", $"The device grant is for the public client '{FirstPartyClients.Cli}', which has no secret: send only client_id.");
+        if (ClientError(parameters.GetValueOrDefault("client_id")) is { } clientError)
+            return clientError;
+
+        string? scope = null;
+        if (parameters.GetValueOrDefault("scope") is { } requested)
+        {
+            if (!ScopeSet.TryParse(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries), out var parsed, out var scopeError))
+                return TokenEndpoint.Error("invalid_scope", scopeError!);
+            scope = parsed.ToString();
+        }
+        var deviceName = parameters.GetValueOrDefault("device_name")?.Trim();
+        if (deviceName is { Length: > MaxDeviceNameLength } || deviceName?.Any(char.IsControl) == true)
+            return TokenEndpoint.Error("invalid_request", $"device_name must be at most {MaxDeviceNameLength} printable characters (the machine's host name).");
+
+        var o = options.Value;
+        var now = time.GetUtcNow().UtcDateTime;
+        var deviceCode = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
+        await using var db = await dbs.CreateDbContextAsync(http.RequestAborted);
+        // Codes whose answer (expired_token) nobody can need any more: twice their lifetime after they ended.
+        var forgotten = now - 2 * o.DeviceCodeLifetime;
+        await db.DeviceAuthorizations.Where(d => d.ExpiresAt < forgotten).ExecuteDeleteAsync(http.RequestAborted);
+        for (var attempt = 1; ; attempt++)
+        {
+            // 20^8 ≈ 2^34.6 codes: a collision with a live code is rare, and answered by drawing again.
+            var row = new DeviceAuthorization
+            {
+                DeviceCodeHash = Hash(deviceCode),
+                UserCode = NewUserCode(),
+                ClientId = FirstPartyClients.Cli,
+                Scope = scope,
+                DeviceName = string.IsNullOrEmpty(deviceName) ? null : deviceName,
+                RequestedFrom = http.Connection.RemoteIpAddress?.ToString(),
+                UserAgent = Truncate(http.Request.Headers.UserAgent.ToString(), 200),
+                CreatedAt = now,
+                ExpiresAt = now + o.DeviceCodeLifetime,
+                IntervalSeconds = (int)o.DeviceCodePollInterval.TotalSeconds,
+                Status = DeviceAuthorization.Pending,
+            };
+            db.DeviceAuthorizations.Add(row);
+            db.AuditEvents.Add(audit.Create(http, AuditEvents.DeviceAuthorizationStarted, details: new
+            {
+                client_id = row.ClientId, scope, device_name = row.DeviceName, user_agent = row.UserAgent, expires_at = row.ExpiresAt,
+            }));
+            try
+            {
+                await db.SaveChangesAsync(http.RequestAborted);
+            }
+            catch (DbUpdateException e) when (attempt < 3 && DatabaseFailures.IsUniqueViolation(e))
+            {
+                db.ChangeTracker.Clear();
+                continue;
+            }
+            var verification = publicUrl + VerificationPath;
+            return TypedResults.Json(new DeviceAuthorizationResponse(deviceCode, Display(row.UserCode), verification,
+                $"{verification}?user_code={Display(row.UserCode)}", (int)o.DeviceCodeLifetime.TotalSeconds, row.IntervalSeconds));
+        }
+    }
+
+    /// <summary>
+    /// <c>grant_type=urn:ietf:params:oauth:grant-type:device_code</c> at <c>/auth/token</c> (RFC 8628 §3.4, §3.5): pending,
+    /// slow down, denied, expired, or the approved API token, handed over once.
+    /// </summary>
+    public async Task<IResult> PollAsync(HttpContext http, IReadOnlyDictionary<string, string> parameters)
+    {
+        if (ClientError(parameters.GetValueOrDefault("client_id")) is { } clientError)
+            return clientError;
+        if (parameters.GetValueOrDefault("device_code") is not { } deviceCode)
+            return TokenEndpoint.Error("invalid_request", "The device_code grant needs 'device_code', as POST /auth/device gave it.");
+
+        var now = time.GetUtcNow().UtcDateTime;
+        var hash = Hash(deviceCode);
+        await using var db = await dbs.CreateDbContextAsync(http.RequestAborted);
+        var row = await db.DeviceAuthorizations.SingleOrDefaultAsync(d => d.DeviceCodeHash == hash, http.RequestAborted);
+        if (row is null)
+            return TokenEndpoint.Error("invalid_grant", "This device code is unknown: it was used already, denied, or never issued. Start the login again.");
+        if (row.ExpiresAt <= now)
+            return TokenEndpoint.Error("expired_token", "The code expired before it was approved. Start the login again (portcullis login --web).");
+
+        // Too quick: the interval grows for this and every later poll (§3.5). Two polls racing on two instances may both
+        // pass; the interval is advice to a well-behaved client, not a guard (a device code cannot be guessed).
+        var tooSoon = row.LastPolledAt is { } last && now < last + TimeSpan.FromSeconds(row.IntervalSeconds) - PollSlack;
+        if (tooSoon)
+            row.IntervalSeconds += SlowDownSeconds;
+        row.LastPolledAt = now;
+        await db.SaveChangesAsync(http.RequestAborted);
+        if (tooSoon)
+            return TokenEndpoint.Error("slow_down", $"Polling too often: wait at least {row.IntervalSeconds} seconds between requests.");
+
+        switch (row.Status)
+        {
+            case DeviceAuthorization.Denied:
+                // Said once; the denial itself was audited when the person made it.
+                await db.DeviceAuthorizations.Where(d => d.DeviceCodeHash == hash).ExecuteDeleteAsync(http.RequestAborted);
+                return TokenEndpoint.Error("access_denied", "The login was denied in the browser.");
+            case DeviceAuthorization.Approved when row.SealedToken is not null:
+                return await CollectAsync(http, db, row, deviceCode);
+            default:
+                return TokenEndpoint.Error("authorization_pending", $"Waiting for a person to approve the code at {VerificationPath}.");
+        }
+    }
+
+    /// <summary>Hands the approved token over, once: of two polls (on any instances), one deletes the row and gets it.</summary>
+    private async Task<IResult> CollectAsync(HttpContext http, PortcullisDb db, DeviceAuthorization row, string deviceCode)
+    {
+        var hash = row.DeviceCodeHash;
+        var collected = (await db.DeviceAuthorizations
+            .FromSql($"DELETE FROM device_codes WHERE device_code_hash = {hash} AND status = {DeviceAuthorization.Approved} RETURNING *")
+            .AsNoTracking().ToListAsync(http.RequestAborted)).SingleOrDefault();
+        if (collected?.SealedToken is not { } stored)
+            return TokenEndpoint.Error("invalid_grant", "This device code was used already. Start the login again.");
+        if (sealing.Unseal(stored, SealPurpose, hash) is not { } plaintext)
+            return TokenEndpoint.Error("invalid_grant", "The approved token cannot be read on this server (its key-encryption key changed). Start the login again.");
+
+        var token = await db.ApiTokens.AsNoTracking().SingleOrDefaultAsync(t => t.Id == collected.TokenId, http.RequestAborted);
+        var now = time.GetUtcNow().UtcDateTime;
+        if (token is null || token.RevokedAt <= now || token.ExpiresAt <= now)
+            return TokenEndpoint.Error("invalid_grant", "The approved token was revoked before it was collected. Start the login again.");
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceTokenCollected, subjectId: token.OwnerId,
+            tokenId: token.Id.ToString(CultureInfo.InvariantCulture), details: new { name = token.Name, hint = token.Hint, client_id = collected.ClientId }),
+            http.RequestAborted);
+        var expiresIn = token.ExpiresAt is { } expires ? (int?)Math.Max(1, (int)(expires - now).TotalSeconds) : null;
+        return TypedResults.Json(new DeviceTokenResponse(Encoding.UTF8.GetString(plaintext), "Bearer", expiresIn, token.Scopes));
+    }
+
+    /// <summary>The pending, unexpired login a person typed the code of; null for anything else (wrong, used, denied, expired).</summary>
+    public async Task<DeviceAuthorization?> FindPendingAsync(string userCode, CancellationToken cancellationToken)
+    {
+        if (Normalize(userCode) is not { } code)
+            return null;
+        var now = time.GetUtcNow().UtcDateTime;
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        return await db.DeviceAuthorizations.AsNoTracking()
+            .SingleOrDefaultAsync(d => d.UserCode == code && d.Status == DeviceAuthorization.Pending && d.ExpiresAt > now, cancellationToken);
+    }
+
+    /// <summary>
+    /// Takes the decision on a pending login for <paramref name="person"/>, atomically: of two decisions (two tabs, two
+    /// instances), one wins. False when the code is not pending any more.
+    /// </summary>
+    public async Task<bool> DecideAsync(string userCode, string status, Credential person, CancellationToken cancellationToken)
+    {
+        if (Normalize(userCode) is not { } code)
+            return false;
+        var now = time.GetUtcNow().UtcDateTime;
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        return await db.DeviceAuthorizations
+            .Where(d => d.UserCode == code && d.Status == DeviceAuthorization.Pending && d.ExpiresAt > now)
+            .ExecuteUpdateAsync(set => set.SetProperty(d => d.Status, status).SetProperty(d => d.DecidedBy, person.Owner.Id).SetProperty(d => d.DecidedAt, now),
+                cancellationToken) == 1;
+    }
+
+    /// <summary>An approval whose token could not be made (a rule of the form): the login is pending again.</summary>
+    public async Task UndoApprovalAsync(string userCode, CancellationToken cancellationToken)
+    {
+        var code = Normalize(userCode);
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        await db.DeviceAuthorizations.Where(d => d.UserCode == code && d.Status == DeviceAuthorization.Approved && d.SealedToken == null)
+            .ExecuteUpdateAsync(set => set.SetProperty(d => d.Status, DeviceAuthorization.Pending).SetProperty(d => d.DecidedBy, (long?)null)
+                .SetProperty(d => d.DecidedAt, (DateTime?)null), cancellationToken);
+    }
+
+    /// <summary>Leaves the approved token for the CLI, sealed so that a copy of the database does not hold it in clear.</summary>
+    public async Task HandOverAsync(DeviceAuthorization login, long tokenId, string token, CancellationToken cancellationToken)
+    {
+        var sealedToken = sealing.Seal(Encoding.UTF8.GetBytes(token), SealPurpose, login.DeviceCodeHash);
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        await db.DeviceAuthorizations.Where(d => d.DeviceCodeHash == login.DeviceCodeHash && d.Status == DeviceAuthorization.Approved)
+            .ExecuteUpdateAsync(set => set.SetProperty(d => d.TokenId, tokenId).SetProperty(d => d.SealedToken, sealedToken), cancellationToken);
+    }
+
+    /// <summary>Only Portcullis's own CLI client uses this grant (docs/decisions.md).</summary>
+    private static IResult? ClientError(string? clientId) => clientId switch
+    {
+        null => TokenEndpoint.Error("invalid_request", $"The device grant needs client_id={FirstPartyClients.Cli}."),
+        FirstPartyClients.Cli => null,
+        FirstPartyClients.Portcullis => TokenEndpoint.Error("unauthorized_client", $"The client '{clientId}' may not use the device grant; the CLI's client is '{FirstPartyClients.Cli}'."),
+        _ => TokenEndpoint.Error("invalid_client", $"The device grant is only for the client '{FirstPartyClients.Cli}'.", StatusCodes.Status401Unauthorized),
+    };
+
+    private static string NewUserCode() => string.Create(UserCodeLength, 0, static (chars, _) =>
+    {
+        for (var i = 0; i < chars.Length; i++)
+            chars[i] = UserCodeAlphabet[RandomNumberGenerator.GetInt32(UserCodeAlphabet.Length)];
+    });
+
+    /// <summary>A user code as people type it (any case, with or without the dash or spaces) as stored; null if it cannot be one.</summary>
+    public static string? Normalize(string? typed)
+    {
+        if (typed is null || typed.Length > 2 * UserCodeLength)
+            return null;
+        var code = new StringBuilder(UserCodeLength);
+        foreach (var c in typed)
+        {
+            if (c is '-' or ' ')
+                continue;
+            var upper = char.ToUpperInvariant(c);
+            if (!UserCodeAlphabet.Contains(upper) || code.Length == UserCodeLength)
+                return null;
+            code.Append(upper);
+        }
+        return code.Length == UserCodeLength ? code.ToString() : null;
+    }
+
+    /// <summary>A user code as shown: two groups of four, <c>WDJB-MJHT</c>.</summary>
+    public static string Display(string code) => code.Length == UserCodeLength ? code[..4] + "-" + code[4..] : code;
+
+    private static string Hash(string secret) => TokenFormat.Digest(secret).ToHex();
+
+    private static string? Truncate(string s, int length) => s.Length == 0 ? null : s.Length <= length ? s : s[..length];
+}

@@ -1,0 +1,171 @@
+using System.Globalization;
+using Microsoft.Extensions.Options;
+using Portcullis.Audit;
+using Portcullis.Auth;
+using Portcullis.Data;
+using Portcullis.Gateway;
+using Portcullis.OAuth;
+using Portcullis.Security;
+using Portcullis.Tokens;
+using Portcullis.Web.Pages;
+
+namespace Portcullis.Web;
+
+/// <summary>
+/// <c>/device</c>: where a person approves or denies a login that <c>portcullis login --web</c> started (OAuth/DeviceGrant.cs,
+/// docs/web-ui.md). Like every page it needs a web session (a person who is not logged in logs in first and comes back)
+/// and its forms carry an antiforgery token. Every code typed is throttled like a password, per account and per address.
+/// </summary>
+internal static class DevicePages
+{
+    public static IEndpointRouteBuilder MapDevicePages(this IEndpointRouteBuilder app)
+    {
+        var pages = app.MapGroup(DeviceGrant.VerificationPath).AsWebPages().AddEndpointFilter(TokenPages.RequireSession);
+        pages.MapGet("", ShowAsync);
+        pages.MapPost("/approve", ApproveAsync).DisableAntiforgery();
+        pages.MapPost("/deny", DenyAsync).DisableAntiforgery();
+        return app;
+    }
+
+    /// <summary>The code form, or (with <c>user_code</c>, as <c>verification_uri_complete</c> gives it) the login it names.</summary>
+    private static async Task<IResult> ShowAsync(HttpContext http, DeviceGrant device, LoginThrottle throttle, AuditLog audit, ServiceRegistry registry,
+        PortcullisDb db, TimeProvider time, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "user_code")] string? userCode)
+    {
+        if (string.IsNullOrWhiteSpace(userCode))
+            return PageResults.Render<DevicePage>(http);
+        var (login, refused) = await LookUpAsync(http, userCode, device, throttle, audit);
+        if (refused is not null)
+            return refused;
+        return Confirm(http, registry, login!, await DefaultFormAsync(http, login!, db, time), null);
+    }
+
+    private static async Task<IResult> ApproveAsync(HttpContext http, DeviceGrant device, LoginThrottle throttle, AuditLog audit, ServiceRegistry registry,
+        PortcullisDb db, TokenFormat format, InvalidationBus invalidation, IOptions<TokenOptions> options, TimeProvider time, CancellationToken cancellationToken)
+    {
+        var fields = await http.Request.ReadFormAsync(cancellationToken);
+        var (login, refused) = await LookUpAsync(http, fields["user_code"].ToString(), device, throttle, audit);
+        if (refused is not null)
+            return refused;
+        var form = TokenForm.Read(fields);
+        var (request, invalid) = form.ToRequest();
+        if (invalid is not null)
+            return Confirm(http, registry, login!, form, invalid);
+
+        var person = http.Credential();
+        if (!await device.DecideAsync(login!.UserCode, DeviceAuthorization.Approved, person, cancellationToken))
+            return Gone(http);
+        Checked<Client.CreatedTokenResponse> issued;
+        try
+        {
+            issued = await TokensApi.IssueAsync(request!, http, db, format, audit, invalidation, options.Value, time, cancellationToken);
+        }
+        catch
+        {
+            await device.UndoApprovalAsync(login.UserCode, CancellationToken.None);
+            throw;
+        }
+        var (created, error) = issued;
+        if (error is not null)
+        {
+            await device.UndoApprovalAsync(login.UserCode, cancellationToken);
+            return Confirm(http, registry, login, form, TokenForm.OnForm(error));
+        }
+        await device.HandOverAsync(login, created!.Id, created.Token, cancellationToken);
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceApproved, person.Owner.Name, person.Owner.Id, created.Id.ToString(CultureInfo.InvariantCulture),
+            new { device_name = login.DeviceName, requested_from = login.RequestedFrom, user_agent = login.UserAgent, name = created.Name, scopes = created.Scopes }),
+            cancellationToken);
+        return PageResults.Render<MessagePage>(http, new
+        {
+            Title = "Device approved",
+            Text = $"Go back to your terminal: it now holds the new token '{created.Name}' and is logged in as {person.Owner.Name}. " +
+                   "You can delete the token under Tokens at any time.",
+        });
+    }
+
+    private static async Task<IResult> DenyAsync(HttpContext http, DeviceGrant device, LoginThrottle throttle, AuditLog audit, CancellationToken cancellationToken)
+    {
+        var fields = await http.Request.ReadFormAsync(cancellationToken);
+        var (login, refused) = await LookUpAsync(http, fields["user_code"].ToString(), device, throttle, audit);
+        if (refused is not null)
+            return refused;
+        var person = http.Credential();
+        if (!await device.DecideAsync(login!.UserCode, DeviceAuthorization.Denied, person, cancellationToken))
+            return Gone(http);
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceDenied, person.Owner.Name, person.Owner.Id,
+            details: new { device_name = login.DeviceName, requested_from = login.RequestedFrom, user_agent = login.UserAgent }), cancellationToken);
+        return PageResults.Render<MessagePage>(http, new
+        {
+            Title = "Device login denied",
+            Text = "Nothing was created. The terminal that asked is told that the login was denied.",
+        });
+    }
+
+    /// <summary>
+    /// The pending login a typed code names, through the throttle: a wrong code counts like a wrong password (per account
+    /// and per address, docs/decisions.md), so 8 letters cannot be guessed by trying.
+    /// </summary>
+    private static async Task<(DeviceAuthorization? Login, IResult? Refused)> LookUpAsync(HttpContext http, string typed, DeviceGrant device,
+        LoginThrottle throttle, AuditLog audit)
+    {
+        var person = http.Credential();
+        await using var attempt = await throttle.CheckAsync(LoginKind.UserCode, person.Owner.Name, http, http.RequestAborted);
+        if (attempt.IsThrottled)
+            return (null, EnterCode(http, typed, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests));
+        if (await device.FindPendingAsync(typed, http.RequestAborted) is { } login)
+        {
+            await attempt.RecordSuccessAsync();
+            return (login, null);
+        }
+        await attempt.RecordFailureAsync();
+        await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceCodeRejected, person.Owner.Name, person.Owner.Id,
+            details: new { reason = "no pending login has this code" }), http.RequestAborted);
+        return (null, EnterCode(http, typed,
+            "No login is waiting for this code. Check it against your terminal: a code works once, and only until it expires.", StatusCodes.Status400BadRequest));
+    }
+
+    private static IResult EnterCode(HttpContext http, string typed, string error, int status) =>
+        PageResults.Render<DevicePage>(http, new { UserCode = typed.Length <= 2 * DeviceGrant.UserCodeLength ? typed : "", CodeError = error }, status);
+
+    private static IResult Confirm(HttpContext http, ServiceRegistry registry, DeviceAuthorization login, TokenForm form, RuleError? error) =>
+        PageResults.Render<DevicePage>(http, new
+        {
+            Login = login,
+            Form = form,
+            Error = error,
+            Services = registry.All.Where(s => s.Protected).Select(s => s.Name).Distinct().ToList(),
+            IsAdmin = http.Credential().Owner.IsAdmin,
+        }, error?.Status ?? StatusCodes.Status200OK);
+
+    /// <summary>Another tab or instance decided first, or the code ran out while the form was open.</summary>
+    private static IResult Gone(HttpContext http) => PageResults.Render<MessagePage>(http, new
+    {
+        Title = "This login is over",
+        Text = "The code was approved or denied already, or it expired. Start the login again in your terminal if you still need it.",
+    }, StatusCodes.Status409Conflict);
+
+    /// <summary>
+    /// What the CLI asked for, as the form's starting point: the access of its <c>scope</c> (what the person may hold of it)
+    /// and a name that says where the token lives, <c>cli on HOST</c>, made unique among the person's active tokens.
+    /// </summary>
+    private static async Task<TokenForm> DefaultFormAsync(HttpContext http, DeviceAuthorization login, PortcullisDb db, TimeProvider time)
+    {
+        var person = http.Credential().Owner;
+        var name = "cli on " + (login.DeviceName ?? login.RequestedFrom ?? "a terminal");
+        var now = time.GetUtcNow().UtcDateTime;
+        if (await TokensApi.NameTakenAsync(db, person.Id, name, now, http.RequestAborted))
+            name += " " + now.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture);
+        if (login.Scope is null)
+            return TokenForm.Default with { Name = name };
+        var scopes = ScopeSet.Parse(login.Scope);
+        var allServices = scopes.Flags.HasFlag(ScopeFlags.Services);
+        return TokenForm.Default with
+        {
+            Name = name,
+            Api = scopes.Flags.HasFlag(ScopeFlags.Api),
+            Services = allServices || scopes.Services.Count > 0,
+            ServiceChoice = !allServices && scopes.Services.Count > 0 ? "chosen" : "all",
+            ChosenServices = scopes.Services,
+            Admin = scopes.Flags.HasFlag(ScopeFlags.Admin) && person.IsAdmin,
+        };
+    }
+}
