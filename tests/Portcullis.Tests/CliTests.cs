@@ -286,30 +286,6 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
-    public async Task AnInteractiveLoginPromptsAndHidesThePasswordOnATerminal()
-    {
-        // `script` gives the CLI a pseudo-terminal; what we write is what a person types.
-        var psi = new ProcessStartInfo("script") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-qec", $"dotnet {Cli} login --host {Url}", "/dev/null" })
-            psi.ArgumentList.Add(a);
-        psi.Environment["PORTCULLIS_CONFIG_DIR"] = _config;
-        using var process = Process.Start(psi)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        await Task.Delay(1500);
-        await process.StandardInput.WriteAsync("admin\n");
-        await Task.Delay(800);
-        await process.StandardInput.WriteAsync(PortcullisServer.AdminPassword + "\n");
-        await process.StandardInput.FlushAsync();
-        var exited = process.WaitForExitAsync();
-        Assert.Same(exited, await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(30))));
-        var text = await output;
-        Assert.Contains("Username:", text);
-        Assert.Contains("Password:", text);
-        Assert.Contains($"Logged in to {Url} as admin", text);
-        Assert.DoesNotContain(PortcullisServer.AdminPassword, text);
-    }
-
-    [Fact]
     public async Task AdminsManageUsersClientsServicesAndKeys()
     {
         await LoginAsync();

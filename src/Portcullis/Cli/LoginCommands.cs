@@ -13,18 +13,47 @@ internal static class LoginCommands
         yield return WhoAmI();
     }
 
+    /// <summary>The ways to log in, as the menu offers them.</summary>
+    private enum LoginMethod
+    {
+        Web,
+        ApiToken,
+        Password,
+    }
+
+    private static readonly (LoginMethod Method, string Text)[] Methods =
+    [
+        (LoginMethod.Web, "Create a new API token with a web browser"),
+        (LoginMethod.ApiToken, "Paste an existing API token"),
+        (LoginMethod.Password, "Username and password"),
+    ];
+
     private static Command Login()
     {
         var host = new Option<string?>("--host") { Description = "The Portcullis server, e.g. https://auth.example.com." };
-        var username = new Option<string?>("--username") { Description = "Your username." };
+        var username = new Option<string?>("--username") { Description = "Your username (logs in with a password)." };
         var passwordStdin = new Option<bool>("--password-stdin") { Description = "Read the password from standard input (for scripts)." };
         var tokenStdin = new Option<bool>("--api-token-stdin") { Description = "Log in with an API token read from standard input instead of a password." };
-        var command = new Command("login", "Log in to a server and store the credential (never the password).\n\nExamples:\n  portcullis login\n  portcullis login --host https://auth.example.com --username alice\n  echo \"$PASSWORD\" | portcullis login --host URL --username alice --password-stdin\n  echo \"$TOKEN\" | portcullis login --host URL --api-token-stdin")
+        var web = new Option<bool>("--web") { Description = "Log in with a web browser: approve a new API token for this terminal at the server's /device page." };
+        var noBrowser = new Option<bool>("--no-browser") { Description = "With --web: print the address and the code, never open a browser." };
+        var printToken = new Option<bool>("--print-token") { Description = "Also print the credential that is stored (it is never printed otherwise)." };
+        var command = new Command("login",
+            "Log in to a server and store the credential (never the password). On a terminal with no choice given, asks how.\n\n" +
+            "Examples:\n  portcullis login\n  portcullis login --host https://auth.example.com --web\n  portcullis login --host https://auth.example.com --username alice\n" +
+            "  echo \"$PASSWORD\" | portcullis login --host URL --username alice --password-stdin\n  echo \"$TOKEN\" | portcullis login --host URL --api-token-stdin")
         {
-            host, username, passwordStdin, tokenStdin,
+            host, username, passwordStdin, tokenStdin, web, noBrowser, printToken,
         };
         command.SetAction(Run(async (parse, target, cancellationToken) =>
         {
+            var chosen = new[] { (parse.GetValue(web), LoginMethod.Web), (parse.GetValue(tokenStdin), LoginMethod.ApiToken), (parse.GetValue(passwordStdin), LoginMethod.Password) }
+                .Where(c => c.Item1).Select(c => c.Item2).ToList();
+            if (chosen.Count > 1)
+                throw new CliException("Choose one way to log in: --web, --api-token-stdin or --password-stdin.", 2);
+            var method = chosen.Count == 1 ? chosen[0] : parse.GetValue(username) is not null ? LoginMethod.Password : (LoginMethod?)null;
+            if (parse.GetValue(noBrowser) && method is not (null or LoginMethod.Web))
+                throw new CliException("--no-browser goes with --web.", 2);
+
             var config = new CredentialStore().Load();
             var remembered = config.Find(config.Current ?? "")?.Endpoint;
             var url = parse.GetValue(host);
@@ -37,27 +66,16 @@ internal static class LoginCommands
                 throw new CliException($"'{url}' is not a server address. Use e.g. https://auth.example.com.", 2);
             url = uri.GetLeftPart(UriPartial.Path).TrimEnd('/');
 
-            string credential, user;
-            if (parse.GetValue(tokenStdin))
+            method ??= Interactive.IsTerminal
+                ? Interactive.Choose("How would you like to authenticate?", Methods)
+                : throw new CliException("Choose how to log in: --web (approve a new API token in a browser), --api-token-stdin, or --username with " +
+                                         "--password-stdin. There is no terminal to ask on.", 2);
+            var (credential, user) = method switch
             {
-                credential = ReadSecretLine("API token");
-                var me = await target.Client(url, credential).GetMeAsync(cancellationToken);
-                // Every command of this CLI calls the API: a token without 'api' would log in, then fail at every step.
-                if (!me.Auth.Scopes.Contains("api"))
-                {
-                    throw new CliException(
-                        $"This token has only '{string.Join(' ', me.Auth.Scopes)}': logging in needs a token with Developer Operations Access " +
-                        "(the 'api' scope). Create one in the web UI (Tokens, Generate new token, tick Developer Operations Access), or log in " +
-                        "with your password and run 'portcullis token create NAME'. A services-only token is used directly: 'Authorization: Bearer <token>'.");
-                }
-                user = me.Username;
-            }
-            else
-            {
-                user = parse.GetValue(username) ?? Prompt("Username:");
-                var password = parse.GetValue(passwordStdin) ? ReadSecretLine("password") : Prompt("Password:", hidden: true);
-                credential = (await target.Client(url, null).LoginAsync(user, password, cli: true, cancellationToken)).Token;
-            }
+                LoginMethod.Web => await WebLoginAsync(target, url, parse.GetValue(noBrowser), cancellationToken),
+                LoginMethod.ApiToken => await TokenLoginAsync(target, url, ReadSecretLine("API token"), cancellationToken),
+                _ => await PasswordLoginAsync(target, url, parse.GetValue(username), parse.GetValue(passwordStdin), cancellationToken),
+            };
             var name = uri.Authority;
             new CredentialStore().Update(c =>
             {
@@ -66,10 +84,90 @@ internal static class LoginCommands
                 c.Current = name;
                 return 0;
             });
-            Print(parse, new { endpoint = url, username = user, context = name }, () => Console.WriteLine($"Logged in to {url} as {user}"));
+            var shown = parse.GetValue(printToken) ? credential : null;
+            Print(parse, new { endpoint = url, username = user, context = name, token = shown }, () =>
+            {
+                Console.WriteLine($"Logged in to {url} as {user}");
+                if (shown is not null)
+                    Console.WriteLine(shown);
+            });
         }));
         return command;
     }
+
+    private static async Task<(string Credential, string User)> TokenLoginAsync(CliTarget target, string url, string token, CancellationToken cancellationToken)
+    {
+        var me = await target.Client(url, token).GetMeAsync(cancellationToken);
+        // Every command of this CLI calls the API: a token without 'api' would log in, then fail at every step.
+        if (!me.Auth.Scopes.Contains("api"))
+        {
+            throw new CliException(
+                $"This token has only '{string.Join(' ', me.Auth.Scopes)}': logging in needs a token with Developer Operations Access " +
+                "(the 'api' scope). Create one in the web UI (Tokens, Generate new token, tick Developer Operations Access), or log in " +
+                "with your password and run 'portcullis token create NAME'. A services-only token is used directly: 'Authorization: Bearer <token>'.");
+        }
+        return (token, me.Username);
+    }
+
+    private static async Task<(string Credential, string User)> PasswordLoginAsync(CliTarget target, string url, string? username, bool passwordStdin,
+        CancellationToken cancellationToken)
+    {
+        var user = username ?? Prompt("Username:");
+        var password = passwordStdin ? ReadSecretLine("password") : Prompt("Password:", hidden: true);
+        return ((await target.Client(url, null).LoginAsync(user, password, cli: true, cancellationToken)).Token, user);
+    }
+
+    /// <summary>
+    /// The device grant (RFC 8628): show the address and the code, open the browser when there is one, and poll at the
+    /// server's interval (slower when told to) until the person approves or denies, or the code expires.
+    /// </summary>
+    private static async Task<(string Credential, string User)> WebLoginAsync(CliTarget target, string url, bool noBrowser, CancellationToken cancellationToken)
+    {
+        var client = target.Client(url, null);
+        var start = await client.StartDeviceLoginAsync("api services", Environment.MachineName, cancellationToken);
+        Console.WriteLine($"Open {start.VerificationUri} and enter {Bold(start.UserCode)}");
+        Console.WriteLine($"  or open {start.VerificationUriComplete}");
+        if (!noBrowser && Browser.TryOpen(start.VerificationUriComplete))
+            Console.WriteLine("Your browser has been opened; check that it shows the same code.");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(start.ExpiresIn) + TimeSpan.FromSeconds(30);
+        var interval = TimeSpan.FromSeconds(Math.Max(1, start.Interval));
+        string? token = null;
+        try
+        {
+            await Interactive.WaitAsync("Waiting for the approval in the browser (Ctrl-C to stop)", async () =>
+            {
+                while (token is null)
+                {
+                    if (DateTime.UtcNow > deadline)
+                        throw Expired(start);
+                    await Task.Delay(interval, cancellationToken);
+                    var poll = await client.PollDeviceLoginAsync(start.DeviceCode, cancellationToken);
+                    switch (poll.Error)
+                    {
+                        case null:
+                            token = poll.Token;
+                            break;
+                        case "slow_down":
+                            interval += TimeSpan.FromSeconds(5);
+                            break;
+                        case "access_denied":
+                            throw new CliException("The login was denied in the browser. Nothing was stored.");
+                        case "expired_token":
+                            throw Expired(start);
+                    }
+                }
+            });
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new CliException("Stopped before the login was approved. Nothing was stored; the code expires by itself.", 130);
+        }
+        var me = await target.Client(url, token).GetMeAsync(cancellationToken);
+        return (token!, me.Username);
+    }
+
+    private static CliException Expired(DeviceAuthorizationResponse start) =>
+        new($"The code {start.UserCode} expired before it was approved. Run `portcullis login --web` again and approve it within {Math.Max(1, start.ExpiresIn / 60)} minutes.");
 
     private static Command Logout()
     {
