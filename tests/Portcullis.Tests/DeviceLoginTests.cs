@@ -321,3 +321,65 @@ public sealed class DeviceCodeExpiryTests(ShortDeviceCodeServer server) : IClass
         Assert.Contains("No login is waiting for this code", html);
     }
 }
+
+/// <summary>A PostgreSQL server whose device logins may be polled every second.</summary>
+public sealed class DeviceLoginPostgresServer() : PortcullisServer(Provider.Postgres, new() { ["Auth:DeviceCodePollInterval"] = "00:00:01" });
+
+/// <summary>Two instances on one PostgreSQL database, as behind a load balancer: every step of a device login may land on either.</summary>
+public sealed class DeviceLoginMultiInstanceTests(DeviceLoginPostgresServer a) : IClassFixture<DeviceLoginPostgresServer>, IAsyncLifetime
+{
+    private PortcullisServer _b = null!;
+
+    public async Task InitializeAsync()
+    {
+        _b = PortcullisServer.With(Provider.Postgres, new()
+        {
+            ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/'),
+            ["Auth:DeviceCodePollInterval"] = "00:00:01",
+        });
+        await _b.InitializeAsync();
+    }
+
+    public async Task DisposeAsync() => await _b.DisposeAsync();
+
+    [Fact]
+    public async Task ACodeMadeOnOneInstanceIsApprovedOnTheOtherAndCollectedOnceFromEither()
+    {
+        var (username, password, _) = await a.CreateUserAsync();
+        var start = await DeviceLogin.StartAsync(a);
+        var (userCode, deviceCode) = (start.GetProperty("user_code").GetString()!, start.GetProperty("device_code").GetString()!);
+        Assert.Equal("authorization_pending", DeviceLogin.Error((await DeviceLogin.PollAsync(_b, deviceCode)).Body));
+
+        using var person = await DeviceLogin.PersonAsync(_b, username, password);
+        var (page, html) = await DeviceLogin.OpenAsync(person, userCode);
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await DeviceLogin.DecideAsync(person, html, userCode)).StatusCode);
+
+        // Sealed on B with the key-encryption key both share, collected on A, and then gone for B too.
+        var (status, body) = await DeviceLogin.PollUntilDecidedAsync(a, deviceCode);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var token = body.GetProperty("access_token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        Assert.Equal("invalid_grant", DeviceLogin.Error((await DeviceLogin.PollAsync(_b, deviceCode)).Body));
+        using var onB = _b.Client(token);
+        Assert.Equal(username, (await (await onB.GetAsync("/api/v1/me")).JsonAsync()).GetProperty("username").GetString());
+    }
+
+    [Fact]
+    public async Task GuessingIsCountedAcrossInstances()
+    {
+        var (username, password, _) = await a.CreateUserAsync();
+        var start = await DeviceLogin.StartAsync(_b);
+        using var onA = await DeviceLogin.PersonAsync(a, username, password);
+        using var onB = await DeviceLogin.PersonAsync(_b, username, password);
+        for (var i = 0; i < 10; i++)
+        {
+            var (page, _) = await DeviceLogin.OpenAsync(i % 2 == 0 ? onA : onB, $"CCCC-CCC{"BDFGHJKLMN"[i]}");
+            Assert.Equal(HttpStatusCode.BadRequest, page.StatusCode);
+        }
+        var (refused, _) = await DeviceLogin.OpenAsync(onA, start.GetProperty("user_code").GetString()!);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        (refused, _) = await DeviceLogin.OpenAsync(onB, start.GetProperty("user_code").GetString()!);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+    }
+}
