@@ -29,6 +29,7 @@ public sealed class CliDeviceLoginTests(DeviceLoginServer server) : IClassFixtur
         var (page, html) = await DeviceLogin.OpenAsync(person, userCode);
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);
         Assert.Contains("portcullis login on " + Environment.MachineName, html);
+        Assert.Contains("portcullis-cli/", html);
         // The page's own choices, as a person who just clicks Approve leaves them: a name after this machine, 30 days, api and services.
         var name = System.Text.RegularExpressions.Regex.Match(html, "id=\"name\" name=\"name\"[^>]* value=\"([^\"]*)\"").Groups[1].Value;
         Assert.StartsWith("cli on " + Environment.MachineName, name);

@@ -27,6 +27,7 @@ public sealed class WebUiTourTests(GatewayFixture fixture, BrowserFixture browse
         PortcullisServer.Secrets.Add(token);
         await Server.Client(token).GetAsync("/api/v1/me");
         var id = await TokenIdAsync(admin, "tour-deploy");
+        var device = await DeviceLogin.StartAsync(Server, deviceName: "tour-laptop");
         var violations = new List<string>();
 
         foreach (var scheme in new[] { ColorScheme.Light, ColorScheme.Dark })
@@ -89,7 +90,12 @@ public sealed class WebUiTourTests(GatewayFixture fixture, BrowserFixture browse
             await page.GetByRole(AriaRole.Button, new() { Name = "Create client" }).ClickAsync();
             PortcullisServer.Secrets.Add(await page.GetByLabel("Client secret", new() { Exact = true }).InputValueAsync());
             await VisitAsync("admin-clients");
-            foreach (var (path, name) in new[] { ("/admin/tokens", "admin-tokens"), ("/admin/audit", "admin-audit"), ("/tokens/999999", "not-found"), ("/logout", "logout") })
+            var deviceCode = Uri.EscapeDataString(device.GetProperty("user_code").GetString()!);
+            foreach (var (path, name) in new[]
+                     {
+                         ("/admin/tokens", "admin-tokens"), ("/admin/audit", "admin-audit"), ("/tokens/999999", "not-found"), ("/device", "device"),
+                         ("/device?user_code=BBBB-BBBB", "device-wrong-code"), ($"/device?user_code={deviceCode}", "device-approve"), ("/logout", "logout"),
+                     })
             {
                 await page.GotoAsync(path);
                 await VisitAsync(name);

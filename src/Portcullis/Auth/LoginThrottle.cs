@@ -37,7 +37,7 @@ internal enum LoginKind
 /// <summary>
 /// Failed-login throttling (docs/decisions.md), the one place every password and client-secret check goes
 /// through: the password grant (<c>/auth/token</c>, <c>/auth/token/cli</c>), <c>POST /api/v1/me/password</c>,
-/// and the web UI login and OAuth client authentication as they arrive. Every caller does the same:
+/// the web UI login, OAuth client authentication, and the user codes of device logins typed at <c>/device</c>. Every caller does the same:
 /// <code>
 /// await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, cancellationToken);
 /// if (attempt.IsThrottled)

@@ -38,8 +38,14 @@ internal sealed class CliTarget
         HttpMessageHandler handler = new SocketsHttpHandler { ConnectTimeout = TimeSpan.FromSeconds(10) };
         if (token is not null)
             handler = new BearerTokenHandler(token) { InnerHandler = handler };
-        return new PortcullisClient(new HttpClient(handler) { BaseAddress = new Uri(url.TrimEnd('/') + "/"), Timeout = TimeSpan.FromSeconds(60) });
+        var http = new HttpClient(handler) { BaseAddress = new Uri(url.TrimEnd('/') + "/"), Timeout = TimeSpan.FromSeconds(60) };
+        // Shown where a person approves a device login, and in the audit log.
+        http.DefaultRequestHeaders.UserAgent.Add(UserAgent);
+        return new PortcullisClient(http);
     }
+
+    private static readonly System.Net.Http.Headers.ProductInfoHeaderValue UserAgent =
+        new("portcullis-cli", typeof(CliTarget).Assembly.GetName().Version?.ToString(3) ?? "0");
 
     /// <summary>A client for the resolved server with the resolved credential.</summary>
     public PortcullisClient Client()

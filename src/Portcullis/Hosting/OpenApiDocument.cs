@@ -205,6 +205,7 @@ internal static class OpenApiDocument
         ["ChangePasswordRequest"] = ["current_password", "new_password"],
         ["RegisterServiceRequest"] = ["name", "version"],
         ["HealthCheckRequest"] = ["path"],
+        ["DeviceAuthorizationRequest"] = ["client_id"],
     };
 
     private static void AddProblem(OpenApiOperation operation, int status, string description)
