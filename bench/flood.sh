@@ -8,13 +8,16 @@
 # and, as its baseline, the same flood (same wrk script, same connections, so the same cost to the client on
 # this machine) sent to /healthz instead. Target: under each attack flood the caller keeps >= 0.8x the req/s it
 # keeps under that flood of /healthz requests, with p99 <= 2x.
-#   bench/flood.sh [SECONDS] [VICTIM_CONNECTIONS] [FLOOD_CONNECTIONS]
+# Each round measures both targets of a flood back to back, the baseline first in odd rounds and last in even
+# ones, so that neither side always runs on a warmer (or more tired) server. FLOODS picks floods by name.
+#   [ROUNDS=3] [FLOODS="wrong_password random_token bad_secret"] bench/flood.sh [SECONDS] [VICTIM_CONNECTIONS] [FLOOD_CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-10}
 victims=${2:-32}
 flooders=${3:-64}
 rounds=${ROUNDS:-3}
+floods=${FLOODS:-wrong_password random_token bad_secret}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 
 source bench/serve.sh flood-bench-password
@@ -93,8 +96,10 @@ echo "warm-up..."
 wrk -t1 -c"$victims" -d3s -s "$dir/victim.lua" "$base/api/v1/me" >/dev/null
 results=()
 for round in $(seq "$rounds"); do
-    for flood in wrong_password random_token bad_secret; do
-        for target in healthz attack; do
+    targets="healthz attack"
+    ((round % 2 == 0)) && targets="attack healthz"
+    for flood in $floods; do
+        for target in $targets; do
             results+=("$(run "$flood" "$target")")
             echo "  ${results[-1]}"
         done
