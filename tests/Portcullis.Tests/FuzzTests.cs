@@ -30,7 +30,7 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         "/services/x/", "/services/x_1/a/b", "/services/x_1/%252e%252e/y", "/services/x_1/..;/y", "/auth/handshake?service=x&state=",
         "/auth/handshake?service=a--1-0&state=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&returnUrl=//evil", "/.well-known/openid-configuration", "/.well-known/jwks.json",
         "/login", "/logout", "/tokens", "/tokens/new", "/tokens/1", "/tokens/1/delete", "/services", "/admin/users", "/admin/users/admin",
-        "/admin/services", "/admin/clients", "/admin/tokens?owner=admin", "/admin/audit?before=5", "/", "/healthz", "/readyz", "/metrics", "/openapi/v1.json",
+        "/auth/device", "/device", "/device?user_code=BBBB-BBBB", "/device?user_code=%00%ff", "/device/approve", "/device/deny", "/admin/services", "/admin/clients", "/admin/tokens?owner=admin", "/admin/audit?before=5", "/", "/healthz", "/readyz", "/metrics", "/openapi/v1.json",
     ];
 
     private static readonly string[] PathTricks =
@@ -131,10 +131,10 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
         {
             // Not /logout nor changes to the admin itself: the session must live through the run to be useful.
             var target = Pick(r, ["/tokens/new", "/tokens/1/delete", "/admin/users", "/admin/users/fuzz-victim", "/admin/users/nobody", "/admin/services",
-                "/admin/services/x_1/remove", "/admin/clients", "/admin/clients/client-x/delete", "/login"]);
+                "/admin/services/x_1/remove", "/admin/clients", "/admin/clients/client-x/delete", "/login", "/device/approve", "/device/deny"]);
             var fields = new List<KeyValuePair<string, string>> { new("csrf_token", session.CsrfToken) };
             foreach (var name in new[] { "name", "description", "expiration", "custom_date", "api", "services", "service_choice", "service", "admin",
-                         "username", "password", "action", "version", "upstream", "public", "scopes", "returnUrl" })
+                         "username", "password", "action", "version", "upstream", "public", "scopes", "returnUrl", "user_code" })
             {
                 if (r.Next(2) == 0)
                     fields.Add(new(name, r.Next(4) switch { 0 => "", 1 => "on", 2 => RandomText(r, r.Next(1, 3000)), _ => Pick(r, ["never", "custom", "7", "-1", "disable", "promote", "password", "http://x", "9999-99-99"]) }));
@@ -193,8 +193,8 @@ public sealed class FuzzTests(SqliteServer server, ITestOutputHelper output) : I
             {
                 0 => Encoding.UTF8.GetBytes("{\"username\":\"admin\",\"password\":" + Json(r) + ",\"name\":" + Json(r) + ",\"scopes\":" + Json(r) + "}"),
                 1 => Encoding.UTF8.GetBytes(new string('[', r.Next(1, 5000)) + new string(']', r.Next(0, 5000))),
-                2 => Encoding.UTF8.GetBytes("grant_type=" + Pick(r, ["password", "client_credentials", "refresh_token", "", "%00"]) + "&username=" +
-                    Uri.EscapeDataString(RandomText(r, r.Next(0, 100))) + "&password=x&token=" + RandomText(r, r.Next(0, 200), urlSafe: true) + "&grant_type=x"),
+                2 => Encoding.UTF8.GetBytes("grant_type=" + Pick(r, ["password", "client_credentials", "refresh_token", "", "%00", "urn:ietf:params:oauth:grant-type:device_code"]) + "&username=" +
+                    Uri.EscapeDataString(RandomText(r, r.Next(0, 100))) + "&password=x&client_id=portcullis-cli&device_code=" + RandomText(r, r.Next(0, 60), urlSafe: true) + "&token=" + RandomText(r, r.Next(0, 200), urlSafe: true) + "&grant_type=x"),
                 3 => RandomBytes(r, r.Next(0, 20_000)),
                 4 => Encoding.UTF8.GetBytes("{\"name\":\"" + new string('n', r.Next(1, 300_000)) + "\",\"expires_in_days\":" + Pick(r, ["1e308", "-1", "99999999999", "\"7\"", "null", "[]"]) + "}"),
                 5 => Encoding.UTF8.GetBytes("{\"password\":\"" + RandomText(r, 100) + "\\ud800\",\"admin\":\"yes\",\"disabled\":{},\"grace_seconds\":-5}"),
