@@ -170,3 +170,22 @@ public sealed class CliDeviceLoginTests(DeviceLoginServer server) : IClassFixtur
         Assert.Contains("Choose one way to log in", bothOutput);
     }
 }
+
+/// <summary>A device login nobody approves in time: the CLI says what happened and what to do.</summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+public sealed class CliDeviceCodeExpiryTests(ShortDeviceCodeServer server) : IClassFixture<ShortDeviceCodeServer>, IDisposable
+{
+    private readonly string _config = Directory.CreateTempSubdirectory("portcullis-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_config, recursive: true);
+
+    [Fact]
+    public async Task AnExpiredCodeEndsTheLoginSayingToStartAgain()
+    {
+        await using var cli = CliProcess.Start(_config, ["login", "--host", server.BaseAddress.ToString().TrimEnd('/'), "--web", "--no-browser"], terminal: false);
+        var (exit, output) = await cli.ExitAsync();
+        Assert.Equal(1, exit);
+        Assert.Matches("The code [A-Z]{4}-[A-Z]{4} expired before it was approved. Run `portcullis login --web` again", output);
+        Assert.False(File.Exists(Path.Combine(_config, "credentials.json")));
+    }
+}
