@@ -10,9 +10,9 @@ namespace Portcullis.Tests;
 /// <summary>A server whose device logins may be polled every second (the default is 5 s).</summary>
 public sealed class DeviceLoginServer() : PortcullisServer(Provider.Sqlite, new() { ["Auth:DeviceCodePollInterval"] = "00:00:01" });
 
-/// <summary>A server whose device codes live two seconds.</summary>
+/// <summary>A server whose device codes live two seconds, three at a time per address.</summary>
 public sealed class ShortDeviceCodeServer() : PortcullisServer(Provider.Sqlite,
-    new() { ["Auth:DeviceCodeLifetime"] = "00:00:02", ["Auth:DeviceCodePollInterval"] = "00:00:01" });
+    new() { ["Auth:DeviceCodeLifetime"] = "00:00:02", ["Auth:DeviceCodePollInterval"] = "00:00:01", ["Auth:MaxPendingDeviceCodesPerAddress"] = "3" });
 
 /// <summary>Shared steps of a device login (docs/decisions.md, "Logging in from a terminal with a browser") for the tests.</summary>
 public static partial class DeviceLogin
@@ -319,6 +319,21 @@ public sealed class DeviceCodeExpiryTests(ShortDeviceCodeServer server) : IClass
         var (page, html) = await DeviceLogin.OpenAsync(person, start.GetProperty("user_code").GetString()!);
         Assert.Equal(HttpStatusCode.BadRequest, page.StatusCode);
         Assert.Contains("No login is waiting for this code", html);
+    }
+
+    [Fact]
+    public async Task AnAddressMayHaveOnlySoManyCodesWaitingAtOnce()
+    {
+        // Let the codes of other tests end first.
+        await Task.Delay(2100);
+        for (var i = 0; i < 3; i++)
+            await DeviceLogin.StartAsync(server);
+        using var refused = await server.PostFormAsync("/auth/device", [new("client_id", "portcullis-cli")]);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("temporarily_unavailable", DeviceLogin.Error(await refused.JsonAsync()));
+        Assert.InRange(refused.Headers.RetryAfter!.Delta!.Value.TotalSeconds, 1, 2);
+        await Task.Delay(2100);
+        await DeviceLogin.StartAsync(server);
     }
 }
 

@@ -51,6 +51,9 @@ internal sealed class AuthOptions
 
     /// <summary>How often the CLI polls for the approval at first (whole seconds): the <c>interval</c> of RFC 8628.</summary>
     public TimeSpan DeviceCodePollInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Device logins that may wait for approval at once per client address; <c>POST /auth/device</c> needs no credential.</summary>
+    public int MaxPendingDeviceCodesPerAddress { get; set; } = 20;
 }
 
 /// <summary>Checks these settings at start; every problem names the key and the fix (docs/configuration.md).</summary>
@@ -89,6 +92,8 @@ internal sealed class AuthOptionsValidator : IValidateOptions<JwtOptions>, IVali
             errors.Add($"Auth:DeviceCodeLifetime is {o.DeviceCodeLifetime}. Set it between 00:00:01 and 01:00:00 (default 00:10:00).");
         if (o.DeviceCodePollInterval < TimeSpan.FromSeconds(1) || o.DeviceCodePollInterval > TimeSpan.FromMinutes(1) || o.DeviceCodePollInterval.Ticks % TimeSpan.TicksPerSecond != 0)
             errors.Add($"Auth:DeviceCodePollInterval is {o.DeviceCodePollInterval}. Set it to whole seconds between 00:00:01 and 00:01:00 (default 00:00:05).");
+        if (o.MaxPendingDeviceCodesPerAddress is < 1 or > 10_000)
+            errors.Add($"Auth:MaxPendingDeviceCodesPerAddress is {o.MaxPendingDeviceCodesPerAddress}. Set it between 1 and 10000 (default 20).");
         return Result(errors);
     }
 

@@ -102,6 +102,18 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         // Codes whose answer (expired_token) nobody can need any more: twice their lifetime after they ended.
         var forgotten = now - 2 * o.DeviceCodeLifetime;
         await db.DeviceAuthorizations.Where(d => d.ExpiresAt < forgotten).ExecuteDeleteAsync(http.RequestAborted);
+        // Anyone may ask, without a credential: a bound on the codes pending per address keeps that from filling the database.
+        var address = http.Connection.RemoteIpAddress?.ToString();
+        var pending = await db.DeviceAuthorizations.Where(d => d.RequestedFrom == address && d.ExpiresAt > now && d.Status == DeviceAuthorization.Pending)
+            .OrderBy(d => d.ExpiresAt).Select(d => d.ExpiresAt).Take(o.MaxPendingDeviceCodesPerAddress).ToListAsync(http.RequestAborted);
+        if (pending.Count >= o.MaxPendingDeviceCodesPerAddress)
+        {
+            var wait = (int)Math.Ceiling((pending[0] - now).TotalSeconds);
+            http.Response.Headers.RetryAfter = wait.ToString(CultureInfo.InvariantCulture);
+            return TokenEndpoint.Error("temporarily_unavailable",
+                $"{pending.Count} device logins from this address are waiting for approval already. Approve or deny them, or try again in {wait} seconds.",
+                StatusCodes.Status429TooManyRequests);
+        }
         for (var attempt = 1; ; attempt++)
         {
             // 20^8 ≈ 2^34.6 codes: a collision with a live code is rare, and answered by drawing again.
@@ -112,7 +124,7 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
                 ClientId = FirstPartyClients.Cli,
                 Scope = scope,
                 DeviceName = string.IsNullOrEmpty(deviceName) ? null : deviceName,
-                RequestedFrom = http.Connection.RemoteIpAddress?.ToString(),
+                RequestedFrom = address,
                 UserAgent = Truncate(http.Request.Headers.UserAgent.ToString(), 200),
                 CreatedAt = now,
                 ExpiresAt = now + o.DeviceCodeLifetime,
