@@ -25,7 +25,8 @@ public sealed record CreateTokenRequest(
     long? ExpiresInDays,
     string? ExpiresAt,
     string[]? Scopes,
-    string? Owner);
+    string? Owner,
+    long? MaxUses);
 
 /// <summary><c>POST /api/v1/tokens/{id}/rotate</c>: how long the old token keeps working (0 by default).</summary>
 public sealed record RotateTokenRequest(long? GraceSeconds);
@@ -40,7 +41,8 @@ public sealed record CreatedTokenResponse(
     string[] Scopes,
     DateTime CreatedAt,
     DateTime? ExpiresAt,
-    string Owner);
+    string Owner,
+    long? MaxUses = null);
 
 /// <summary>An API token as listed: never its secret.</summary>
 public sealed record TokenResponse(
@@ -55,7 +57,9 @@ public sealed record TokenResponse(
     string? LastUsedIp,
     string Status,
     string Owner,
-    long? ReplacedById);
+    long? ReplacedById,
+    long? MaxUses = null,
+    long Uses = 0);
 
 public sealed record UsageDay(string Date, long Count);
 

@@ -86,6 +86,7 @@ internal sealed class CredentialAuthenticationHandler(
         VerifyFailure.Unavailable => AuthFailure.Unavailable,
         VerifyFailure.Expired => AuthFailure.InvalidToken("The token has expired."),
         VerifyFailure.OwnerDisabled => AuthFailure.InvalidToken("The account that owns this token is disabled."),
+        VerifyFailure.Spent => AuthFailure.InvalidToken("The token has been used as many times as it allows."),
         _ => AuthFailure.InvalidToken("The token is invalid or has been revoked."),
     };
 

@@ -19,6 +19,9 @@ internal enum VerifyFailure : byte
     Revoked,
     OwnerDisabled,
 
+    /// <summary>The token was used as many times as its use limit allows.</summary>
+    Spent,
+
     /// <summary>The decision needs the database and the database did not answer: fail closed (503).</summary>
     Unavailable,
 }
@@ -142,8 +145,10 @@ internal sealed partial class CredentialVerifier(
                     ReportUsedAfterRevoke(entry!, address);
                 return VerifyResult.Fail(failure);
             }
+            if (entry!.MaxUses is not null && !await CountUseAsync(entry.TokenId, recordUse, cancellationToken))
+                return VerifyResult.Fail(VerifyFailure.Spent);
             if (recordUse)
-                usage.Record(entry!.TokenId, address, now);
+                usage.Record(entry.TokenId, address, now);
             var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
             return new VerifyResult(new Credential(kind, entry!.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
         }
@@ -152,6 +157,20 @@ internal sealed partial class CredentialVerifier(
             Log.CannotVerify(logger, e.Message);
             return VerifyResult.Fail(VerifyFailure.Unavailable);
         }
+    }
+
+    /// <summary>
+    /// A use of a token with a use limit, counted in the database in the statement that checks the limit, so that no
+    /// number of concurrent requests on any number of instances gets more uses than the limit (docs/token-policies.md).
+    /// Inspecting (introspection, the re-check of open connections) only reads whether a use is left.
+    /// </summary>
+    private async Task<bool> CountUseAsync(long tokenId, bool use, CancellationToken cancellationToken)
+    {
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        var left = db.ApiTokens.Where(t => t.Id == tokenId && t.Uses < t.MaxUses);
+        return use
+            ? await left.ExecuteUpdateAsync(set => set.SetProperty(t => t.Uses, t => t.Uses + 1), cancellationToken) == 1
+            : await left.AnyAsync(cancellationToken);
     }
 
     private async Task<CachedToken> LoadAsync(string token, long nowTicks, CancellationToken cancellationToken)
@@ -168,7 +187,7 @@ internal sealed partial class CredentialVerifier(
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.ApiTokens.AsNoTracking()
             .Where(t => t.TokenHash == hex)
-            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt })
+            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses })
             .FirstOrDefaultAsync(cancellationToken);
         CachedToken entry;
         if (row is null)
@@ -191,6 +210,7 @@ internal sealed partial class CredentialVerifier(
                 ValidUntilTicks = Math.Min(expires, revoked),
                 EndsByRevocation = revoked <= expires,
                 LoadedAtTicks = nowTicks,
+                MaxUses = row.MaxUses,
             };
         }
         await cache.BeforeStoreAsync(cancellationToken);

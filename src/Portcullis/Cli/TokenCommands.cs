@@ -24,7 +24,7 @@ internal static class TokenCommands
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
             var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null), cancellationToken);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null), cancellationToken);
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
@@ -47,16 +47,19 @@ internal static class TokenCommands
         var description = new Option<string?>("--description") { Description = "What the token is for." };
         var expires = new Option<string?>("--expires") { Description = "30d, a date (2027-01-31) or never." };
         var scope = new Option<string[]>("--scope") { Description = "api, services, services:NAME or admin; repeat for several.", AllowMultipleArgumentsPerToken = false };
-        var create = new Command("create", "Create a named token.\n\nExample:\n  portcullis token create deploy --expires 30d --scope services:model") { tokenName, description, expires, scope };
+        var uses = new Option<long?>("--uses") { Description = "How many requests the token may be used for, ever; then it is spent (e.g. 1 for a bootstrap job)." };
+        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1")
+            { tokenName, description, expires, scope, uses };
         create.SetAction(Run(async (parse, target, cancellationToken) =>
         {
             var (days, at) = ParseExpiry(parse.GetValue(expires));
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
             var created = await target.Client().CreateTokenAsync(
-                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null), cancellationToken);
+                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses)), cancellationToken);
             Print(parse, created, () =>
             {
-                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}. It is shown only this once:");
+                var limit = created.MaxUses is { } max ? $", works for {max} request{(max == 1 ? "" : "s")}" : "";
+                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}. It is shown only this once:");
                 Console.WriteLine(created.Token);
             });
         }));

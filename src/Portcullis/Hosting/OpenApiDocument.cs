@@ -184,6 +184,7 @@ internal static class OpenApiDocument
                 Limit("name", p => p.MaxLength = Tokens.TokensApi.MaxNameLength);
                 Limit("description", p => p.MaxLength = Tokens.TokensApi.MaxDescriptionLength);
                 Limit("expires_in_days", p => (p.Minimum, p.Maximum) = ("1", (tokens.MaxLifetimeDays ?? 36_500).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                Limit("max_uses", p => (p.Minimum, p.Maximum) = ("1", Tokens.TokensApi.MaxUsesLimit.ToString(System.Globalization.CultureInfo.InvariantCulture)));
                 break;
             case "RotateTokenRequest":
                 Limit("grace_seconds", p => (p.Minimum, p.Maximum) = ("0", ((long)tokens.MaxRotationGrace.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture)));

@@ -21,12 +21,19 @@ internal sealed class ApiToken
     public DateTime? RevokedAt { get; set; }
 
     public long? ReplacedById { get; set; }
+
+    /// <summary>How many requests the token may be accepted for, ever; null for no limit (docs/token-policies.md).</summary>
+    public long? MaxUses { get; set; }
+
+    /// <summary>How many requests it has been accepted for, counted only when <see cref="MaxUses"/> is set.</summary>
+    public long Uses { get; set; }
     public DateTime? LastUsedAt { get; set; }
     public string? LastUsedIp { get; set; }
 
     public string Status(DateTime now) =>
         RevokedAt is { } r && r <= now ? TokenStatus.Revoked
         : ExpiresAt is { } e && e <= now ? TokenStatus.Expired
+        : MaxUses is { } max && Uses >= max ? TokenStatus.Spent
         : TokenStatus.Active;
 }
 
@@ -35,6 +42,9 @@ internal static class TokenStatus
     public const string Active = "active";
     public const string Expired = "expired";
     public const string Revoked = "revoked";
+
+    /// <summary>Used as many times as it allows.</summary>
+    public const string Spent = "spent";
 }
 
 /// <summary>Requests per token per UTC day, accumulated by the usage write-behind.</summary>

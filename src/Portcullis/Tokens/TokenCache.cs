@@ -26,6 +26,9 @@ internal sealed class CachedToken
     public bool EndsByRevocation { get; init; }
 
     public long LoadedAtTicks { get; init; }
+
+    /// <summary>The token's use limit, if it has one: then every use is counted in the database, never answered from here alone.</summary>
+    public long? MaxUses { get; init; }
 }
 
 internal enum CacheLookup : byte

@@ -29,6 +29,9 @@ internal static class TokensApi
     public const int MaxNameLength = 100;
     public const int MaxDescriptionLength = 1000;
 
+    /// <summary>The largest use limit a token may have (docs/token-policies.md).</summary>
+    public const long MaxUsesLimit = 1_000_000_000;
+
     public static RouteGroupBuilder MapTokens(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/tokens").WithTags("Tokens");
@@ -69,6 +72,8 @@ internal static class TokensApi
         var (expiresAt, expiryError) = ResolveExpiry(request.ExpiresInDays, request.ExpiresAt, options, now);
         if (expiryError is not null)
             return expiryError;
+        if (request.MaxUses is < 1 or > MaxUsesLimit)
+            return new RuleError("max_uses", $"max_uses must be between 1 and {MaxUsesLimit}, or left out for no limit.");
 
         var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
         if (ownerError is not null)
@@ -107,6 +112,7 @@ internal static class TokensApi
             CreatedAt = now,
             CreatedBy = caller.Owner.Name,
             ExpiresAt = expiresAt,
+            MaxUses = request.MaxUses,
         };
         // The token and its audit event commit together (the event needs the token's id).
         await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
@@ -114,7 +120,7 @@ internal static class TokensApi
             db.ApiTokens.Add(token);
             await db.SaveChangesAsync(cancellationToken);
             db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
-                new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt }));
+                new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt, max_uses = token.MaxUses }));
             await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
@@ -206,6 +212,9 @@ internal static class TokensApi
             return ProblemResponses.Conflict($"Token {id} was already rotated; its successor is token {successor}.");
         if (old.RevokedAt is { } revokedAt && revokedAt <= now)
             return ProblemResponses.Conflict($"Token {id} is revoked and cannot be rotated. Create a new token instead.");
+        // A use limit is not renewed by rotating: the successor has the uses that are left (docs/token-policies.md).
+        if (old.MaxUses is { } maxUses && old.Uses >= maxUses)
+            return ProblemResponses.Conflict($"Token {id} is spent (used {old.Uses} of {maxUses} times) and cannot be rotated. Create a new token instead.");
         // The successor may not carry more than the caller could mint today.
         var ownerRow = await db.Users.AsNoTracking().FirstAsync(u => u.Id == old.OwnerId, cancellationToken);
         var scopes = ScopeSet.Parse(old.Scopes);
@@ -229,6 +238,7 @@ internal static class TokensApi
             CreatedAt = now,
             CreatedBy = caller.Owner.Name,
             ExpiresAt = expiresAt,
+            MaxUses = old.MaxUses - old.Uses,
         };
         var oldEnds = now.AddSeconds(grace);
         if (old.ExpiresAt is { } oldExpiry && oldExpiry < oldEnds)

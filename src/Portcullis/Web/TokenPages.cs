@@ -15,13 +15,13 @@ namespace Portcullis.Web;
 
 /// <summary>What the generate form holds, kept as typed when a rule sends it back.</summary>
 public sealed record TokenForm(string Name, string Description, string Expiration, string CustomDate, bool Api, bool Services, string ServiceChoice,
-    IReadOnlyList<string> ChosenServices, bool Admin)
+    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses)
 {
-    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false);
+    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "");
 
     public static TokenForm Read(IFormCollection form) => new(form["name"].ToString(), form["description"].ToString(), form["expiration"].ToString(),
         form["custom_date"].ToString(), form["api"] == "on", form["services"] == "on", form["service_choice"].ToString(),
-        form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on");
+        form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on", form["max_uses"].ToString().Trim());
 
     /// <summary>The API's request for this form, or the rule the form broke (with the form's own field names).</summary>
     public Checked<CreateTokenRequest> ToRequest()
@@ -59,7 +59,14 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
             default:
                 return new RuleError("expiration", "Choose an expiration.");
         }
-        return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null);
+        long? maxUses = null;
+        if (MaxUses.Length > 0)
+        {
+            if (!long.TryParse(MaxUses, NumberStyles.None, CultureInfo.InvariantCulture, out var uses))
+                return new RuleError("max_uses", "Give the use limit as a whole number, or leave it empty for no limit.");
+            maxUses = uses;
+        }
+        return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null, maxUses);
     }
 
     /// <summary>The form's field for a field of the API's request.</summary>
@@ -67,7 +74,7 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
     {
         Field = error.Field switch
         {
-            "name" or "description" => error.Field,
+            "name" or "description" or "max_uses" => error.Field,
             "expires_in_days" or "expires_at" => "expiration",
             _ => "scopes",
         },
