@@ -156,7 +156,9 @@ public sealed class PortcullisClient(HttpClient http)
         }
         await EnsureAsync(response, cancellationToken);
         var body = await response.Content.ReadFromJsonAsync<JsonElement>(Json, cancellationToken);
-        return new DevicePoll(body.GetProperty("access_token").GetString(), null, null);
+        return body.ValueKind == JsonValueKind.Object && body.TryGetProperty("access_token", out var token) && token.GetString() is { Length: > 0 } issued
+            ? new DevicePoll(issued, null, null)
+            : throw new PortcullisApiException(response.StatusCode, null, "The server's answer to the device login carries no access_token.");
     }
 
     /// <summary>Portcullis's own public client for CLI logins.</summary>

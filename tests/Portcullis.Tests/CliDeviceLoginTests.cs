@@ -155,6 +155,25 @@ public sealed class CliDeviceLoginTests(DeviceLoginServer server) : IClassFixtur
     }
 
     [Fact]
+    public async Task ATokenApprovedWithoutApiAccessIsRevokedAndNothingIsStored()
+    {
+        var (username, password, _) = await server.CreateUserAsync();
+        await using var cli = CliProcess.Start(_config, ["login", "--host", Url, "--web", "--no-browser"], terminal: false);
+        var code = (await cli.WaitForAsync(CodeLine)).Groups[2].Value;
+        using var person = await DeviceLogin.PersonAsync(server, username, password);
+        var (_, html) = await DeviceLogin.OpenAsync(person, code);
+        var decided = await DeviceLogin.DecideAsync(person, html, code, "approve", ("name", "services only"), ("expiration", "7"), ("services", "on"), ("service_choice", "all"));
+        Assert.Equal(HttpStatusCode.OK, decided.StatusCode);
+        var (exit, output) = await cli.ExitAsync();
+        Assert.Equal(1, exit);
+        Assert.Contains("has no Developer Operations Access", output);
+        Assert.False(File.Exists(Path.Combine(_config, "credentials.json")));
+        using var admin = server.Client(await server.AdminTokenAsync());
+        var tokens = await (await admin.GetAsync("/api/v1/tokens?owner=" + username)).JsonAsync();
+        Assert.Equal("revoked", tokens.EnumerateArray().Single(t => t.GetProperty("name").GetString() == "services only").GetProperty("status").GetString());
+    }
+
+    [Fact]
     public async Task WithoutATerminalThereIsNoMenuButAMessageSayingWhichOptionToPass()
     {
         await using var cli = CliProcess.Start(_config, ["login", "--host", Url], terminal: false);

@@ -54,10 +54,20 @@ public static partial class DeviceLogin
         throw new TimeoutException("the device login stayed pending");
     }
 
-    /// <summary>A person with a web session (over HTTP) opens the code's page; returns the page and its antiforgery token.</summary>
+    /// <summary>
+    /// A person with a web session (over HTTP) follows the code's link (which only fills the form in) and submits the code;
+    /// returns the answer, the login's page when the code is right.
+    /// </summary>
     public static async Task<(HttpResponseMessage Page, string Html)> OpenAsync(Browser person, string userCode)
     {
-        var page = await person.GetAsync("/device?user_code=" + Uri.EscapeDataString(userCode));
+        var form = await person.GetAsync("/device?user_code=" + Uri.EscapeDataString(userCode));
+        Assert.Equal(HttpStatusCode.OK, form.StatusCode);
+        var html = await form.Content.ReadAsStringAsync();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/device")
+        {
+            Content = new FormUrlEncodedContent([new("csrf_token", Browser.CsrfToken(html)), new("user_code", userCode)]),
+        };
+        var page = await person.SendAsync(request);
         return (page, await page.Content.ReadAsStringAsync());
     }
 
@@ -113,7 +123,7 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
             return (response.StatusCode, DeviceLogin.Error(await response.JsonAsync()));
         }
         Assert.Equal((HttpStatusCode.BadRequest, "invalid_request"), await RefusedAsync());
-        Assert.Equal((HttpStatusCode.Unauthorized, "invalid_client"), await RefusedAsync(("client_id", "client-somebody")));
+        Assert.Equal((HttpStatusCode.BadRequest, "invalid_client"), await RefusedAsync(("client_id", "client-somebody")));
         Assert.Equal((HttpStatusCode.BadRequest, "unauthorized_client"), await RefusedAsync(("client_id", "portcullis")));
         Assert.Equal((HttpStatusCode.BadRequest, "invalid_scope"), await RefusedAsync(("client_id", "portcullis-cli"), ("scope", "everything")));
         Assert.Equal((HttpStatusCode.BadRequest, "invalid_request"), await RefusedAsync(("client_id", "portcullis-cli"), ("client_secret", "pcc_x")));
@@ -136,6 +146,9 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         Assert.Contains("11 seconds", body.GetProperty("error_description").GetString());
 
         Assert.Equal("invalid_grant", DeviceLogin.Error((await DeviceLogin.PollAsync(server, "not-a-device-code")).Body));
+        using (var withSecret = await server.PostFormAsync("/auth/token",
+                   [new("grant_type", DeviceLogin.GrantType), new("device_code", deviceCode), new("client_id", "portcullis-cli"), new("client_secret", "x")]))
+            Assert.Equal("invalid_request", DeviceLogin.Error(await withSecret.JsonAsync()));
         var (wrongClient, refusal) = await DeviceLogin.PollAsync(server, deviceCode, clientId: "portcullis");
         Assert.Equal((HttpStatusCode.BadRequest, "unauthorized_client"), (wrongClient, DeviceLogin.Error(refusal)));
     }
@@ -147,12 +160,15 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         var start = await DeviceLogin.StartAsync(server, deviceName: "laptop-17");
         var (userCode, deviceCode) = (start.GetProperty("user_code").GetString()!, start.GetProperty("device_code").GetString()!);
 
-        // The link of verification_uri_complete leads through the login page back to the code's page.
+        // The link of verification_uri_complete leads through the login page back to the code's form, filled in.
         using var person = new Browser(server.BaseAddress);
         var (redirect, _) = await person.FollowAsync(new Uri(start.GetProperty("verification_uri_complete").GetString()!).PathAndQuery);
         Assert.Contains("Log in to Portcullis", await redirect.Content.ReadAsStringAsync());
         var login = await person.LogInAsync(username, password, returnUrl: "/device?user_code=" + userCode);
         Assert.Equal("/device?user_code=" + userCode, login.Headers.Location?.OriginalString);
+        var prefilled = await (await person.GetAsync(login.Headers.Location!.OriginalString)).Content.ReadAsStringAsync();
+        Assert.Contains($"value=\"{userCode}\"", prefilled);
+        Assert.DoesNotContain("laptop-17", prefilled);
 
         var (page, html) = await DeviceLogin.OpenAsync(person, userCode);
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);
@@ -173,6 +189,10 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
             ("expiration", "7"), ("api", "on"), ("services", "on"), ("service_choice", "all"));
         Assert.Equal(HttpStatusCode.OK, approved.StatusCode);
         Assert.Contains("Device approved", await approved.Content.ReadAsStringAsync());
+        // A second click (another tab, another instance) is told the login is over; it is no wrong code.
+        var twice = await DeviceLogin.DecideAsync(person, html, userCode, "deny");
+        Assert.Equal(HttpStatusCode.Conflict, twice.StatusCode);
+        Assert.Contains("This login is over", await twice.Content.ReadAsStringAsync());
 
         // Until collected, the token waits sealed: the database does not hold it in clear.
         var stored = (string)(await server.ScalarAsync("SELECT sealed_token FROM device_codes WHERE user_code = @c", ("c", userCode.Replace("-", ""))))!;
@@ -194,7 +214,7 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         var listed = (await (await asToken.GetAsync("/api/v1/tokens")).JsonAsync()).EnumerateArray().Single(t => t.GetProperty("name").GetString() == "laptop cli");
         Assert.Equal("from the device page", listed.GetProperty("description").GetString());
 
-        // Once: a second poll, or a second approval of the code, finds nothing.
+        // Once: a second poll finds nothing, and the code is gone.
         Assert.Equal("invalid_grant", DeviceLogin.Error((await DeviceLogin.PollAsync(server, deviceCode)).Body));
         var again = await DeviceLogin.DecideAsync(person, html, userCode);
         Assert.Equal(HttpStatusCode.BadRequest, again.StatusCode);
@@ -235,9 +255,12 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         var start = await DeviceLogin.StartAsync(server);
         var userCode = start.GetProperty("user_code").GetString()!;
         using var person = await DeviceLogin.PersonAsync(server, username, password);
-        // Auth:MaxFailedLoginsPerUser (10) wrong codes, each answered with the form again.
+        // Auth:MaxFailedLoginsPerUser (10) wrong codes, each answered with the form again; a right code in between (which
+        // anyone can make) does not start the count afresh.
         for (var i = 0; i < 10; i++)
         {
+            if (i == 5)
+                Assert.Equal(HttpStatusCode.OK, (await DeviceLogin.OpenAsync(person, userCode)).Page.StatusCode);
             var (page, html) = await DeviceLogin.OpenAsync(person, $"BBBB-BBB{"CDFGHJKLMN"[i]}");
             Assert.Equal(HttpStatusCode.BadRequest, page.StatusCode);
             Assert.Contains("No login is waiting for this code", html);
@@ -266,6 +289,47 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         var answer = await program.GetAsync("/device");
         Assert.NotEqual(HttpStatusCode.OK, answer.StatusCode);
         Assert.DoesNotContain("<html", await answer.Content.ReadAsStringAsync());
+
+        // A post that is not the page's form is a 400, never a 500; a login that ended mid-decision comes back to the form.
+        using var person = await DeviceLogin.PersonAsync(server, "admin", PortcullisServer.AdminPassword);
+        var html = await (await person.GetAsync("/device")).Content.ReadAsStringAsync();
+        using var notAForm = new HttpRequestMessage(HttpMethod.Post, "/device/approve") { Content = new StringContent("hello") };
+        notAForm.Headers.Add("X-CSRF-Token", Browser.CsrfToken(html));
+        Assert.Equal(HttpStatusCode.BadRequest, (await person.SendAsync(notAForm)).StatusCode);
+        var back = await person.GetAsync("/device/approve");
+        Assert.Equal("/device", back.Headers.Location?.OriginalString);
+    }
+
+    [Fact]
+    public async Task AdminAskedForByTheRequestIsNeverTickedForThePerson()
+    {
+        var start = await DeviceLogin.StartAsync(server, scope: "admin api services", deviceName: "your-laptop");
+        using var admin = await DeviceLogin.PersonAsync(server, "admin", PortcullisServer.AdminPassword);
+        var (page, html) = await DeviceLogin.OpenAsync(admin, start.GetProperty("user_code").GetString()!);
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Matches("id=\"scope-admin\"[^>]*>", html);
+        Assert.DoesNotMatch("id=\"scope-admin\"[^>]*checked", html);
+        Assert.Matches("id=\"scope-api\"[^>]*checked", html);
+
+        // Device names that could read otherwise on the page are refused.
+        using var bidi = await server.PostFormAsync("/auth/device", [new("client_id", "portcullis-cli"), new("device_name", "a\u202egnp.exe")]);
+        Assert.Equal(HttpStatusCode.BadRequest, bidi.StatusCode);
+    }
+
+    [Fact]
+    public async Task PollsAtTheSameMomentGetTheTokenOnceAndNeverAnError()
+    {
+        var (username, password, _) = await server.CreateUserAsync();
+        var start = await DeviceLogin.StartAsync(server);
+        var (userCode, deviceCode) = (start.GetProperty("user_code").GetString()!, start.GetProperty("device_code").GetString()!);
+        using var person = await DeviceLogin.PersonAsync(server, username, password);
+        var (_, html) = await DeviceLogin.OpenAsync(person, userCode);
+        Assert.Equal(HttpStatusCode.OK, (await DeviceLogin.DecideAsync(person, html, userCode)).StatusCode);
+        await Task.Delay(1100);
+        var polls = await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => DeviceLogin.PollAsync(server, deviceCode)));
+        Assert.Single(polls, p => p.Status == HttpStatusCode.OK);
+        PortcullisServer.Secrets.Add(polls.Single(p => p.Status == HttpStatusCode.OK).Body.GetProperty("access_token").GetString()!);
+        Assert.All(polls.Where(p => p.Status != HttpStatusCode.OK), p => Assert.Equal((HttpStatusCode.BadRequest, "invalid_grant"), (p.Status, DeviceLogin.Error(p.Body))));
     }
 
     [Fact]
@@ -277,6 +341,8 @@ public sealed class DeviceLoginTests(DeviceLoginServer server, BrowserFixture br
         var page = await context.NewPageAsync();
         await page.GotoAsync(start.GetProperty("verification_uri_complete").GetString()!);
         await WebUiTests.LogInAsync(page, username, password);
+        Assert.Equal(start.GetProperty("user_code").GetString(), await page.GetByLabel("Code").InputValueAsync());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Continue" }).ClickAsync();
         await page.GetByRole(AriaRole.Heading, new() { Name = "Approve a device login" }).WaitForAsync();
         Assert.Contains(start.GetProperty("user_code").GetString()!, await page.InnerTextAsync("main"));
         Assert.Equal("cli on ci-runner", await page.GetByLabel("Name").InputValueAsync());
@@ -317,8 +383,23 @@ public sealed class DeviceCodeExpiryTests(ShortDeviceCodeServer server) : IClass
         var (username, password, _) = await server.CreateUserAsync();
         using var person = await DeviceLogin.PersonAsync(server, username, password);
         var (page, html) = await DeviceLogin.OpenAsync(person, start.GetProperty("user_code").GetString()!);
-        Assert.Equal(HttpStatusCode.BadRequest, page.StatusCode);
-        Assert.Contains("No login is waiting for this code", html);
+        Assert.Equal(HttpStatusCode.Conflict, page.StatusCode);
+        Assert.Contains("This login is over", html);
+    }
+
+    [Fact]
+    public async Task ALoginApprovedJustBeforeItsCodeExpiredIsStillHandedOver()
+    {
+        var (username, password, _) = await server.CreateUserAsync();
+        using var person = await DeviceLogin.PersonAsync(server, username, password);
+        var start = await DeviceLogin.StartAsync(server);
+        var userCode = start.GetProperty("user_code").GetString()!;
+        var (_, html) = await DeviceLogin.OpenAsync(person, userCode);
+        Assert.Equal(HttpStatusCode.OK, (await DeviceLogin.DecideAsync(person, html, userCode)).StatusCode);
+        await Task.Delay(2500);
+        var (status, body) = await DeviceLogin.PollAsync(server, start.GetProperty("device_code").GetString()!);
+        Assert.Equal(HttpStatusCode.OK, status);
+        PortcullisServer.Secrets.Add(body.GetProperty("access_token").GetString()!);
     }
 
     [Fact]

@@ -95,6 +95,11 @@ internal static class CommandSupport
             Console.Error.WriteLine($"error: {target.Describe()} did not answer in time.");
             return 1;
         }
+        catch (JsonException)
+        {
+            Console.Error.WriteLine($"error: {target.Describe()} answered with something that is not Portcullis's API. Check the address (portcullis context current).");
+            return 1;
+        }
     };
 
     /// <summary>Stable field names, snake_case, nulls included: scripts can rely on every field being there.</summary>

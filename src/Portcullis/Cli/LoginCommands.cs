@@ -1,10 +1,11 @@
 using System.CommandLine;
+using System.Net;
 using static Portcullis.Cli.CommandSupport;
 
 namespace Portcullis.Cli;
 
 /// <summary><c>login</c>, <c>logout</c>, <c>whoami</c> (docs/cli.md).</summary>
-internal static class LoginCommands
+internal static partial class LoginCommands
 {
     public static IEnumerable<Command> All()
     {
@@ -124,10 +125,24 @@ internal static class LoginCommands
     private static async Task<(string Credential, string User)> WebLoginAsync(CliTarget target, string url, bool noBrowser, CancellationToken cancellationToken)
     {
         var client = target.Client(url, null);
-        var start = await client.StartDeviceLoginAsync("api services", Environment.MachineName, cancellationToken);
+        DeviceAuthorizationResponse start;
+        try
+        {
+            start = await client.StartDeviceLoginAsync("api services", Environment.MachineName, cancellationToken);
+        }
+        catch (PortcullisApiException e) when (e.Status is HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed)
+        {
+            throw new CliException($"{url} does not offer logging in with a browser (an older Portcullis, or not Portcullis). " +
+                                   "Log in with --api-token-stdin or --username instead.");
+        }
+        // What the server sends is printed and may be handed to a browser program: only a code of the right shape and web addresses.
+        if (start.UserCode is null || !UserCodeShape().IsMatch(start.UserCode) || !IsWebAddress(start.VerificationUri) || !IsWebAddress(start.VerificationUriComplete))
+            throw new CliException($"{url} answered the device login with something that is not a web address and a code; is it a Portcullis server?");
         Console.WriteLine($"Open {start.VerificationUri} and enter {Bold(start.UserCode)}");
         Console.WriteLine($"  or open {start.VerificationUriComplete}");
-        if (!noBrowser && Browser.TryOpen(start.VerificationUriComplete))
+        if (!noBrowser && !IsOn(start.VerificationUriComplete, url))
+            Console.WriteLine($"(Not opened for you: the address is not on {url}. Open it yourself if you trust it.)");
+        else if (!noBrowser && Browser.TryOpen(start.VerificationUriComplete))
             Console.WriteLine("Your browser has been opened; check that it shows the same code.");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(start.ExpiresIn) + TimeSpan.FromSeconds(30);
         var interval = TimeSpan.FromSeconds(Math.Max(1, start.Interval));
@@ -141,7 +156,18 @@ internal static class LoginCommands
                     if (DateTime.UtcNow > deadline)
                         throw Expired(start);
                     await Task.Delay(interval, cancellationToken);
-                    var poll = await client.PollDeviceLoginAsync(start.DeviceCode, cancellationToken);
+                    DevicePoll poll;
+                    try
+                    {
+                        poll = await client.PollDeviceLoginAsync(start.DeviceCode, cancellationToken);
+                    }
+                    catch (Exception e) when (e is HttpRequestException || e is PortcullisApiException { Status: >= HttpStatusCode.InternalServerError }
+                                              || e is TaskCanceledException && !cancellationToken.IsCancellationRequested)
+                    {
+                        // A server restarting or a network hiccup: back off and ask again while the code lives (RFC 8628 §3.5).
+                        interval = TimeSpan.FromSeconds(Math.Min(60, interval.TotalSeconds * 2));
+                        continue;
+                    }
                     switch (poll.Error)
                     {
                         case null:
@@ -163,8 +189,26 @@ internal static class LoginCommands
             throw new CliException("Stopped before the login was approved. Nothing was stored; the code expires by itself.", 130);
         }
         var me = await target.Client(url, token).GetMeAsync(cancellationToken);
+        // Every command of this CLI calls the API: a token without 'api' would log in, then fail at every step.
+        if (!me.Auth.Scopes.Contains("api"))
+        {
+            await client.RevokeAsync(token!, cancellationToken);
+            throw new CliException("The token approved in the browser has no Developer Operations Access (the 'api' scope), which the CLI needs; " +
+                                   "it was revoked. Run `portcullis login --web` again and keep Developer Operations Access ticked.");
+        }
         return (token!, me.Username);
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Z]{4}-[A-Z]{4}$")]
+    private static partial System.Text.RegularExpressions.Regex UserCodeShape();
+
+    private static bool IsWebAddress(string? address) =>
+        Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && !address.Any(char.IsControl);
+
+    /// <summary>Whether <paramref name="address"/> is on the server the CLI talks to (same scheme, host and port).</summary>
+    private static bool IsOn(string address, string server) =>
+        Uri.TryCreate(address, UriKind.Absolute, out var a) && Uri.TryCreate(server, UriKind.Absolute, out var s)
+        && Uri.Compare(a, s, UriComponents.SchemeAndServer, UriFormat.Unescaped, StringComparison.OrdinalIgnoreCase) == 0;
 
     private static CliException Expired(DeviceAuthorizationResponse start) =>
         new($"The code {start.UserCode} expired before it was approved. Run `portcullis login --web` again and approve it within {Math.Max(1, start.ExpiresIn / 60)} minutes.");

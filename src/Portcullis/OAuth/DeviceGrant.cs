@@ -77,11 +77,9 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
     {
         http.Response.Headers.CacheControl = "no-store";
         var (parameters, parseError) = await TokenEndpoint.ReadParametersAsync(http.Request);
-        if (parseError is not null)
-            return TokenEndpoint.Error("invalid_request", parseError);
-        if (parameters!.ContainsKey("client_secret") || http.Request.Headers.Authorization.Count > 0)
-            return TokenEndpoint.Error("invalid_request", $"The device grant is for the public client '{FirstPartyClients.Cli}', which has no secret: send only client_id.");
-        if (ClientError(parameters.GetValueOrDefault("client_id")) is { } clientError)
+        if (parameters is null)
+            return TokenEndpoint.Error("invalid_request", parseError!);
+        if (ClientError(http, parameters) is { } clientError)
             return clientError;
 
         string? scope = null;
@@ -92,7 +90,9 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
             scope = parsed.ToString();
         }
         var deviceName = parameters.GetValueOrDefault("device_name")?.Trim();
-        if (deviceName is { Length: > MaxDeviceNameLength } || deviceName?.Any(char.IsControl) == true)
+        // Control and format characters (bidirectional overrides among them) could make the name read otherwise on the page.
+        if (deviceName is { Length: > MaxDeviceNameLength }
+            || deviceName?.Any(c => char.IsControl(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format) == true)
             return TokenEndpoint.Error("invalid_request", $"device_name must be at most {MaxDeviceNameLength} printable characters (the machine's host name).");
 
         var o = options.Value;
@@ -157,7 +157,7 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
     /// </summary>
     public async Task<IResult> PollAsync(HttpContext http, IReadOnlyDictionary<string, string> parameters)
     {
-        if (ClientError(parameters.GetValueOrDefault("client_id")) is { } clientError)
+        if (ClientError(http, parameters) is { } clientError)
             return clientError;
         if (parameters.GetValueOrDefault("device_code") is not { } deviceCode)
             return TokenEndpoint.Error("invalid_request", "The device_code grant needs 'device_code', as POST /auth/device gave it.");
@@ -165,33 +165,37 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         var now = time.GetUtcNow().UtcDateTime;
         var hash = Hash(deviceCode);
         await using var db = await dbs.CreateDbContextAsync(http.RequestAborted);
-        var row = await db.DeviceAuthorizations.SingleOrDefaultAsync(d => d.DeviceCodeHash == hash, http.RequestAborted);
+        var row = await db.DeviceAuthorizations.AsNoTracking().SingleOrDefaultAsync(d => d.DeviceCodeHash == hash, http.RequestAborted);
         if (row is null)
-            return TokenEndpoint.Error("invalid_grant", "This device code is unknown: it was used already, denied, or never issued. Start the login again.");
-        if (row.ExpiresAt <= now)
-            return TokenEndpoint.Error("expired_token", "The code expired before it was approved. Start the login again (portcullis login --web).");
+            return UnknownCode;
 
-        // Too quick: the interval grows for this and every later poll (§3.5). Two polls racing on two instances may both
-        // pass; the interval is advice to a well-behaved client, not a guard (a device code cannot be guessed).
-        var tooSoon = row.LastPolledAt is { } last && now < last + TimeSpan.FromSeconds(row.IntervalSeconds) - PollSlack;
-        if (tooSoon)
-            row.IntervalSeconds += SlowDownSeconds;
-        row.LastPolledAt = now;
-        await db.SaveChangesAsync(http.RequestAborted);
-        if (tooSoon)
-            return TokenEndpoint.Error("slow_down", $"Polling too often: wait at least {row.IntervalSeconds} seconds between requests.");
-
+        // A decision is told even when it came just before the code expired: an approved token is never left behind
+        // for want of one more poll (the row lives on twice the code's lifetime after it ends).
         switch (row.Status)
         {
             case DeviceAuthorization.Denied:
                 // Said once; the denial itself was audited when the person made it.
-                await db.DeviceAuthorizations.Where(d => d.DeviceCodeHash == hash).ExecuteDeleteAsync(http.RequestAborted);
-                return TokenEndpoint.Error("access_denied", "The login was denied in the browser.");
+                return await db.DeviceAuthorizations.Where(d => d.DeviceCodeHash == hash).ExecuteDeleteAsync(http.RequestAborted) == 1
+                    ? TokenEndpoint.Error("access_denied", "The login was denied in the browser.")
+                    : UnknownCode;
             case DeviceAuthorization.Approved when row.SealedToken is not null:
                 return await CollectAsync(http, db, row, deviceCode);
-            default:
-                return TokenEndpoint.Error("authorization_pending", $"Waiting for a person to approve the code at {VerificationPath}.");
         }
+        if (row.ExpiresAt <= now)
+            return TokenEndpoint.Error("expired_token", "The code expired before it was approved. Start the login again (portcullis login --web).");
+
+        // Too quick: the interval grows for this and every later poll (§3.5). Two polls racing on two instances may both
+        // pass; the interval is advice to a well-behaved client, not a guard (a device code cannot be guessed). Written
+        // only if the row is still there: another poll may have collected it a moment ago.
+        var tooSoon = row.LastPolledAt is { } last && now < last + TimeSpan.FromSeconds(row.IntervalSeconds) - PollSlack;
+        var interval = row.IntervalSeconds + (tooSoon ? SlowDownSeconds : 0);
+        var polled = await db.DeviceAuthorizations.Where(d => d.DeviceCodeHash == hash)
+            .ExecuteUpdateAsync(set => set.SetProperty(d => d.IntervalSeconds, interval).SetProperty(d => d.LastPolledAt, now), http.RequestAborted);
+        if (polled == 0)
+            return UnknownCode;
+        return tooSoon
+            ? TokenEndpoint.Error("slow_down", $"Polling too often: wait at least {interval} seconds between requests.")
+            : TokenEndpoint.Error("authorization_pending", $"Waiting for a person to approve the code at {VerificationPath}.");
     }
 
     /// <summary>Hands the approved token over, once: of two polls (on any instances), one deletes the row and gets it.</summary>
@@ -217,16 +221,20 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         return TypedResults.Json(new DeviceTokenResponse(Encoding.UTF8.GetString(plaintext), "Bearer", expiresIn, token.Scopes));
     }
 
-    /// <summary>The pending, unexpired login a person typed the code of; null for anything else (wrong, used, denied, expired).</summary>
-    public async Task<DeviceAuthorization?> FindPendingAsync(string userCode, CancellationToken cancellationToken)
+    private static IResult UnknownCode => TokenEndpoint.Error("invalid_grant",
+        "This device code is unknown: it was used already, denied, or never issued. Start the login again.");
+
+    /// <summary>The login a person typed the code of, whatever its state (pending, decided, expired); null when no login has it.</summary>
+    public async Task<DeviceAuthorization?> FindAsync(string userCode, CancellationToken cancellationToken)
     {
         if (Normalize(userCode) is not { } code)
             return null;
-        var now = time.GetUtcNow().UtcDateTime;
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
-        return await db.DeviceAuthorizations.AsNoTracking()
-            .SingleOrDefaultAsync(d => d.UserCode == code && d.Status == DeviceAuthorization.Pending && d.ExpiresAt > now, cancellationToken);
+        return await db.DeviceAuthorizations.AsNoTracking().SingleOrDefaultAsync(d => d.UserCode == code, cancellationToken);
     }
+
+    /// <summary>Whether a login still waits for a decision.</summary>
+    public bool IsPending(DeviceAuthorization login) => login.Status == DeviceAuthorization.Pending && login.ExpiresAt > time.GetUtcNow().UtcDateTime;
 
     /// <summary>
     /// Takes the decision on a pending login for <paramref name="person"/>, atomically: of two decisions (two tabs, two
@@ -263,14 +271,23 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
             .ExecuteUpdateAsync(set => set.SetProperty(d => d.TokenId, tokenId).SetProperty(d => d.SealedToken, sealedToken), cancellationToken);
     }
 
-    /// <summary>Only Portcullis's own CLI client uses this grant (docs/decisions.md).</summary>
-    private static IResult? ClientError(string? clientId) => clientId switch
+    /// <summary>
+    /// Only Portcullis's own public CLI client uses this grant (docs/decisions.md), named by <c>client_id</c> alone: client
+    /// credentials are refused rather than ignored, since the client has none.
+    /// </summary>
+    private static IResult? ClientError(HttpContext http, IReadOnlyDictionary<string, string> parameters)
     {
-        null => TokenEndpoint.Error("invalid_request", $"The device grant needs client_id={FirstPartyClients.Cli}."),
-        FirstPartyClients.Cli => null,
-        FirstPartyClients.Portcullis => TokenEndpoint.Error("unauthorized_client", $"The client '{clientId}' may not use the device grant; the CLI's client is '{FirstPartyClients.Cli}'."),
-        _ => TokenEndpoint.Error("invalid_client", $"The device grant is only for the client '{FirstPartyClients.Cli}'.", StatusCodes.Status401Unauthorized),
-    };
+        if (parameters.ContainsKey("client_secret") || http.Request.Headers.Authorization.Count > 0)
+            return TokenEndpoint.Error("invalid_request", $"The device grant is for the public client '{FirstPartyClients.Cli}', which has no secret: send only client_id.");
+        return parameters.GetValueOrDefault("client_id") switch
+        {
+            null => TokenEndpoint.Error("invalid_request", $"The device grant needs client_id={FirstPartyClients.Cli}."),
+            FirstPartyClients.Cli => null,
+            FirstPartyClients.Portcullis => TokenEndpoint.Error("unauthorized_client", $"The client '{FirstPartyClients.Portcullis}' may not use the device grant; the CLI's client is '{FirstPartyClients.Cli}'."),
+            // 400 rather than 401: no client authentication was attempted (RFC 6749 §5.2).
+            _ => TokenEndpoint.Error("invalid_client", $"The device grant is only for the client '{FirstPartyClients.Cli}'."),
+        };
+    }
 
     private static string NewUserCode() => string.Create(UserCodeLength, 0, static (chars, _) =>
     {

@@ -21,19 +21,30 @@ internal static class DevicePages
     public static IEndpointRouteBuilder MapDevicePages(this IEndpointRouteBuilder app)
     {
         var pages = app.MapGroup(DeviceGrant.VerificationPath).AsWebPages().AddEndpointFilter(TokenPages.RequireSession);
-        pages.MapGet("", ShowAsync);
+        pages.MapGet("", EnterCodeForm);
+        pages.MapPost("", ShowAsync).DisableAntiforgery();
         pages.MapPost("/approve", ApproveAsync).DisableAntiforgery();
         pages.MapPost("/deny", DenyAsync).DisableAntiforgery();
+        // Where a login that ended in the middle of a decision comes back to after logging in again.
+        pages.MapGet("/approve", () => Results.Redirect(DeviceGrant.VerificationPath));
+        pages.MapGet("/deny", () => Results.Redirect(DeviceGrant.VerificationPath));
         return app;
     }
 
-    /// <summary>The code form, or (with <c>user_code</c>, as <c>verification_uri_complete</c> gives it) the login it names.</summary>
+    /// <summary>
+    /// The code form, filled in with <c>user_code</c> when the link of <c>verification_uri_complete</c> brought the person here.
+    /// The code is only looked up once the person submits it (RFC 8628 §5.4: they confirm it is the code in their terminal),
+    /// so a link from elsewhere can neither show a login's details nor spend the person's allowance of wrong codes.
+    /// </summary>
+    private static IResult EnterCodeForm(HttpContext http, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "user_code")] string? userCode) =>
+        PageResults.Render<DevicePage>(http, new { UserCode = userCode is { Length: <= 2 * DeviceGrant.UserCodeLength } typed ? typed : "" });
+
+    /// <summary>The login the submitted code names, with the choices for its token.</summary>
     private static async Task<IResult> ShowAsync(HttpContext http, DeviceGrant device, LoginThrottle throttle, AuditLog audit, ServiceRegistry registry,
-        PortcullisDb db, TimeProvider time, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "user_code")] string? userCode)
+        PortcullisDb db, TimeProvider time, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(userCode))
-            return PageResults.Render<DevicePage>(http);
-        var (login, refused) = await LookUpAsync(http, userCode, device, throttle, audit);
+        var fields = await http.Request.ReadFormAsync(cancellationToken);
+        var (login, refused) = await LookUpAsync(http, fields["user_code"].ToString(), device, throttle, audit);
         if (refused is not null)
             return refused;
         return Confirm(http, registry, login!, await DefaultFormAsync(http, login!, db, time), null);
@@ -101,8 +112,10 @@ internal static class DevicePages
     }
 
     /// <summary>
-    /// The pending login a typed code names, through the throttle: a wrong code counts like a wrong password (per account
-    /// and per address, docs/decisions.md), so 8 letters cannot be guessed by trying.
+    /// The pending login a typed code names, through the throttle: a code that no login has counts like a wrong password
+    /// (per account and per address, docs/decisions.md), so 8 letters cannot be guessed by trying. A code that some login
+    /// has is not a guess: its attempt is given back, but the count of wrong ones is never cleared by it (anyone can make
+    /// a right code with <c>POST /auth/device</c>). A login decided already, or expired, is over (409), not a wrong code.
     /// </summary>
     private static async Task<(DeviceAuthorization? Login, IResult? Refused)> LookUpAsync(HttpContext http, string typed, DeviceGrant device,
         LoginThrottle throttle, AuditLog audit)
@@ -111,11 +124,8 @@ internal static class DevicePages
         await using var attempt = await throttle.CheckAsync(LoginKind.UserCode, person.Owner.Name, http, http.RequestAborted);
         if (attempt.IsThrottled)
             return (null, EnterCode(http, typed, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests));
-        if (await device.FindPendingAsync(typed, http.RequestAborted) is { } login)
-        {
-            await attempt.RecordSuccessAsync();
-            return (login, null);
-        }
+        if (await device.FindAsync(typed, http.RequestAborted) is { } login)
+            return device.IsPending(login) ? (login, null) : (null, Gone(http));
         await attempt.RecordFailureAsync();
         await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceCodeRejected, person.Owner.Name, person.Owner.Id,
             details: new { reason = "no pending login has this code" }), http.RequestAborted);
@@ -144,8 +154,7 @@ internal static class DevicePages
     }, StatusCodes.Status409Conflict);
 
     /// <summary>
-    /// What the CLI asked for, as the form's starting point: the access of its <c>scope</c> (what the person may hold of it)
-    /// and a name that says where the token lives, <c>cli on HOST</c>, made unique among the person's active tokens.
+    /// What the CLI asked for, as the form's starting point: the access of its <c>scope</c> (but never Admin) and a name that says where the token lives, <c>cli on HOST</c>, made unique among the person's active tokens.
     /// </summary>
     private static async Task<TokenForm> DefaultFormAsync(HttpContext http, DeviceAuthorization login, PortcullisDb db, TimeProvider time)
     {
@@ -165,7 +174,8 @@ internal static class DevicePages
             Services = allServices || scopes.Services.Count > 0,
             ServiceChoice = !allServices && scopes.Services.Count > 0 ? "chosen" : "all",
             ChosenServices = scopes.Services,
-            Admin = scopes.Flags.HasFlag(ScopeFlags.Admin) && person.IsAdmin,
+            // Never ticked by the request, which anyone can make: a person who wants Admin on this token ticks it.
+            Admin = false,
         };
     }
 }

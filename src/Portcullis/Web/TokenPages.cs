@@ -111,6 +111,8 @@ internal static class TokenPages
             return WebPages.ForProgram(http);
         if (http.Features.Get<Credential>() is not { Kind: CredentialKinds.Session })
             return Results.Redirect("/login?returnUrl=" + Uri.EscapeDataString(http.Request.Path + http.Request.QueryString));
+        if (HttpMethods.IsPost(http.Request.Method) && !http.Request.HasFormContentType)
+            return Results.Problem(statusCode: 400, title: "Bad request", detail: "Send the page's form (application/x-www-form-urlencoded).");
         if (HttpMethods.IsPost(http.Request.Method) && !await WebPages.IsValidAsync(http.RequestServices.GetRequiredService<IAntiforgery>(), http))
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "The form has expired or did not come from this site. Reload the page and try again.");
         return await next(context);
