@@ -388,6 +388,24 @@ public sealed class DeviceCodeExpiryTests(ShortDeviceCodeServer server) : IClass
     }
 
     [Fact]
+    public async Task ATokenApprovedButNeverCollectedEndsWithItsLogin()
+    {
+        var (username, password, token) = await server.CreateUserAsync();
+        using var person = await DeviceLogin.PersonAsync(server, username, password);
+        var start = await DeviceLogin.StartAsync(server);
+        var userCode = start.GetProperty("user_code").GetString()!;
+        var (_, html) = await DeviceLogin.OpenAsync(person, userCode);
+        Assert.Equal(HttpStatusCode.OK, (await DeviceLogin.DecideAsync(person, html, userCode, "approve", ("name", "never collected"), ("expiration", "7"), ("api", "on"))).StatusCode);
+        // Twice the code's lifetime after it ended, the next login forgets it, and revokes the token nobody collected.
+        await Task.Delay(6500);
+        await DeviceLogin.StartAsync(server);
+        using var own = server.Client(token);
+        var tokens = await (await own.GetAsync("/api/v1/tokens")).JsonAsync();
+        Assert.Equal("revoked", tokens.EnumerateArray().Single(t => t.GetProperty("name").GetString() == "never collected").GetProperty("status").GetString());
+        Assert.Equal("invalid_grant", DeviceLogin.Error((await DeviceLogin.PollAsync(server, start.GetProperty("device_code").GetString()!)).Body));
+    }
+
+    [Fact]
     public async Task ALoginApprovedJustBeforeItsCodeExpiredIsStillHandedOver()
     {
         var (username, password, _) = await server.CreateUserAsync();

@@ -54,7 +54,8 @@ internal sealed record DeviceTokenResponse(string AccessToken, string TokenType,
 /// <c>/auth/token</c> with its device code, collects it once. Every instance answers every step (the state is in the
 /// database), and every step is audited.
 /// </summary>
-internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealing sealing, AuditLog audit, TimeProvider time, IOptions<AuthOptions> options)
+internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealing sealing, AuditLog audit, InvalidationBus invalidation, TimeProvider time,
+    IOptions<AuthOptions> options)
 {
     public const string GrantType = PortcullisClient.DeviceCodeGrantType;
     public const string VerificationPath = "/device";
@@ -98,10 +99,8 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         var o = options.Value;
         var now = time.GetUtcNow().UtcDateTime;
         var deviceCode = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(32));
+        await PruneAsync(http.RequestAborted);
         await using var db = await dbs.CreateDbContextAsync(http.RequestAborted);
-        // Codes whose answer (expired_token) nobody can need any more: twice their lifetime after they ended.
-        var forgotten = now - 2 * o.DeviceCodeLifetime;
-        await db.DeviceAuthorizations.Where(d => d.ExpiresAt < forgotten).ExecuteDeleteAsync(http.RequestAborted);
         // Anyone may ask, without a credential: a bound on the codes pending per address keeps that from filling the database.
         var address = http.Connection.RemoteIpAddress?.ToString();
         var pending = await db.DeviceAuthorizations.Where(d => d.RequestedFrom == address && d.ExpiresAt > now && d.Status == DeviceAuthorization.Pending)
@@ -196,6 +195,34 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         return tooSoon
             ? TokenEndpoint.Error("slow_down", $"Polling too often: wait at least {interval} seconds between requests.")
             : TokenEndpoint.Error("authorization_pending", $"Waiting for a person to approve the code at {VerificationPath}.");
+    }
+
+    /// <summary>
+    /// Forgets the logins whose answer nobody can need any more (twice the code's lifetime after it ended), at each new
+    /// login and in the periodic housekeeping. A token approved for one of them and never collected is held by nobody, so
+    /// it is revoked: it ends with the login that made it. Deleted with <c>RETURNING</c>, so a token handed over at the
+    /// same moment on another instance is never the one revoked.
+    /// </summary>
+    public async Task PruneAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow().UtcDateTime;
+        var forgotten = now - 2 * options.Value.DeviceCodeLifetime;
+        await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+        var pruned = await db.DeviceAuthorizations.FromSql($"DELETE FROM device_codes WHERE expires_at < {forgotten} RETURNING *")
+            .AsNoTracking().ToListAsync(cancellationToken);
+        var stranded = pruned.Where(d => d.TokenId is not null).Select(d => d.TokenId!.Value).ToList();
+        if (stranded.Count == 0)
+            return;
+        var tokens = await db.ApiTokens.Where(t => stranded.Contains(t.Id) && (t.RevokedAt == null || t.RevokedAt > now)).ToListAsync(cancellationToken);
+        foreach (var token in tokens)
+        {
+            token.RevokedAt = now;
+            db.AuditEvents.Add(audit.Create(null, AuditEvents.TokenRevoked, subjectId: token.OwnerId, tokenId: token.Id.ToString(CultureInfo.InvariantCulture),
+                details: new { name = token.Name, hint = token.Hint, reason = "approved for a device login that never collected it" }));
+        }
+        await db.SaveChangesAsync(cancellationToken);
+        foreach (var token in tokens)
+            await invalidation.TokenChangedAsync(token.TokenHash, cancellationToken);
     }
 
     /// <summary>Hands the approved token over, once: of two polls (on any instances), one deletes the row and gets it.</summary>

@@ -8,9 +8,10 @@ namespace Portcullis.OAuth;
 /// <summary>
 /// Housekeeping behind the JWT deny-list and the signing keys, every <c>Tokens:CacheMaxAge</c>:
 /// drops deny-list entries whose JWTs have expired, prunes retired keys that can no longer verify
-/// anything, and re-reads both as a safety net in case a notification from another instance was lost.
+/// anything, and re-reads both as a safety net in case a notification from another instance was lost;
+/// forgets device logins that ended long ago (<see cref="DeviceGrant.PruneAsync"/>).
 /// </summary>
-internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys, IOptions<TokenOptions> options, ILogger<OAuthMaintenance> logger)
+internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys, DeviceGrant devices, IOptions<TokenOptions> options, ILogger<OAuthMaintenance> logger)
     : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -26,6 +27,7 @@ internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys
                     await revokedJwts.ReloadAsync(stoppingToken);
                     await keys.PruneAsync(stoppingToken);
                     await keys.ReloadAsync(stoppingToken);
+                    await devices.PruneAsync(stoppingToken);
                 }
                 catch (Exception e) when (e is not OperationCanceledException && Data.DatabaseFailures.IsDatabaseFailure(e))
                 {
