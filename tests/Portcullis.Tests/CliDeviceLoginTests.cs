@@ -146,6 +146,8 @@ public sealed class CliDeviceLoginTests(DeviceLoginServer server) : IClassFixtur
         await using var cli = CliProcess.Start(_config, ["login", "--host", Url, "--web", "--no-browser"], terminal: true);
         await cli.WaitForAsync(CodeLine);
         await cli.WaitForAsync("Waiting for the approval");
+        // A person reads the line before pressing Ctrl-C; on a loaded machine the spinner may still be starting.
+        await Task.Delay(1000);
         await cli.TypeAsync(CliProcess.CtrlC);
         var (exit, output) = await cli.ExitAsync();
         Assert.Equal(130, exit);

@@ -63,12 +63,10 @@ public sealed class MigrationTests
             };
             db.Users.Add(user);
             await db.SaveChangesAsync();
-            db.ApiTokens.Add(new ApiToken
-            {
-                OwnerId = user.Id, Name = "old", TokenHash = TokenFormat.Digest(token).ToHex(), Hint = format.Hint(token),
-                Scopes = "api services", CreatedAt = now,
-            });
-            await db.SaveChangesAsync();
+            // In SQL: today's model has columns that version 1 did not.
+            var (hash, hint) = (TokenFormat.Digest(token).ToHex(), format.Hint(token));
+            await db.Database.ExecuteSqlAsync(
+                $"INSERT INTO api_tokens (owner_id, name, token_hash, hint, scopes, created_at) VALUES ({user.Id}, 'old', {hash}, {hint}, 'api services', {now})");
         }
 
         await using var server = PortcullisServer.With(provider, settings);

@@ -63,3 +63,35 @@ public sealed class TokenPolicyTests(SqliteServer server) : IClassFixture<Sqlite
         }
     }
 }
+
+/// <summary>Two instances on one PostgreSQL database: a use limit holds exactly across them.</summary>
+public sealed class TokenPolicyMultiInstanceTests(PostgresServer a) : IClassFixture<PostgresServer>, IAsyncLifetime
+{
+    private PortcullisServer _b = null!;
+
+    public async Task InitializeAsync()
+    {
+        _b = PortcullisServer.With(Provider.Postgres,
+            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/') });
+        await _b.InitializeAsync();
+    }
+
+    public async Task DisposeAsync() => await _b.DisposeAsync();
+
+    [Fact]
+    public async Task RequestsSpreadOverTwoInstancesGetExactlyTheUsesAllowed()
+    {
+        using var admin = a.Client(await a.AdminTokenAsync());
+        var body = await (await admin.PostAsJsonAsync("/api/v1/tokens", new { name = "job-" + Guid.NewGuid().ToString("N")[..6], max_uses = 7 })).JsonAsync();
+        var token = body.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        using var onA = a.Client(token);
+        using var onB = _b.Client(token);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => (i % 2 == 0 ? onA : onB).GetAsync("/api/v1/me")));
+        Assert.Equal(7, answers.Count(r => r.StatusCode == HttpStatusCode.OK));
+        Assert.All(answers.Where(r => r.StatusCode != HttpStatusCode.OK), r => Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode));
+        var shown = await (await admin.GetAsync($"/api/v1/tokens/{body.GetProperty("id").GetInt64()}")).JsonAsync();
+        Assert.Equal(7, shown.GetProperty("uses").GetInt64());
+        Assert.Equal("spent", shown.GetProperty("status").GetString());
+    }
+}

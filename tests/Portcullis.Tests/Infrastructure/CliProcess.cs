@@ -104,7 +104,14 @@ public sealed class CliProcess : IAsyncDisposable
     public async Task<(int ExitCode, string Output)> ExitAsync()
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await _process.WaitForExitAsync(timeout.Token);
+        try
+        {
+            await _process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException("the CLI did not exit within 60 s; it wrote:\n" + Output);
+        }
         await _reading;
         return (_process.ExitCode, Output);
     }
