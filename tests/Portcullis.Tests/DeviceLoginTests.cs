@@ -446,12 +446,7 @@ public sealed class DeviceLoginMultiInstanceTests(DeviceLoginPostgresServer a) :
 
     public async Task InitializeAsync()
     {
-        _b = PortcullisServer.With(Provider.Postgres, new()
-        {
-            ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/'),
-            ["Auth:DeviceCodePollInterval"] = "00:00:01",
-        });
-        await _b.InitializeAsync();
+        _b = await a.StartSecondInstanceAsync(new() { ["Auth:DeviceCodePollInterval"] = "00:00:01" });
     }
 
     public async Task DisposeAsync() => await _b.DisposeAsync();

@@ -16,9 +16,7 @@ public sealed class OAuthMultiInstanceTests(PostgresServer a) : IClassFixture<Po
     public async Task InitializeAsync()
     {
         // One public URL for both, as behind a load balancer: a JWT from one is valid at the other.
-        _b = PortcullisServer.With(Provider.Postgres,
-            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/') });
-        await _b.InitializeAsync();
+        _b = await a.StartSecondInstanceAsync();
     }
 
     public async Task DisposeAsync() => await _b.DisposeAsync();

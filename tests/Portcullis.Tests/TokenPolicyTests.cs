@@ -71,9 +71,7 @@ public sealed class TokenPolicyMultiInstanceTests(PostgresServer a) : IClassFixt
 
     public async Task InitializeAsync()
     {
-        _b = PortcullisServer.With(Provider.Postgres,
-            new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = a.ConnectionString!, ["PublicUrl"] = a.BaseAddress.ToString().TrimEnd('/') });
-        await _b.InitializeAsync();
+        _b = await a.StartSecondInstanceAsync();
     }
 
     public async Task DisposeAsync() => await _b.DisposeAsync();

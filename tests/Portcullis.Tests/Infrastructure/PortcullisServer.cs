@@ -42,6 +42,23 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         DataDir = Directory.CreateTempSubdirectory("portcullis-test-").FullName;
     }
 
+    /// <summary>
+    /// A second instance, started, on this PostgreSQL server's database and with its public URL, as behind a load balancer
+    /// (a JWT or a code from one is valid at the other); <paramref name="settings"/> are added to those.
+    /// </summary>
+    public async Task<PortcullisServer> StartSecondInstanceAsync(Dictionary<string, string>? settings = null)
+    {
+        var all = new Dictionary<string, string>
+        {
+            ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = ConnectionString!, ["PublicUrl"] = BaseAddress.ToString().TrimEnd('/'),
+        };
+        foreach (var (key, value) in settings ?? [])
+            all[key] = value;
+        var second = With(Provider.Postgres, all);
+        await second.InitializeAsync();
+        return second;
+    }
+
     /// <summary>A server on an existing database or data directory (a second instance, an upgrade).</summary>
     public static PortcullisServer With(Provider provider, Dictionary<string, string> settings) => new(provider, settings, existing: true);
 
