@@ -80,21 +80,9 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         var (parameters, parseError) = await TokenEndpoint.ReadParametersAsync(http.Request);
         if (parameters is null)
             return TokenEndpoint.Error("invalid_request", parseError!);
-        if (ClientError(http, parameters) is { } clientError)
-            return clientError;
-
-        string? scope = null;
-        if (parameters.GetValueOrDefault("scope") is { } requested)
-        {
-            if (!ScopeSet.TryParse(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries), out var parsed, out var scopeError))
-                return TokenEndpoint.Error("invalid_scope", scopeError!);
-            scope = parsed.ToString();
-        }
-        var deviceName = parameters.GetValueOrDefault("device_name")?.Trim();
-        // Control and format characters (bidirectional overrides among them) could make the name read otherwise on the page.
-        if (deviceName is { Length: > MaxDeviceNameLength }
-            || deviceName?.Any(c => char.IsControl(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format) == true)
-            return TokenEndpoint.Error("invalid_request", $"device_name must be at most {MaxDeviceNameLength} printable characters (the machine's host name).");
+        var (scope, deviceName, invalid) = ReadRequest(http, parameters);
+        if (invalid is not null)
+            return invalid;
 
         var o = options.Value;
         var now = time.GetUtcNow().UtcDateTime;
@@ -122,7 +110,7 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
                 UserCode = NewUserCode(),
                 ClientId = FirstPartyClients.Cli,
                 Scope = scope,
-                DeviceName = string.IsNullOrEmpty(deviceName) ? null : deviceName,
+                DeviceName = deviceName,
                 RequestedFrom = address,
                 UserAgent = Truncate(http.Request.Headers.UserAgent.ToString(), 200),
                 CreatedAt = now,
@@ -246,6 +234,25 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
             http.RequestAborted);
         var expiresIn = token.ExpiresAt is { } expires ? (int?)Math.Max(1, (int)(expires - now).TotalSeconds) : null;
         return TypedResults.Json(new DeviceTokenResponse(Encoding.UTF8.GetString(plaintext), "Bearer", expiresIn, token.Scopes));
+    }
+
+    /// <summary>What a device authorization request asks for: a scope and the machine's name, both optional; or why it is refused.</summary>
+    private static (string? Scope, string? DeviceName, IResult? Error) ReadRequest(HttpContext http, IReadOnlyDictionary<string, string> parameters)
+    {
+        if (ClientError(http, parameters) is { } clientError)
+            return (null, null, clientError);
+        string? scope = null;
+        if (parameters.GetValueOrDefault("scope") is { } requested)
+        {
+            if (!ScopeSet.TryParse(requested.Split(' ', StringSplitOptions.RemoveEmptyEntries), out var parsed, out var scopeError))
+                return (null, null, TokenEndpoint.Error("invalid_scope", scopeError!));
+            scope = parsed.ToString();
+        }
+        var deviceName = parameters.GetValueOrDefault("device_name")?.Trim();
+        // Control and format characters (bidirectional overrides among them) could make the name read otherwise on the page.
+        if (deviceName is { Length: > MaxDeviceNameLength } || deviceName?.Any(c => char.IsControl(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format) == true)
+            return (null, null, TokenEndpoint.Error("invalid_request", $"device_name must be at most {MaxDeviceNameLength} printable characters (the machine's host name)."));
+        return (scope, string.IsNullOrEmpty(deviceName) ? null : deviceName, null);
     }
 
     private static IResult UnknownCode => TokenEndpoint.Error("invalid_grant",
