@@ -31,8 +31,10 @@ public sealed class CliProcess : IAsyncDisposable
         ProcessStartInfo psi;
         if (terminal)
         {
-            psi = new ProcessStartInfo("script");
-            foreach (var a in new[] { "-qefc", string.Join(' ', new[] { "dotnet", Dll }.Concat(args).Select(Quote)), "/dev/null" })
+            // Ctrl-C as a person's shell would have it: a test runner started in the background (as CI may start it)
+            // passes SIGINT on as ignored, and a program that finds it ignored rightly keeps ignoring it.
+            psi = new ProcessStartInfo("env");
+            foreach (var a in new[] { "--default-signal=INT", "script", "-qefc", string.Join(' ', new[] { "dotnet", Dll }.Concat(args).Select(Quote)), "/dev/null" })
                 psi.ArgumentList.Add(a);
             psi.Environment["TERM"] = "xterm";
         }
