@@ -17,7 +17,7 @@ public sealed record MeAuth(string Kind, string? TokenId, string[] Scopes, strin
 
 /// <summary>
 /// <c>POST /api/v1/tokens</c>: a name, and optionally a description, a lifetime (<see cref="ExpiresInDays"/> or an
-/// <see cref="ExpiresAt"/> date), scopes and, for admins, the owner.
+/// <see cref="ExpiresAt"/> date), scopes, for admins the owner, and the token's policies (docs/token-policies.md).
 /// </summary>
 public sealed record CreateTokenRequest(
     string? Name,
@@ -26,7 +26,8 @@ public sealed record CreateTokenRequest(
     string? ExpiresAt,
     string[]? Scopes,
     string? Owner,
-    long? MaxUses);
+    long? MaxUses,
+    string[]? AllowedCidrs);
 
 /// <summary><c>POST /api/v1/tokens/{id}/rotate</c>: how long the old token keeps working (0 by default).</summary>
 public sealed record RotateTokenRequest(long? GraceSeconds);
@@ -42,7 +43,8 @@ public sealed record CreatedTokenResponse(
     DateTime CreatedAt,
     DateTime? ExpiresAt,
     string Owner,
-    long? MaxUses = null);
+    long? MaxUses = null,
+    string[]? AllowedCidrs = null);
 
 /// <summary>An API token as listed: never its secret.</summary>
 public sealed record TokenResponse(
@@ -59,7 +61,8 @@ public sealed record TokenResponse(
     string Owner,
     long? ReplacedById,
     long? MaxUses = null,
-    long Uses = 0);
+    long Uses = 0,
+    string[]? AllowedCidrs = null);
 
 public sealed record UsageDay(string Date, long Count);
 

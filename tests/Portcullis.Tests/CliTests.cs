@@ -165,6 +165,26 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
+    public async Task TokenPoliciesAreSetWithFlagsAndShown()
+    {
+        await LoginAsync();
+        var created = await RunAsync("token create ci-job --uses 2 --allow-from 127.0.0.0/8 --allow-from 2001:db8::/32");
+        Assert.Equal(0, created.ExitCode);
+        Assert.Contains("works for 2 requests, only from 127.0.0.0/8, 2001:db8::/32", created.Out);
+        var token = created.Out.TrimEnd().Split('\n')[^1];
+        PortcullisServer.Secrets.Add(token);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+
+        var show = await RunAsync("token show ci-job");
+        Assert.Contains("1 of 2 used", show.Out);
+        Assert.Contains("127.0.0.0/8 2001:db8::/32", show.Out);
+
+        var bad = await RunAsync("token create elsewhere --allow-from 10.0.0.1/8");
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("written 10.0.0.0/8", bad.Err);
+    }
+
+    [Fact]
     public async Task LogoutRevokesTheCredentialOnTheServerThenForgetsIt()
     {
         await LoginAsync();

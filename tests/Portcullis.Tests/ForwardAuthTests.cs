@@ -165,6 +165,32 @@ public abstract class ProxyForwardAuthTests(SqliteServer server) : IAsyncLifetim
         var (username, _, token) = await server.CreateUserAsync();
         await ForwardAuthChecks.RunAsync(server, _front, username, token);
     }
+
+    [Fact]
+    public async Task ATokenLimitedToAnAddressPassesTheProxyOnlyFromItWhateverTheClientClaims()
+    {
+        var (_, _, person) = await server.CreateUserAsync();
+        var fromThree = await server.CreateTokenAsync(person, new { name = "three-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = new[] { "127.0.0.3/32" } });
+        // The proxy itself connects to Portcullis from 127.0.0.1: a token for that address must not pass for another client.
+        var fromOne = await server.CreateTokenAsync(person, new { name = "one-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = new[] { "127.0.0.1/32" } });
+        using var three = LoopbackSource.Client("127.0.0.3", _front.BaseAddress!);
+
+        async Task<HttpStatusCode> SendAsync(HttpClient client, string token, string? claimed = null)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/page");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            if (claimed is not null)
+                request.Headers.TryAddWithoutValidation("X-Forwarded-For", claimed);
+            using var response = await client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(three, fromThree));
+        Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(_front, fromThree));
+        Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(_front, fromThree, claimed: "127.0.0.3"));
+        Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(three, fromOne));
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(_front, fromOne));
+    }
 }
 
 /// <summary>The real nginx with docs/examples/nginx-forward-auth.conf.</summary>

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Text.Json;
 using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
@@ -91,5 +92,120 @@ public sealed class TokenPolicyMultiInstanceTests(PostgresServer a) : IClassFixt
         var shown = await (await admin.GetAsync($"/api/v1/tokens/{body.GetProperty("id").GetInt64()}")).JsonAsync();
         Assert.Equal(7, shown.GetProperty("uses").GetInt64());
         Assert.Equal("spent", shown.GetProperty("status").GetString());
+    }
+}
+
+/// <summary>
+/// Allowed source addresses (docs/token-policies.md): a token works only from its ranges, the client's address being
+/// the one trusted proxies report; every other use is refused with 403 and audited.
+/// </summary>
+public sealed class TokenSourceTests(SqliteServer server, GatewayFixture untrusted) : IClassFixture<SqliteServer>, IClassFixture<GatewayFixture>
+{
+    private static async Task<(long Id, string Token, JsonElement Body)> CreateAsync(PortcullisServer server, HttpClient client, params string[] ranges)
+    {
+        var created = await client.PostAsJsonAsync("/api/v1/tokens", new { name = "from-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = ranges });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var body = await created.JsonAsync();
+        var token = body.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        return (body.GetProperty("id").GetInt64(), token, body);
+    }
+
+    private static async Task<HttpResponseMessage> GetAsync(PortcullisServer server, string path, string token, string? forwardedFor = null)
+    {
+        using var client = server.Client(token);
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        if (forwardedFor is not null)
+            request.Headers.TryAddWithoutValidation("X-Forwarded-For", forwardedFor);
+        return await client.SendAsync(request);
+    }
+
+    private static string[] Ranges(JsonElement body) => [.. body.GetProperty("allowed_cidrs").EnumerateArray().Select(r => r.GetString()!)];
+
+    [Fact]
+    public async Task ATokenWorksOnlyFromItsRangesAsTheTrustedProxyReportsThemAndEachRefusalIsAudited()
+    {
+        var admin = await server.AdminTokenAsync();
+        using var client = server.Client(admin);
+        var (id, token, body) = await CreateAsync(server, client, "203.0.113.0/24", " 2001:DB8::/32", "198.51.100.7", "203.0.113.0/24");
+        Assert.Equal(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"], Ranges(body));
+
+        // Loopback is a trusted proxy by default: the address it reports is the client's.
+        foreach (var from in new[] { "203.0.113.9", "2001:db8::5", "198.51.100.7", "203.0.113.9, 127.0.0.5" })
+            Assert.Equal(HttpStatusCode.OK, (await GetAsync(server, "/api/v1/me", token, from)).StatusCode);
+        // Forward-auth, the other path a token takes, decides the same.
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(server, "/auth/verify", token, "203.0.113.9")).StatusCode);
+
+        // Elsewhere: 403 naming the address. What a client wrote further left in the header is not believed.
+        foreach (var (from, seen) in new[] { ((string?)null, "127.0.0.1"), ("192.0.2.1", "192.0.2.1"), ("203.0.113.9, 192.0.2.77", "192.0.2.77"), ("2001:db9::1", "2001:db9::1") })
+        {
+            using var refused = await GetAsync(server, "/api/v1/me", token, from);
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains($"may not be used from {seen}", await refused.Content.ReadAsStringAsync());
+        }
+        using (var refused = await GetAsync(server, "/auth/verify", token, "192.0.2.1"))
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        var denied = await LoginThrottleTests.ReadAuditAsync(server, e => e.Event == "token.denied_source" && e.ClientIp == "192.0.2.77", atLeast: 1);
+        Assert.Single(denied);
+
+        // Shown with the token, reported by introspection, kept by rotation; a refused request was not a use.
+        var shown = await (await client.GetAsync($"/api/v1/tokens/{id}")).JsonAsync();
+        Assert.Equal(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"], Ranges(shown));
+        using var introspected = await server.PostFormAsync("/auth/introspect", [new("token", token)], new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", admin));
+        Assert.Equal(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"], Ranges(await introspected.JsonAsync()));
+        var rotated = await (await client.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { })).JsonAsync();
+        PortcullisServer.Secrets.Add(rotated.GetProperty("token").GetString()!);
+        Assert.Equal(Ranges(shown), Ranges(rotated));
+        Assert.Equal(HttpStatusCode.Forbidden, (await GetAsync(server, "/api/v1/me", rotated.GetProperty("token").GetString()!)).StatusCode);
+    }
+
+    [Fact]
+    public async Task ALimitedTokenMakesOnlyTokensAsLimitedAndBadRangesAreRefusedWithTheFix()
+    {
+        var (_, _, person) = await server.CreateUserAsync();
+        using var client = server.Client(person);
+        var (_, limited, _) = await CreateAsync(server, client, "203.0.113.0/24");
+
+        // Made through the limited token (from inside its range): the new token inherits the ranges, or narrows them.
+        using var asLimited = server.Client(limited);
+        asLimited.DefaultRequestHeaders.TryAddWithoutValidation("X-Forwarded-For", "203.0.113.9");
+        var inherited = await (await asLimited.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        PortcullisServer.Secrets.Add(inherited.GetProperty("token").GetString()!);
+        Assert.Equal(["203.0.113.0/24"], Ranges(inherited));
+        var narrower = await asLimited.PostAsJsonAsync("/api/v1/tokens", new { name = "narrow-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = new[] { "203.0.113.128/25" } });
+        Assert.Equal(HttpStatusCode.Created, narrower.StatusCode);
+        PortcullisServer.Secrets.Add((await narrower.JsonAsync()).GetProperty("token").GetString()!);
+        var wider = await asLimited.PostAsJsonAsync("/api/v1/tokens", new { name = "wide-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = new[] { "0.0.0.0/0" } });
+        Assert.Equal(HttpStatusCode.Forbidden, wider.StatusCode);
+        Assert.Contains("203.0.113.0/24", await wider.Content.ReadAsStringAsync());
+
+        foreach (var (bad, says) in new[]
+        {
+            (Array.Empty<string>(), "at least one range"), (["10.0.0.1/8"], "written 10.0.0.0/8"), (["nonsense"], "not an address range"),
+            (["10.0.0.0/33"], "not an address range"), (["fe80::1%eth0"], "not an address range"),
+            (Enumerable.Range(0, 101).Select(i => $"10.0.{i}.0/24").ToArray(), "at most 100"),
+        })
+        {
+            var answer = await client.PostAsJsonAsync("/api/v1/tokens", new { name = "bad", allowed_cidrs = bad });
+            Assert.True(answer.StatusCode == HttpStatusCode.BadRequest, $"{string.Join(' ', bad.Take(2))}: {answer.StatusCode}");
+            var problem = await answer.JsonAsync();
+            Assert.Contains(says, problem.GetProperty("errors").GetProperty("allowed_cidrs")[0].GetString());
+        }
+    }
+
+    [Fact]
+    public async Task AnUntrustedPeerCannotClaimAnAddressAndTheGatewayDecidesTheSame()
+    {
+        // That server trusts only 192.0.2.1: the loopback peer's X-Forwarded-For is nobody's word.
+        var (_, _, person) = await untrusted.Server.CreateUserAsync();
+        using var client = untrusted.Server.Client(person);
+        var (_, elsewhere, _) = await CreateAsync(untrusted.Server, client, "203.0.113.0/24");
+        using (var refused = await GetAsync(untrusted.Server, "/services/echo_1/", elsewhere, "203.0.113.9"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains("may not be used from 127.0.0.1", await refused.Content.ReadAsStringAsync());
+        }
+        var (_, here, _) = await CreateAsync(untrusted.Server, client, "127.0.0.0/8");
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(untrusted.Server, "/services/echo_1/", here, "203.0.113.9")).StatusCode);
     }
 }

@@ -138,6 +138,33 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     }
 
     [Fact]
+    public async Task TheGenerateFormSetsAUseLimitAndAllowedAddressesWhichTheTokensPageShows()
+    {
+        var (username, password, _) = await Server.CreateUserAsync();
+        var page = await NewPageAsync();
+        await page.GotoAsync("/login");
+        await LogInAsync(page, username, password);
+        await page.GotoAsync("/tokens/new");
+        await page.GetByLabel("Name", new() { Exact = true }).FillAsync("fenced");
+        await page.GetByLabel("Use limit").FillAsync("3");
+        await page.GetByLabel("Allowed addresses").FillAsync("10.0.0.1/8");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Generate token" }).ClickAsync();
+        Assert.Contains("written 10.0.0.0/8", await page.Locator("#allowed_cidrs-error").InnerTextAsync());
+        Assert.Equal("3", await page.GetByLabel("Use limit").InputValueAsync()); // nothing typed is lost
+
+        await page.GetByLabel("Allowed addresses").FillAsync("127.0.0.0/8\n2001:db8::/32");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Generate token" }).ClickAsync();
+        var token = await page.Locator("#new-token").InputValueAsync();
+        PortcullisServer.Secrets.Add(token);
+        Assert.Equal(HttpStatusCode.OK, (await Server.Client(token).GetAsync("/api/v1/me")).StatusCode);
+        await page.GotoAsync("/tokens");
+        await page.GetByRole(AriaRole.Link, new() { Name = "fenced", Exact = true }).ClickAsync();
+        var facts = await page.Locator("dl.facts").InnerTextAsync();
+        Assert.Contains("1 of 3 used", facts);
+        Assert.Contains("127.0.0.0/8, 2001:db8::/32", facts);
+    }
+
+    [Fact]
     public async Task ABrowserOpeningAProtectedServiceLogsInAndComesBack()
     {
         var (username, password, _) = await Server.CreateUserAsync();

@@ -7,6 +7,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Auth;
 using Portcullis.Data;
+using Portcullis.Hosting;
 
 namespace Portcullis.Audit;
 
@@ -21,6 +22,7 @@ internal static class AuditEvents
     public const string TokenRotated = "token.rotated";
     public const string TokenRevoked = "token.revoked";
     public const string TokenUsedAfterRevoke = "token.used_after_revoke";
+    public const string TokenDeniedSource = "token.denied_source";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserDeleted = "user.deleted";
@@ -108,7 +110,7 @@ internal sealed partial class AuditLog : BackgroundService
             Subject = subject,
             SubjectId = subjectId,
             TokenId = tokenId,
-            ClientIp = http?.Connection.RemoteIpAddress?.ToString(),
+            ClientIp = http?.ClientAddress()?.ToString(),
             Details = details is null ? null : JsonSerializer.Serialize(details, JsonOptions),
         };
     }

@@ -1,3 +1,4 @@
+using System.Net;
 using Portcullis.Security;
 using Portcullis.OAuth;
 
@@ -47,6 +48,9 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
 
     /// <summary>The validated claims when the credential is a JWT (introspection reports them).</summary>
     public JwtClaims? Jwt { get; } = jwt;
+
+    /// <summary>The ranges an API token is limited to (docs/token-policies.md); null when it is not limited.</summary>
+    public IPNetwork[]? AllowedNetworks { get; init; }
 
     /// <summary>
     /// An OAuth client's own token (client credentials: <c>sub</c> is the client). It may not create or change

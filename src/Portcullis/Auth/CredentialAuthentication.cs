@@ -1,3 +1,4 @@
+using System.Net;
 using System.Security.Claims;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Authentication;
@@ -5,6 +6,7 @@ using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Authorization.Policy;
 using Microsoft.Extensions.Options;
 using Portcullis.Security;
+using Portcullis.Hosting;
 
 namespace Portcullis.Auth;
 
@@ -63,9 +65,11 @@ internal sealed class CredentialAuthenticationHandler(
         if (token.Length > 8192 || token.AsSpan().IndexOfAny(' ', '\t') >= 0)
             return (null, AuthFailure.InvalidToken("The credential is malformed."));
 
-        var result = await verifier.VerifyAsync(token, http.Connection.RemoteIpAddress, http.RequestAborted);
+        var address = http.ClientAddress();
+        var result = await verifier.VerifyAsync(token, address, http.RequestAborted);
         metrics.CountVerification(result.Failure);
-        return result.Credential is { } credential ? (credential, null) : (null, FailureOf(result.Failure));
+        return result.Credential is { } credential ? (credential, null)
+            : (null, result.Failure == VerifyFailure.DeniedSource ? AuthFailure.DeniedSource(address) : FailureOf(result.Failure));
     }
 
     /// <summary>The credential of a well-formed <c>Authorization: Bearer|token</c> header, or null.</summary>
@@ -136,11 +140,17 @@ internal sealed class CredentialAuthenticationHandler(
                 "The credential cannot be checked right now because the database does not answer. Try again shortly.");
             return;
         }
+        if (failure?.Status == StatusCodes.Status403Forbidden)
+        {
+            // The credential is good but may not be used from here: no challenge, as no other credential is asked for.
+            await ProblemResponses.WriteAsync(context, failure.Status, "Forbidden", failure.Description);
+            return;
+        }
         var header = $"Bearer realm=\"{Realm}\"";
         if (failure is not null)
             header += $", error=\"{failure.Error}\", error_description=\"{failure.Description}\"";
         context.Response.Headers.WWWAuthenticate = header;
-        var status = failure?.Error == "invalid_request" ? StatusCodes.Status400BadRequest : StatusCodes.Status401Unauthorized;
+        var status = failure?.Status ?? StatusCodes.Status401Unauthorized;
         await ProblemResponses.WriteAsync(context, status, status == 400 ? "Bad request" : "Unauthorized",
             failure?.Description ?? "Authentication is required. Send 'Authorization: Bearer <token>' with an API token or access token.");
     }
@@ -155,13 +165,19 @@ internal sealed class CredentialAuthenticationHandler(
     }
 }
 
-internal sealed record AuthFailure(string Error, string Description)
+/// <summary>Why a credential was refused, and the status that says so (401 unless stated).</summary>
+internal sealed record AuthFailure(string Error, string Description, int Status = StatusCodes.Status401Unauthorized)
 {
-    public static readonly AuthFailure Unavailable = new("temporarily_unavailable", "The database does not answer.");
+    public static readonly AuthFailure Unavailable = new("temporarily_unavailable", "The database does not answer.", StatusCodes.Status503ServiceUnavailable);
 
-    public static AuthFailure InvalidRequest(string description) => new("invalid_request", description);
+    public static AuthFailure InvalidRequest(string description) => new("invalid_request", description, StatusCodes.Status400BadRequest);
 
     public static AuthFailure InvalidToken(string description) => new("invalid_token", description);
+
+    /// <summary>A valid token presented from outside its allowed ranges (docs/token-policies.md): 403, with the address.</summary>
+    public static AuthFailure DeniedSource(IPAddress? address) =>
+        new("access_denied", $"This token may not be used from {address?.ToString() ?? "an unknown address"}: it is limited to the addresses in its allowed_cidrs.",
+            StatusCodes.Status403Forbidden);
 }
 
 /// <summary>Requires one scope of the credential and of its owner's current rights.</summary>

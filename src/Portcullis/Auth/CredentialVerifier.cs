@@ -22,6 +22,9 @@ internal enum VerifyFailure : byte
     /// <summary>The token was used as many times as its use limit allows.</summary>
     Spent,
 
+    /// <summary>The token was presented from an address outside its allowed ranges.</summary>
+    DeniedSource,
+
     /// <summary>The decision needs the database and the database did not answer: fail closed (503).</summary>
     Unavailable,
 }
@@ -145,12 +148,19 @@ internal sealed partial class CredentialVerifier(
                     ReportUsedAfterRevoke(entry!, address);
                 return VerifyResult.Fail(failure);
             }
-            if (entry!.MaxUses is not null && !await CountUseAsync(entry.TokenId, recordUse, cancellationToken))
+            // Where it is used from matters only to a use: an inspection reports the ranges instead (introspection), and
+            // an open connection's re-check has passed this check when it started.
+            if (entry!.AllowedNetworks is { } networks && recordUse && !AllowedSources.Allows(networks, address))
+            {
+                await ReportDeniedSourceAsync(entry, address, cancellationToken);
+                return VerifyResult.Fail(VerifyFailure.DeniedSource);
+            }
+            if (entry.MaxUses is not null && !await CountUseAsync(entry.TokenId, recordUse, cancellationToken))
                 return VerifyResult.Fail(VerifyFailure.Spent);
             if (recordUse)
                 usage.Record(entry.TokenId, address, now);
             var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
-            return new VerifyResult(new Credential(kind, entry!.TokenIdText, owner, entry.Scopes), VerifyFailure.None);
+            return new VerifyResult(new Credential(kind, entry.TokenIdText, owner, entry.Scopes) { AllowedNetworks = entry.AllowedNetworks }, VerifyFailure.None);
         }
         catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
@@ -187,7 +197,7 @@ internal sealed partial class CredentialVerifier(
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.ApiTokens.AsNoTracking()
             .Where(t => t.TokenHash == hex)
-            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses })
+            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses, t.AllowedCidrs })
             .FirstOrDefaultAsync(cancellationToken);
         CachedToken entry;
         if (row is null)
@@ -211,6 +221,7 @@ internal sealed partial class CredentialVerifier(
                 EndsByRevocation = revoked <= expires,
                 LoadedAtTicks = nowTicks,
                 MaxUses = row.MaxUses,
+                AllowedNetworks = AllowedSources.FromStored(row.AllowedCidrs),
             };
         }
         await cache.BeforeStoreAsync(cancellationToken);
@@ -275,28 +286,52 @@ internal sealed partial class CredentialVerifier(
         return new VerifyResult(new Credential(CredentialKinds.Jwt, claims.Jti, owner, claims.Scopes, claims.ClientId, claims), VerifyFailure.None);
     }
 
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<long, long> _lastRevokeReport = new();
-
-    /// <summary>Audits the use of a revoked token, at most once a minute per token: a leaked token being tried is news.</summary>
+    /// <summary>
+    /// Audits the use of a revoked token, at most once a minute per token: a leaked token being tried is news. Raised
+    /// where nothing can wait, it goes to the audit queue's reserve.
+    /// </summary>
     private void ReportUsedAfterRevoke(CachedToken entry, IPAddress? address)
     {
-        var now = time.GetUtcNow().UtcTicks;
-        var last = _lastRevokeReport.GetValueOrDefault(entry.TokenId);
-        if (now - last < TimeSpan.TicksPerMinute)
+        if (!Due((AuditEvents.TokenUsedAfterRevoke, entry.TokenId, null)))
             return;
-        // Bounded without ever going quiet: past 100,000 tokens, those reported over a minute ago are forgotten.
-        if (_lastRevokeReport.Count > 100_000)
-        {
-            foreach (var (id, at) in _lastRevokeReport)
-            {
-                if (now - at >= TimeSpan.TicksPerMinute)
-                    _lastRevokeReport.TryRemove(id, out _);
-            }
-        }
-        _lastRevokeReport[entry.TokenId] = now;
         var e = audit.Create(null, AuditEvents.TokenUsedAfterRevoke, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint });
         e.ClientIp = address?.ToString();
         audit.EnqueueReserved(e);
+    }
+
+    /// <summary>
+    /// Audits a token presented from outside its allowed ranges, at most once a minute per token and address; the
+    /// refused request waits for room in the audit queue like other denials.
+    /// </summary>
+    private ValueTask ReportDeniedSourceAsync(CachedToken entry, IPAddress? address, CancellationToken cancellationToken)
+    {
+        var from = address?.ToString();
+        if (!Due((AuditEvents.TokenDeniedSource, entry.TokenId, from)))
+            return ValueTask.CompletedTask;
+        var e = audit.Create(null, AuditEvents.TokenDeniedSource, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint, address = from });
+        e.ClientIp = from;
+        return audit.EnqueueAsync(e, cancellationToken);
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Event, long TokenId, string? Address), long> _lastReports = new();
+
+    /// <summary>Whether an event about a token is due: not reported in the last minute.</summary>
+    private bool Due((string Event, long TokenId, string? Address) key)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        if (now - _lastReports.GetValueOrDefault(key) < TimeSpan.TicksPerMinute)
+            return false;
+        // Bounded without ever going quiet: past 100,000 keys, those reported over a minute ago are forgotten.
+        if (_lastReports.Count > 100_000)
+        {
+            foreach (var (old, at) in _lastReports)
+            {
+                if (now - at >= TimeSpan.TicksPerMinute)
+                    _lastReports.TryRemove(old, out _);
+            }
+        }
+        _lastReports[key] = now;
+        return true;
     }
 
     private static partial class Log

@@ -110,7 +110,7 @@ internal sealed partial class LoginThrottle(
         if (kind != LoginKind.ClientSecret)
             counters.Add(new Counter(kind == LoginKind.UserCode ? CodeUserCounter : UserCounter, UserSubject(key)));
         if (o.MaxFailedLoginsPerAddress > 0)
-            counters.Add(new Counter(kind == LoginKind.UserCode ? CodeAddressCounter : AddressCounter, AddressSubject(http.Connection.RemoteIpAddress)));
+            counters.Add(new Counter(kind == LoginKind.UserCode ? CodeAddressCounter : AddressCounter, AddressSubject(http.ClientAddress())));
         if (counters.Count == 0)
             return new LoginAttempt(this, [], [], null);
 

@@ -59,7 +59,7 @@ internal sealed class SessionStore(IDbContextFactory<PortcullisDb> dbs, Principa
             CredentialVersion = credentialVersion,
             CreatedAt = time.GetUtcNow().UtcDateTime,
             ExpiresAt = expires,
-            ClientIp = http.Connection.RemoteIpAddress?.ToString(),
+            ClientIp = http.ClientAddress()?.ToString(),
             UserAgent = userAgent.Length > 200 ? userAgent[..200] : userAgent,
             Service = service,
             ParentHash = parent?.ToHex(),

@@ -24,7 +24,7 @@ internal static class TokenCommands
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
             var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null), cancellationToken);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null), cancellationToken);
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
@@ -48,18 +48,25 @@ internal static class TokenCommands
         var expires = new Option<string?>("--expires") { Description = "30d, a date (2027-01-31) or never." };
         var scope = new Option<string[]>("--scope") { Description = "api, services, services:NAME or admin; repeat for several.", AllowMultipleArgumentsPerToken = false };
         var uses = new Option<long?>("--uses") { Description = "How many requests the token may be used for, ever; then it is spent (e.g. 1 for a bootstrap job)." };
-        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1")
-            { tokenName, description, expires, scope, uses };
+        var allowFrom = new Option<string[]>("--allow-from")
+        {
+            Description = "A CIDR range (10.0.0.0/8, 2001:db8::/32) or an address the token may be used from; repeat for several. Without it: anywhere.",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1\n  portcullis token create ci --allow-from 10.0.0.0/8 --allow-from 2001:db8::/32")
+            { tokenName, description, expires, scope, uses, allowFrom };
         create.SetAction(Run(async (parse, target, cancellationToken) =>
         {
             var (days, at) = ParseExpiry(parse.GetValue(expires));
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
+            var sources = parse.GetValue(allowFrom) is { Length: > 0 } a ? a : null;
             var created = await target.Client().CreateTokenAsync(
-                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses)), cancellationToken);
+                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses), sources), cancellationToken);
             Print(parse, created, () =>
             {
                 var limit = created.MaxUses is { } max ? $", works for {max} request{(max == 1 ? "" : "s")}" : "";
-                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}. It is shown only this once:");
+                var from = created.AllowedCidrs is { } ranges ? $", only from {string.Join(", ", ranges)}" : "";
+                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}{from}. It is shown only this once:");
                 Console.WriteLine(created.Token);
             });
         }));
@@ -82,7 +89,9 @@ internal static class TokenCommands
             Print(parse, token, () => Table(["FIELD", "VALUE"], [
                 ["id", token.Id.ToString(CultureInfo.InvariantCulture)], ["name", token.Name], ["description", token.Description ?? ""], ["token", token.TokenHint],
                 ["scopes", string.Join(' ', token.Scopes)], ["created", Date(token.CreatedAt)], ["expires", Date(token.ExpiresAt)],
-                ["last used", token.LastUsedAt is null ? "never" : $"{Date(token.LastUsedAt)} from {token.LastUsedIp}"], ["status", token.Status]]));
+                ["last used", token.LastUsedAt is null ? "never" : $"{Date(token.LastUsedAt)} from {token.LastUsedIp}"],
+                ["use limit", token.MaxUses is { } max ? $"{token.Uses} of {max} used" : "none"],
+                ["allowed from", token.AllowedCidrs is { } ranges ? string.Join(' ', ranges) : "anywhere"], ["status", token.Status]]));
         }));
 
         var revoke = new Command("revoke", "Revoke a token: it stops working at once.\n\nExample:\n  portcullis token revoke deploy") { idOrName };

@@ -127,7 +127,7 @@ internal static class DaeployApi
         var services = http.RequestServices;
         var now = services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
         var name = $"daeploy {now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)} {Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(2))}";
-        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null);
+        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null, null);
         var (created, error) = await TokensApi.IssueAsync(request, http, services.GetRequiredService<PortcullisDb>(), services.GetRequiredService<TokenFormat>(),
             services.GetRequiredService<AuditLog>(), services.GetRequiredService<InvalidationBus>(), services.GetRequiredService<IOptions<TokenOptions>>().Value,
             services.GetRequiredService<TimeProvider>(), http.RequestAborted);

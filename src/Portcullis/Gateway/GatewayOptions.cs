@@ -163,7 +163,7 @@ internal sealed class GatewayOptionsValidator : IValidateOptions<GatewayOptions>
     };
 }
 
-/// <summary>The trusted proxies, parsed once.</summary>
+/// <summary>The trusted proxies, parsed once, and the client address they report.</summary>
 internal sealed class TrustedProxies(IOptions<GatewayOptions> options)
 {
     private readonly IPNetwork[] _networks = (options.Value.TrustedProxies.Count == 0 ? GatewayOptions.LoopbackProxies : [.. options.Value.TrustedProxies])
@@ -171,6 +171,40 @@ internal sealed class TrustedProxies(IOptions<GatewayOptions> options)
         .ToArray();
 
     public IReadOnlyList<IPNetwork> Networks => _networks;
+
+    /// <summary>
+    /// The client's address (docs/decisions.md, "The client address"): the TCP peer's, unless the peer is a trusted proxy;
+    /// then <c>X-Forwarded-For</c> is read from its end, each trusted proxy vouching for the hop before it, and the first
+    /// address that is not a trusted proxy is the client. What a client writes into the header itself sits further left
+    /// and is never reached. An entry a trusted proxy wrote that is not an address leaves the client unknown (null).
+    /// </summary>
+    public IPAddress? ClientOf(HttpContext http)
+    {
+        var address = Unmapped(http.Connection.RemoteIpAddress);
+        if (!Contains(address))
+            return address;
+        var forwarded = http.Request.Headers["X-Forwarded-For"];
+        for (var header = forwarded.Count - 1; header >= 0; header--)
+        {
+            var hops = (forwarded[header] ?? "").AsSpan();
+            while (hops.Length > 0)
+            {
+                var comma = hops.LastIndexOf(',');
+                var hop = hops[(comma + 1)..].Trim();
+                hops = comma < 0 ? [] : hops[..comma];
+                if (hop.IsEmpty)
+                    continue;
+                if (!IPAddress.TryParse(hop, out var reported))
+                    return null;
+                address = Unmapped(reported);
+                if (!Contains(address))
+                    return address;
+            }
+        }
+        return address;
+    }
+
+    private static IPAddress? Unmapped(IPAddress? address) => address is { IsIPv4MappedToIPv6: true } ? address.MapToIPv4() : address;
 
     public bool Contains(IPAddress? address)
     {

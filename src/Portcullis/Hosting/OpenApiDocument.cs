@@ -185,6 +185,7 @@ internal static class OpenApiDocument
                 Limit("description", p => p.MaxLength = Tokens.TokensApi.MaxDescriptionLength);
                 Limit("expires_in_days", p => (p.Minimum, p.Maximum) = ("1", (tokens.MaxLifetimeDays ?? 36_500).ToString(System.Globalization.CultureInfo.InvariantCulture)));
                 Limit("max_uses", p => (p.Minimum, p.Maximum) = ("1", Tokens.TokensApi.MaxUsesLimit.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                Limit(Tokens.AllowedSources.Field, p => (p.MinItems, p.MaxItems) = (1, Tokens.AllowedSources.MaxRanges));
                 break;
             case "RotateTokenRequest":
                 Limit("grace_seconds", p => (p.Minimum, p.Maximum) = ("0", ((long)tokens.MaxRotationGrace.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture)));

@@ -124,7 +124,8 @@ internal static class ServerApp
     private static void ConfigurePipeline(WebApplication app)
     {
         // Behind a trusted proxy that terminates TLS, X-Forwarded-Proto says the request was HTTPS (cookies then
-        // become Secure). Only the scheme is taken: client addresses stay the TCP peer's (see docs/decisions.md).
+        // become Secure). Only the scheme is taken here: the connection's address stays the TCP peer's, which the
+        // gateway needs, and the client's address is resolved where it is used (ClientAddresses, docs/decisions.md).
         var forwarded = new ForwardedHeadersOptions { ForwardedHeaders = ForwardedHeaders.XForwardedProto, ForwardLimit = 1 };
         forwarded.KnownProxies.Clear();
         forwarded.KnownIPNetworks.Clear();

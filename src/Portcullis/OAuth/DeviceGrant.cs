@@ -8,6 +8,7 @@ using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Data;
+using Portcullis.Hosting;
 using Portcullis.Security;
 
 namespace Portcullis.OAuth;
@@ -90,7 +91,7 @@ internal sealed class DeviceGrant(IDbContextFactory<PortcullisDb> dbs, KeySealin
         await PruneAsync(http.RequestAborted);
         await using var db = await dbs.CreateDbContextAsync(http.RequestAborted);
         // Anyone may ask, without a credential: a bound on the codes pending per address keeps that from filling the database.
-        var address = http.Connection.RemoteIpAddress?.ToString();
+        var address = http.ClientAddress()?.ToString();
         var pending = await db.DeviceAuthorizations.Where(d => d.RequestedFrom == address && d.ExpiresAt > now && d.Status == DeviceAuthorization.Pending)
             .OrderBy(d => d.ExpiresAt).Select(d => d.ExpiresAt).Take(o.MaxPendingDeviceCodesPerAddress).ToListAsync(http.RequestAborted);
         if (pending.Count >= o.MaxPendingDeviceCodesPerAddress)

@@ -8,6 +8,7 @@ using Portcullis.Data;
 using Portcullis.Hosting;
 using Portcullis.Security;
 using Portcullis.Auth;
+using Portcullis.Tokens;
 
 namespace Portcullis.OAuth;
 
@@ -117,7 +118,7 @@ internal static class IntrospectionApi
         {
             answer["jti"] = tokenId;
             var times = await db.ApiTokens.AsNoTracking().Where(t => t.Id == id)
-                .Select(t => new { t.CreatedAt, t.ExpiresAt, t.RevokedAt }).FirstOrDefaultAsync(cancellationToken);
+                .Select(t => new { t.CreatedAt, t.ExpiresAt, t.RevokedAt, t.AllowedCidrs }).FirstOrDefaultAsync(cancellationToken);
             if (times is not null)
             {
                 answer["iat"] = Unix(times.CreatedAt);
@@ -125,6 +126,9 @@ internal static class IntrospectionApi
                 var ends = times.RevokedAt is { } r && (times.ExpiresAt is null || r < times.ExpiresAt) ? r : times.ExpiresAt;
                 if (ends is { } exp)
                     answer["exp"] = Unix(exp);
+                // Where it may be used from: a resource server checking tokens itself enforces it (docs/token-policies.md).
+                if (AllowedSources.ToNames(times.AllowedCidrs) is { } ranges)
+                    answer["allowed_cidrs"] = ranges;
             }
         }
         return TypedResults.Json(answer);

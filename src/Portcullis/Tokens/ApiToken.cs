@@ -27,6 +27,10 @@ internal sealed class ApiToken
 
     /// <summary>How many requests it has been accepted for, counted only when <see cref="MaxUses"/> is set.</summary>
     public long Uses { get; set; }
+
+    /// <summary>The CIDR ranges it may be used from, space-separated; null for anywhere (docs/token-policies.md).</summary>
+    public string? AllowedCidrs { get; set; }
+
     public DateTime? LastUsedAt { get; set; }
     public string? LastUsedIp { get; set; }
 

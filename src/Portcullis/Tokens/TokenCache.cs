@@ -1,3 +1,4 @@
+using System.Net;
 using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Options;
@@ -29,6 +30,9 @@ internal sealed class CachedToken
 
     /// <summary>The token's use limit, if it has one: then every use is counted in the database, never answered from here alone.</summary>
     public long? MaxUses { get; init; }
+
+    /// <summary>The ranges the token may be used from, if it is limited to some.</summary>
+    public IPNetwork[]? AllowedNetworks { get; init; }
 }
 
 internal enum CacheLookup : byte

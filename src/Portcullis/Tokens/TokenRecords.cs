@@ -6,13 +6,14 @@ internal static class TokenRecords
     extension(CreatedTokenResponse)
     {
         public static CreatedTokenResponse From(ApiToken t, string plaintext, string owner) =>
-            new(t.Id, t.Name, t.Description, plaintext, t.Hint, SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt, owner, t.MaxUses);
+            new(t.Id, t.Name, t.Description, plaintext, t.Hint, SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt, owner, t.MaxUses, AllowedSources.ToNames(t.AllowedCidrs));
     }
 
     extension(TokenResponse)
     {
         public static TokenResponse From(ApiToken t, string owner, DateTime now) =>
-            new(t.Id, t.Name, t.Description, t.Hint, SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt, t.LastUsedAt, t.LastUsedIp, t.Status(now), owner, t.ReplacedById, t.MaxUses, t.Uses);
+            new(t.Id, t.Name, t.Description, t.Hint, SplitScopes(t.Scopes), t.CreatedAt, t.ExpiresAt, t.LastUsedAt, t.LastUsedIp, t.Status(now), owner, t.ReplacedById, t.MaxUses, t.Uses,
+                AllowedSources.ToNames(t.AllowedCidrs));
     }
 
     /// <summary>Scopes are stored as one space-separated string.</summary>

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
@@ -74,6 +75,9 @@ internal static class TokensApi
             return expiryError;
         if (request.MaxUses is < 1 or > MaxUsesLimit)
             return new RuleError("max_uses", $"max_uses must be between 1 and {MaxUsesLimit}, or left out for no limit.");
+        var (allowedFrom, sourcesError) = AllowedFromOf(request.AllowedCidrs, caller);
+        if (sourcesError is not null)
+            return sourcesError;
 
         var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
         if (ownerError is not null)
@@ -113,6 +117,7 @@ internal static class TokensApi
             CreatedBy = caller.Owner.Name,
             ExpiresAt = expiresAt,
             MaxUses = request.MaxUses,
+            AllowedCidrs = allowedFrom is null ? null : AllowedSources.ToStored(allowedFrom),
         };
         // The token and its audit event commit together (the event needs the token's id).
         await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
@@ -120,13 +125,31 @@ internal static class TokensApi
             db.ApiTokens.Add(token);
             await db.SaveChangesAsync(cancellationToken);
             db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
-                new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt, max_uses = token.MaxUses }));
+                new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt, max_uses = token.MaxUses,
+                    allowed_cidrs = AllowedSources.ToNames(token.AllowedCidrs) }));
             await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
         await invalidation.TokenCreatedAsync(token.TokenHash, cancellationToken);
 
         return CreatedTokenResponse.From(token, plaintext, owner.Username);
+    }
+
+    /// <summary>
+    /// Where the new token may be used from: the ranges asked for, which a credential limited to some ranges may only
+    /// narrow; asked for none, it gets the ranges of the credential that made it (docs/token-policies.md).
+    /// </summary>
+    private static Checked<IPNetwork[]> AllowedFromOf(string[]? requested, Credential caller)
+    {
+        if (requested is null)
+            return new Checked<IPNetwork[]>(caller.AllowedNetworks, null);
+        var (networks, error) = AllowedSources.Parse(requested);
+        if (error is not null)
+            return error;
+        if (caller.AllowedNetworks is { } limit && !AllowedSources.Within(networks!, limit))
+            return RuleError.Forbidden(AllowedSources.Field,
+                $"This credential may only be used from {string.Join(", ", limit.Select(n => n.ToString()))}; a token it makes cannot be allowed anywhere else.");
+        return networks!;
     }
 
     private static async Task<Results<Ok<TokenResponse[]>, ProblemHttpResult>> ListAsync(
@@ -220,6 +243,8 @@ internal static class TokensApi
         var scopes = ScopeSet.Parse(old.Scopes);
         if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(PrincipalCache.ToState(ownerRow, 0).Rights))
             return ProblemResponses.BadRequest($"The token's scopes '{scopes}' exceed what this credential may mint now; create a new token with fewer scopes.");
+        if (caller.AllowedNetworks is { } limit && (AllowedSources.FromStored(old.AllowedCidrs) is not { } kept || !AllowedSources.Within(kept, limit)))
+            return ProblemResponses.Forbidden($"Token {id} may be used from addresses this credential may not: rotate it with a credential that is not limited to addresses.");
 
         // Same lifetime as the original, counted from now (never-expiring stays never-expiring), within
         // Tokens:MaxLifetimeDays like every credential made today: a rotation must not extend past the cap.
@@ -239,6 +264,7 @@ internal static class TokensApi
             CreatedBy = caller.Owner.Name,
             ExpiresAt = expiresAt,
             MaxUses = old.MaxUses - old.Uses,
+            AllowedCidrs = old.AllowedCidrs,
         };
         var oldEnds = now.AddSeconds(grace);
         if (old.ExpiresAt is { } oldExpiry && oldExpiry < oldEnds)

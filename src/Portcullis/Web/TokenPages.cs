@@ -15,13 +15,14 @@ namespace Portcullis.Web;
 
 /// <summary>What the generate form holds, kept as typed when a rule sends it back.</summary>
 public sealed record TokenForm(string Name, string Description, string Expiration, string CustomDate, bool Api, bool Services, string ServiceChoice,
-    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses)
+    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses, string AllowedFrom)
 {
-    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "");
+    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "", "");
 
     public static TokenForm Read(IFormCollection form) => new(form["name"].ToString(), form["description"].ToString(), form["expiration"].ToString(),
         form["custom_date"].ToString(), form["api"] == "on", form["services"] == "on", form["service_choice"].ToString(),
-        form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on", form["max_uses"].ToString().Trim());
+        form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on", form["max_uses"].ToString().Trim(),
+        form["allowed_cidrs"].ToString().Trim());
 
     /// <summary>The API's request for this form, or the rule the form broke (with the form's own field names).</summary>
     public Checked<CreateTokenRequest> ToRequest()
@@ -66,7 +67,10 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
                 return new RuleError("max_uses", "Give the use limit as a whole number, or leave it empty for no limit.");
             maxUses = uses;
         }
-        return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null, maxUses);
+        // Ranges one per line, or separated by spaces or commas; none: anywhere.
+        var allowedFrom = AllowedFrom.Split([' ', ',', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null, maxUses,
+            allowedFrom.Length == 0 ? null : allowedFrom);
     }
 
     /// <summary>The form's field for a field of the API's request.</summary>
@@ -74,7 +78,7 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
     {
         Field = error.Field switch
         {
-            "name" or "description" or "max_uses" => error.Field,
+            "name" or "description" or "max_uses" or "allowed_cidrs" => error.Field,
             "expires_in_days" or "expires_at" => "expiration",
             _ => "scopes",
         },
