@@ -69,7 +69,7 @@ public class JwtBenchmarks
         principals.Seed(new PrincipalState(1, "alice", PrincipalKind.User, isAdmin: false, isDisabled: false, ScopeSet.UserRights, credentialVersion: 1, nowTicks));
         var revoked = new RevokedJwts(dbs, time, jwtOptions, NullLogger<RevokedJwts>.Instance);
         _verifier = new CredentialVerifier(new TokenFormat("pc"), new TokenCache(tokenOptions), principals,
-            new UsageRecorder(dbs, time, tokenOptions, NullLogger<UsageRecorder>.Instance), _jwts, revoked,
+            new UsageRecorder(dbs, time, tokenOptions, NullLogger<UsageRecorder>.Instance), new TokenRateLimiter(), _jwts, revoked,
             new Portcullis.OAuth.ClientCache(dbs, time, tokenOptions), audit, dbs, time, Options.Create(new Portcullis.ServicePrincipals.ServicesOptions()), NullLogger<CredentialVerifier>.Instance);
 
         _tokens = new string[TokenCount];

@@ -27,7 +27,11 @@ public sealed record CreateTokenRequest(
     string[]? Scopes,
     string? Owner,
     long? MaxUses,
-    string[]? AllowedCidrs);
+    string[]? AllowedCidrs,
+    TokenRateLimit? RateLimit);
+
+/// <summary>How fast a token may be used: requests per second and per minute, either or both (docs/token-policies.md).</summary>
+public sealed record TokenRateLimit(long? PerSecond, long? PerMinute);
 
 /// <summary><c>POST /api/v1/tokens/{id}/rotate</c>: how long the old token keeps working (0 by default).</summary>
 public sealed record RotateTokenRequest(long? GraceSeconds);
@@ -44,7 +48,8 @@ public sealed record CreatedTokenResponse(
     DateTime? ExpiresAt,
     string Owner,
     long? MaxUses = null,
-    string[]? AllowedCidrs = null);
+    string[]? AllowedCidrs = null,
+    TokenRateLimit? RateLimit = null);
 
 /// <summary>An API token as listed: never its secret.</summary>
 public sealed record TokenResponse(
@@ -62,7 +67,8 @@ public sealed record TokenResponse(
     long? ReplacedById,
     long? MaxUses = null,
     long Uses = 0,
-    string[]? AllowedCidrs = null);
+    string[]? AllowedCidrs = null,
+    TokenRateLimit? RateLimit = null);
 
 public sealed record UsageDay(string Date, long Count);
 

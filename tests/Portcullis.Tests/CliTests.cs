@@ -168,9 +168,9 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     public async Task TokenPoliciesAreSetWithFlagsAndShown()
     {
         await LoginAsync();
-        var created = await RunAsync("token create ci-job --uses 2 --allow-from 127.0.0.0/8 --allow-from 2001:db8::/32");
+        var created = await RunAsync("token create ci-job --uses 2 --allow-from 127.0.0.0/8 --allow-from 2001:db8::/32 --rate 100/s --rate 1000/m");
         Assert.Equal(0, created.ExitCode);
-        Assert.Contains("works for 2 requests, only from 127.0.0.0/8, 2001:db8::/32", created.Out);
+        Assert.Contains("works for 2 requests, only from 127.0.0.0/8, 2001:db8::/32, at most 100/s and 1000/m", created.Out);
         var token = created.Out.TrimEnd().Split('\n')[^1];
         PortcullisServer.Secrets.Add(token);
         Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/me")).StatusCode);
@@ -178,6 +178,11 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
         var show = await RunAsync("token show ci-job");
         Assert.Contains("1 of 2 used", show.Out);
         Assert.Contains("127.0.0.0/8 2001:db8::/32", show.Out);
+        Assert.Contains("100/s and 1000/m", show.Out);
+
+        var hourly = await RunAsync("token create hourly --rate 5/h");
+        Assert.Equal(2, hourly.ExitCode);
+        Assert.Contains("the unit is s (per second) or m (per minute)", hourly.Err);
 
         var bad = await RunAsync("token create elsewhere --allow-from 10.0.0.1/8");
         Assert.Equal(1, bad.ExitCode);

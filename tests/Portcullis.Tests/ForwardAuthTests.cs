@@ -143,6 +143,9 @@ public abstract class ProxyForwardAuthTests(SqliteServer server) : IAsyncLifetim
 
     protected abstract string Example { get; }
 
+    /// <summary>What the proxy answers when Portcullis answers 429: Caddy passes it on, nginx's auth_request knows only 2xx, 401 and 403.</summary>
+    protected abstract HttpStatusCode RateLimitedStatus { get; }
+
     public async Task InitializeAsync()
     {
         _app = await TestUpstream.StartAsync();
@@ -191,12 +194,34 @@ public abstract class ProxyForwardAuthTests(SqliteServer server) : IAsyncLifetim
         Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(three, fromOne));
         Assert.Equal(HttpStatusCode.OK, await SendAsync(_front, fromOne));
     }
+
+    [Fact]
+    public async Task ATokenOverItsRateLimitDoesNotReachTheApplication()
+    {
+        var (_, _, person) = await server.CreateUserAsync();
+        var paced = await server.CreateTokenAsync(person, new { name = "paced-" + Guid.NewGuid().ToString("N")[..6], rate_limit = new { per_minute = 2 } });
+        async Task<HttpResponseMessage> SendAsync()
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/page");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", paced);
+            return await _front.SendAsync(request);
+        }
+        Assert.Equal(HttpStatusCode.OK, (await SendAsync()).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await SendAsync()).StatusCode);
+        using var refused = await SendAsync();
+        Assert.Equal(RateLimitedStatus, refused.StatusCode);
+        Assert.DoesNotContain("\"path\"", await refused.Content.ReadAsStringAsync());
+        if (RateLimitedStatus == HttpStatusCode.TooManyRequests)
+            Assert.True(refused.Headers.Contains("Retry-After"));
+    }
 }
 
 /// <summary>The real nginx with docs/examples/nginx-forward-auth.conf.</summary>
 public sealed class NginxForwardAuthTests(SqliteServer server) : ProxyForwardAuthTests(server), IClassFixture<SqliteServer>
 {
     protected override string Example => "nginx-forward-auth.conf";
+
+    protected override HttpStatusCode RateLimitedStatus => HttpStatusCode.InternalServerError;
 
     protected override async Task<ProxyProcess> StartProxyAsync(string example, int portcullis, int app, int port) =>
         await NginxProcess.StartAsync(example
@@ -209,6 +234,8 @@ public sealed class NginxForwardAuthTests(SqliteServer server) : ProxyForwardAut
 public sealed class CaddyForwardAuthTests(SqliteServer server) : ProxyForwardAuthTests(server), IClassFixture<SqliteServer>
 {
     protected override string Example => "Caddyfile";
+
+    protected override HttpStatusCode RateLimitedStatus => HttpStatusCode.TooManyRequests;
 
     protected override async Task<ProxyProcess> StartProxyAsync(string example, int portcullis, int app, int port) =>
         await CaddyProcess.StartAsync(example

@@ -95,6 +95,31 @@ public abstract class ServiceHostTests(ServiceHostFixture fixture, BrowserFixtur
     }
 
     [Fact]
+    public async Task ATokenLimitedToAnAddressPassesOnlyFromItWhateverTheClientClaims()
+    {
+        var (_, _, person) = await Server.CreateUserAsync();
+        var fromThree = await Server.CreateTokenAsync(person, new { name = "three-" + Guid.NewGuid().ToString("N")[..6], allowed_cidrs = new[] { "127.0.0.3/32" } });
+        var front = new Uri($"http://127.0.0.1:{fixture.Port}");
+        using var three = LoopbackSource.Client("127.0.0.3", front);
+        using var one = LoopbackSource.Client("127.0.0.1", front);
+
+        async Task<HttpStatusCode> SendAsync(HttpClient client, string? claimed = null)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/page");
+            request.Headers.Host = $"app.localhost:{fixture.Port}";
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", fromThree);
+            if (claimed is not null)
+                request.Headers.TryAddWithoutValidation("X-Forwarded-For", claimed);
+            using var response = await client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(three));
+        Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(one));
+        Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(one, claimed: "127.0.0.3"));
+    }
+
+    [Fact]
     public async Task APersonLogsInThroughTheProxyInChromiumAndTheApplicationSeesThemButNotTheirCookie()
     {
         var (username, password, _) = await Server.CreateUserAsync();

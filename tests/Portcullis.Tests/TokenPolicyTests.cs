@@ -194,6 +194,36 @@ public sealed class TokenSourceTests(SqliteServer server, GatewayFixture untrust
     }
 
     [Fact]
+    public async Task AFencedAdminTokenMakesNoCredentialThatWouldEscapeItsRanges()
+    {
+        using var admin = server.Client(await server.AdminTokenAsync());
+        var created = await (await admin.PostAsJsonAsync("/api/v1/tokens",
+            new { name = "fenced-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "api", "admin" }, allowed_cidrs = new[] { "127.0.0.0/8" } })).JsonAsync();
+        var fenced = created.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(fenced);
+        using var asFenced = server.Client(fenced);
+        foreach (var (path, body) in new (string, object)[]
+        {
+            ("/api/v1/clients", new { name = "escape", scopes = new[] { "api" } }),
+            ("/api/v1/users", new { username = "mallory-" + Guid.NewGuid().ToString("N")[..6], password = "a-long-enough-password-1", admin = true }),
+            ("/api/v1/me/password", new { current_password = PortcullisServer.AdminPassword, new_password = "another-long-password-2" }),
+        })
+        {
+            using var refused = await asFenced.PostAsJsonAsync(path, body);
+            Assert.True(refused.StatusCode == HttpStatusCode.Forbidden, $"{path}: {refused.StatusCode}");
+            Assert.Contains("could not carry those limits", await refused.Content.ReadAsStringAsync());
+        }
+        using var patched = await asFenced.PatchAsJsonAsync("/api/v1/users/admin", new { password = "another-long-password-3" });
+        Assert.Equal(HttpStatusCode.Forbidden, patched.StatusCode);
+        // An API token it makes takes its ranges, and so is allowed.
+        var child = await asFenced.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6] });
+        Assert.Equal(HttpStatusCode.Created, child.StatusCode);
+        var body2 = await child.JsonAsync();
+        PortcullisServer.Secrets.Add(body2.GetProperty("token").GetString()!);
+        Assert.Equal(["127.0.0.0/8"], Ranges(body2));
+    }
+
+    [Fact]
     public async Task AnUntrustedPeerCannotClaimAnAddressAndTheGatewayDecidesTheSame()
     {
         // That server trusts only 192.0.2.1: the loopback peer's X-Forwarded-For is nobody's word.
@@ -207,5 +237,133 @@ public sealed class TokenSourceTests(SqliteServer server, GatewayFixture untrust
         }
         var (_, here, _) = await CreateAsync(untrusted.Server, client, "127.0.0.0/8");
         Assert.Equal(HttpStatusCode.OK, (await GetAsync(untrusted.Server, "/services/echo_1/", here, "203.0.113.9")).StatusCode);
+    }
+}
+
+/// <summary>
+/// Rate limits (docs/token-policies.md): a token bucket per token and limit; over it 429 with Retry-After and the
+/// RateLimit-Policy/RateLimit fields, on the API, the gateway and forward-auth; a refused request is not a use.
+/// </summary>
+public sealed class TokenRateLimitTests(SqliteServer server, GatewayFixture gateway) : IClassFixture<SqliteServer>, IClassFixture<GatewayFixture>
+{
+    private static async Task<(long Id, string Token)> CreateAsync(HttpClient client, object rateLimit, long? maxUses = null)
+    {
+        var created = await client.PostAsJsonAsync("/api/v1/tokens", new { name = "paced-" + Guid.NewGuid().ToString("N")[..6], rate_limit = rateLimit, max_uses = maxUses });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var body = await created.JsonAsync();
+        var token = body.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        return (body.GetProperty("id").GetInt64(), token);
+    }
+
+    [Fact]
+    public async Task APerMinuteLimitHoldsExactlyUnderConcurrencyAndTheRefusalSaysWhenToComeBack()
+    {
+        using var admin = server.Client(await server.AdminTokenAsync());
+        var (id, token) = await CreateAsync(admin, new { per_minute = 7 }, maxUses: 100);
+        using var asToken = server.Client(token);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 30).Select(_ => asToken.GetAsync("/api/v1/me")));
+        Assert.Equal(7, answers.Count(a => a.StatusCode == HttpStatusCode.OK));
+        Assert.All(answers.Where(a => a.StatusCode != HttpStatusCode.OK), a => Assert.Equal(HttpStatusCode.TooManyRequests, a.StatusCode));
+        var refused = answers.First(a => a.StatusCode == HttpStatusCode.TooManyRequests);
+        var wait = int.Parse(refused.Headers.GetValues("Retry-After").Single(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(wait, 1, 60);
+        Assert.Equal("\"per-minute\";q=7;w=60", refused.Headers.GetValues("RateLimit-Policy").Single());
+        Assert.Equal($"\"per-minute\";r=0;t={wait}", refused.Headers.GetValues("RateLimit").Single());
+        Assert.Contains("allows 7 requests per minute", await refused.Content.ReadAsStringAsync());
+
+        // The 23 refused requests were not uses; the limits are shown with the token and kept by rotation.
+        var shown = await (await admin.GetAsync($"/api/v1/tokens/{id}")).JsonAsync();
+        Assert.Equal(7, shown.GetProperty("uses").GetInt64());
+        Assert.Equal(7, shown.GetProperty("rate_limit").GetProperty("per_minute").GetInt64());
+        var rotated = await (await admin.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { })).JsonAsync();
+        PortcullisServer.Secrets.Add(rotated.GetProperty("token").GetString()!);
+        Assert.Equal(7, rotated.GetProperty("rate_limit").GetProperty("per_minute").GetInt64());
+    }
+
+    [Fact]
+    public async Task APerSecondLimitRefillsEverySecond()
+    {
+        using var admin = server.Client(await server.AdminTokenAsync());
+        var (_, token) = await CreateAsync(admin, new { per_second = 3, per_minute = 100 });
+        using var asToken = server.Client(token);
+        // A burst: the bucket holds 3; at most one refill can fall inside it.
+        var burst = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => asToken.GetAsync("/api/v1/me")));
+        Assert.InRange(burst.Count(a => a.StatusCode == HttpStatusCode.OK), 3, 6);
+        var refused = burst.First(a => a.StatusCode == HttpStatusCode.TooManyRequests);
+        Assert.Equal("1", refused.Headers.GetValues("Retry-After").Single());
+        Assert.Equal("\"per-second\";q=3;w=1, \"per-minute\";q=100;w=60", refused.Headers.GetValues("RateLimit-Policy").Single());
+        await Task.Delay(TimeSpan.FromSeconds(1.2));
+        Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/api/v1/me")).StatusCode);
+    }
+
+    [Fact]
+    public async Task TheGatewayAndForwardAuthRefuseATokenOverItsLimitToo()
+    {
+        var (_, _, person) = await gateway.Server.CreateUserAsync();
+        using var client = gateway.Server.Client(person);
+        var (_, token) = await CreateAsync(client, new { per_minute = 2 });
+        using var asToken = gateway.Server.Client(token);
+        Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/services/echo_1/")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/auth/verify?service=echo")).StatusCode);
+        foreach (var path in new[] { "/services/echo_1/", "/auth/verify?service=echo", "/api/v1/me" })
+        {
+            using var refused = await asToken.GetAsync(path);
+            Assert.True(refused.StatusCode == HttpStatusCode.TooManyRequests, $"{path}: {refused.StatusCode}");
+            Assert.True(refused.Headers.Contains("Retry-After"), path);
+            Assert.True(refused.Headers.Contains("RateLimit"), path);
+        }
+    }
+
+    [Fact]
+    public async Task ALimitedTokenMakesOnlyTokensAsLimitedAndBadLimitsAreRefused()
+    {
+        var (_, _, person) = await server.CreateUserAsync();
+        using var client = server.Client(person);
+        var (_, paced) = await CreateAsync(client, new { per_minute = 50 });
+        using var asPaced = server.Client(paced);
+        var inherited = await (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        PortcullisServer.Secrets.Add(inherited.GetProperty("token").GetString()!);
+        Assert.Equal(50, inherited.GetProperty("rate_limit").GetProperty("per_minute").GetInt64());
+        Assert.Equal(HttpStatusCode.Forbidden, (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "fast", rate_limit = new { per_second = 5 } })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "faster", rate_limit = new { per_minute = 51 } })).StatusCode);
+        var slower = await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "slower-" + Guid.NewGuid().ToString("N")[..6], rate_limit = new { per_second = 1, per_minute = 10 } });
+        Assert.Equal(HttpStatusCode.Created, slower.StatusCode);
+        PortcullisServer.Secrets.Add((await slower.JsonAsync()).GetProperty("token").GetString()!);
+
+        foreach (var bad in new object[] { new { }, new { per_second = 0 }, new { per_second = 100_001 }, new { per_minute = -1 }, new { per_minute = 6_000_001 } })
+        {
+            using var answer = await client.PostAsJsonAsync("/api/v1/tokens", new { name = "bad", rate_limit = bad });
+            Assert.Equal(HttpStatusCode.BadRequest, answer.StatusCode);
+            Assert.Contains("rate_limit", (await answer.JsonAsync()).GetProperty("errors").EnumerateObject().Single().Name);
+        }
+    }
+}
+
+/// <summary>
+/// Two instances on one PostgreSQL database: a rate limit holds exactly on each instance, so behind two a token gets
+/// exactly twice its limit (docs/token-policies.md).
+/// </summary>
+public sealed class TokenRateLimitMultiInstanceTests(PostgresServer a) : IClassFixture<PostgresServer>, IAsyncLifetime
+{
+    private PortcullisServer _b = null!;
+
+    public async Task InitializeAsync() => _b = await a.StartSecondInstanceAsync();
+
+    public async Task DisposeAsync() => await _b.DisposeAsync();
+
+    [Fact]
+    public async Task EachInstanceLetsThroughExactlyTheLimit()
+    {
+        using var admin = a.Client(await a.AdminTokenAsync());
+        var body = await (await admin.PostAsJsonAsync("/api/v1/tokens", new { name = "paced-" + Guid.NewGuid().ToString("N")[..6], rate_limit = new { per_minute = 6 } })).JsonAsync();
+        var token = body.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        using var onA = a.Client(token);
+        using var onB = _b.Client(token);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 40).Select(i => (i % 2 == 0 ? onA : onB).GetAsync("/api/v1/me")));
+        Assert.Equal(6, answers.Where((_, i) => i % 2 == 0).Count(r => r.StatusCode == HttpStatusCode.OK));
+        Assert.Equal(6, answers.Where((_, i) => i % 2 == 1).Count(r => r.StatusCode == HttpStatusCode.OK));
+        Assert.All(answers.Where(r => r.StatusCode != HttpStatusCode.OK), r => Assert.Equal(HttpStatusCode.TooManyRequests, r.StatusCode));
     }
 }

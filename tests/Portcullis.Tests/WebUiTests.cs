@@ -138,7 +138,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     }
 
     [Fact]
-    public async Task TheGenerateFormSetsAUseLimitAndAllowedAddressesWhichTheTokensPageShows()
+    public async Task TheGenerateFormSetsTheTokensPoliciesWhichItsPageShows()
     {
         var (username, password, _) = await Server.CreateUserAsync();
         var page = await NewPageAsync();
@@ -153,6 +153,10 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         Assert.Equal("3", await page.GetByLabel("Use limit").InputValueAsync()); // nothing typed is lost
 
         await page.GetByLabel("Allowed addresses").FillAsync("127.0.0.0/8\n2001:db8::/32");
+        await page.GetByLabel("Per minute").FillAsync("0");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Generate token" }).ClickAsync();
+        Assert.Contains("per_minute must be between 1 and", await page.Locator("#rate_limit-error").InnerTextAsync());
+        await page.GetByLabel("Per minute").FillAsync("600");
         await page.GetByRole(AriaRole.Button, new() { Name = "Generate token" }).ClickAsync();
         var token = await page.Locator("#new-token").InputValueAsync();
         PortcullisServer.Secrets.Add(token);
@@ -162,6 +166,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         var facts = await page.Locator("dl.facts").InnerTextAsync();
         Assert.Contains("1 of 3 used", facts);
         Assert.Contains("127.0.0.0/8, 2001:db8::/32", facts);
+        Assert.Contains("600 per minute, on each server", facts);
     }
 
     [Fact]

@@ -52,6 +52,15 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
     /// <summary>The ranges an API token is limited to (docs/token-policies.md); null when it is not limited.</summary>
     public IPNetwork[]? AllowedNetworks { get; init; }
 
+    /// <summary>An API token's rate limits (docs/token-policies.md); null when it has none.</summary>
+    public TokenRateLimit? RateLimit { get; init; }
+
+    /// <summary>
+    /// A token fenced in by where or how fast it may be used: what it creates must be fenced as well, so it may make
+    /// API tokens (which take its limits) but no other credential (docs/token-policies.md).
+    /// </summary>
+    public bool IsFenced => AllowedNetworks is not null || RateLimit is not null;
+
     /// <summary>
     /// An OAuth client's own token (client credentials: <c>sub</c> is the client). It may not create or change
     /// credentials, which would outlive it (docs/decisions.md, "What an OAuth client may do").
@@ -81,5 +90,19 @@ internal static class ClientCredentialRules
         builder.AddEndpointFilter(async (context, next) =>
             context.HttpContext.Features.Get<Credential>() is { IsClientCredentials: true }
                 ? ProblemResponses.Forbidden(Reason)
+                : await next(context));
+
+    public const string FencedReason =
+        "This token is limited to addresses or a rate (allowed_cidrs, rate_limit), and OAuth clients, client secrets, users and passwords " +
+        "could not carry those limits. Use a credential without them for this.";
+
+    /// <summary>
+    /// Refuses the endpoint (403) to a token with address or rate limits: the credential it would create or change (a
+    /// client secret, a password) could be used from anywhere, at any rate (docs/token-policies.md).
+    /// </summary>
+    public static TBuilder NotForFencedTokens<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
+        builder.AddEndpointFilter(async (context, next) =>
+            context.HttpContext.Features.Get<Credential>() is { IsFenced: true }
+                ? ProblemResponses.Forbidden(FencedReason)
                 : await next(context));
 }

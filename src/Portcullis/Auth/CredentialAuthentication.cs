@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Authorization.Policy;
 using Microsoft.Extensions.Options;
 using Portcullis.Security;
 using Portcullis.Hosting;
+using Portcullis.Tokens;
 
 namespace Portcullis.Auth;
 
@@ -68,8 +69,12 @@ internal sealed class CredentialAuthenticationHandler(
         var address = http.ClientAddress();
         var result = await verifier.VerifyAsync(token, address, http.RequestAborted);
         metrics.CountVerification(result.Failure);
-        return result.Credential is { } credential ? (credential, null)
-            : (null, result.Failure == VerifyFailure.DeniedSource ? AuthFailure.DeniedSource(address) : FailureOf(result.Failure));
+        return result.Credential is { } credential ? (credential, null) : (null, result.Failure switch
+        {
+            VerifyFailure.DeniedSource => AuthFailure.DeniedSource(address),
+            VerifyFailure.RateLimited => AuthFailure.RateLimited(result.Throttled!),
+            _ => FailureOf(result.Failure),
+        });
     }
 
     /// <summary>The credential of a well-formed <c>Authorization: Bearer|token</c> header, or null.</summary>
@@ -140,6 +145,15 @@ internal sealed class CredentialAuthenticationHandler(
                 "The credential cannot be checked right now because the database does not answer. Try again shortly.");
             return;
         }
+        if (failure?.Throttled is { } throttled)
+        {
+            var headers = context.Response.Headers;
+            headers.RetryAfter = throttled.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            headers["RateLimit-Policy"] = throttled.PolicyHeader;
+            headers["RateLimit"] = throttled.StateHeader;
+            await ProblemResponses.WriteAsync(context, StatusCodes.Status429TooManyRequests, "Too many requests", failure.Description);
+            return;
+        }
         if (failure?.Status == StatusCodes.Status403Forbidden)
         {
             // The credential is good but may not be used from here: no challenge, as no other credential is asked for.
@@ -165,9 +179,21 @@ internal sealed class CredentialAuthenticationHandler(
     }
 }
 
+/// <summary>An endpoint's answer for a refused credential, written as the authentication handler writes it.</summary>
+internal sealed class AuthFailureResult(AuthFailure failure) : IResult
+{
+    public Task ExecuteAsync(HttpContext httpContext) => CredentialAuthenticationHandler.WriteChallengeAsync(httpContext, failure);
+}
+
 /// <summary>Why a credential was refused, and the status that says so (401 unless stated).</summary>
 internal sealed record AuthFailure(string Error, string Description, int Status = StatusCodes.Status401Unauthorized)
 {
+    /// <summary>For a token over its rate limit, which limit and when to try again.</summary>
+    public RateLimitRefusal? Throttled { get; init; }
+
+    /// <summary>Whether the answer is a refusal of a valid credential (403, 429) rather than a challenge for another one.</summary>
+    public bool IsRefusal => Status is StatusCodes.Status403Forbidden or StatusCodes.Status429TooManyRequests;
+
     public static readonly AuthFailure Unavailable = new("temporarily_unavailable", "The database does not answer.", StatusCodes.Status503ServiceUnavailable);
 
     public static AuthFailure InvalidRequest(string description) => new("invalid_request", description, StatusCodes.Status400BadRequest);
@@ -178,6 +204,10 @@ internal sealed record AuthFailure(string Error, string Description, int Status 
     public static AuthFailure DeniedSource(IPAddress? address) =>
         new("access_denied", $"This token may not be used from {address?.ToString() ?? "an unknown address"}: it is limited to the addresses in its allowed_cidrs.",
             StatusCodes.Status403Forbidden);
+
+    /// <summary>A valid token used faster than its rate limit allows (docs/token-policies.md): 429.</summary>
+    public static AuthFailure RateLimited(RateLimitRefusal refusal) =>
+        new("rate_limited", refusal.Description, StatusCodes.Status429TooManyRequests) { Throttled = refusal };
 }
 
 /// <summary>Requires one scope of the credential and of its owner's current rights.</summary>

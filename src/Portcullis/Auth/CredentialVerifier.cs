@@ -25,11 +25,14 @@ internal enum VerifyFailure : byte
     /// <summary>The token was presented from an address outside its allowed ranges.</summary>
     DeniedSource,
 
+    /// <summary>The token was used faster than its rate limit allows (<see cref="VerifyResult.Throttled"/> says which).</summary>
+    RateLimited,
+
     /// <summary>The decision needs the database and the database did not answer: fail closed (503).</summary>
     Unavailable,
 }
 
-internal readonly record struct VerifyResult(Credential? Credential, VerifyFailure Failure)
+internal readonly record struct VerifyResult(Credential? Credential, VerifyFailure Failure, RateLimitRefusal? Throttled = null)
 {
     public static VerifyResult Fail(VerifyFailure failure) => new(null, failure);
 }
@@ -44,6 +47,7 @@ internal sealed partial class CredentialVerifier(
     TokenCache cache,
     PrincipalCache principals,
     UsageRecorder usage,
+    TokenRateLimiter rateLimiter,
     JwtService jwts,
     RevokedJwts revokedJwts,
     ClientCache clients,
@@ -155,12 +159,15 @@ internal sealed partial class CredentialVerifier(
                 await ReportDeniedSourceAsync(entry, address, cancellationToken);
                 return VerifyResult.Fail(VerifyFailure.DeniedSource);
             }
+            // Over its rate limit: refused before it could count as one of its uses.
+            if (entry.RateLimit is not null && recordUse && rateLimiter.TryAcquire(entry) is { } refusal)
+                return new VerifyResult(null, VerifyFailure.RateLimited, refusal);
             if (entry.MaxUses is not null && !await CountUseAsync(entry.TokenId, recordUse, cancellationToken))
                 return VerifyResult.Fail(VerifyFailure.Spent);
             if (recordUse)
                 usage.Record(entry.TokenId, address, now);
             var kind = owner!.IsService ? CredentialKinds.Service : CredentialKinds.ApiToken;
-            return new VerifyResult(new Credential(kind, entry.TokenIdText, owner, entry.Scopes) { AllowedNetworks = entry.AllowedNetworks }, VerifyFailure.None);
+            return new VerifyResult(new Credential(kind, entry.TokenIdText, owner, entry.Scopes) { AllowedNetworks = entry.AllowedNetworks, RateLimit = entry.RateLimit }, VerifyFailure.None);
         }
         catch (Exception e) when (DatabaseFailures.IsDatabaseFailure(e))
         {
@@ -197,7 +204,7 @@ internal sealed partial class CredentialVerifier(
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.ApiTokens.AsNoTracking()
             .Where(t => t.TokenHash == hex)
-            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses, t.AllowedCidrs })
+            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses, t.AllowedCidrs, t.RatePerSecond, t.RatePerMinute })
             .FirstOrDefaultAsync(cancellationToken);
         CachedToken entry;
         if (row is null)
@@ -222,6 +229,7 @@ internal sealed partial class CredentialVerifier(
                 LoadedAtTicks = nowTicks,
                 MaxUses = row.MaxUses,
                 AllowedNetworks = AllowedSources.FromStored(row.AllowedCidrs),
+                RateLimit = row.RatePerSecond is null && row.RatePerMinute is null ? null : new TokenRateLimit(row.RatePerSecond, row.RatePerMinute),
             };
         }
         await cache.BeforeStoreAsync(cancellationToken);
@@ -300,13 +308,14 @@ internal sealed partial class CredentialVerifier(
     }
 
     /// <summary>
-    /// Audits a token presented from outside its allowed ranges, at most once a minute per token and address; the
-    /// refused request waits for room in the audit queue like other denials.
+    /// Audits a token presented from outside its allowed ranges, at most once a minute per token and client address (an
+    /// IPv6 client per /64, the block one subscriber holds); the refused request waits for room in the audit queue like
+    /// other denials.
     /// </summary>
     private ValueTask ReportDeniedSourceAsync(CachedToken entry, IPAddress? address, CancellationToken cancellationToken)
     {
         var from = address?.ToString();
-        if (!Due((AuditEvents.TokenDeniedSource, entry.TokenId, from)))
+        if (!Due((AuditEvents.TokenDeniedSource, entry.TokenId, LoginThrottle.AddressSubject(address))))
             return ValueTask.CompletedTask;
         var e = audit.Create(null, AuditEvents.TokenDeniedSource, subjectId: entry.OwnerId, tokenId: entry.TokenIdText, details: new { hint = entry.Hint, address = from });
         e.ClientIp = from;

@@ -24,7 +24,7 @@ internal static class TokenCommands
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
             var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null), cancellationToken);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null, RateLimit: null), cancellationToken);
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
@@ -53,20 +53,26 @@ internal static class TokenCommands
             Description = "A CIDR range (10.0.0.0/8, 2001:db8::/32) or an address the token may be used from; repeat for several. Without it: anywhere.",
             AllowMultipleArgumentsPerToken = false,
         };
-        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1\n  portcullis token create ci --allow-from 10.0.0.0/8 --allow-from 2001:db8::/32")
-            { tokenName, description, expires, scope, uses, allowFrom };
+        var rate = new Option<string[]>("--rate")
+        {
+            Description = "How fast it may be used, on each server: 10/s or 600/m; give both for both limits.",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1\n  portcullis token create ci --allow-from 10.0.0.0/8 --allow-from 2001:db8::/32\n  portcullis token create scraper --rate 10/s --rate 300/m")
+            { tokenName, description, expires, scope, uses, allowFrom, rate };
         create.SetAction(Run(async (parse, target, cancellationToken) =>
         {
             var (days, at) = ParseExpiry(parse.GetValue(expires));
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
             var sources = parse.GetValue(allowFrom) is { Length: > 0 } a ? a : null;
             var created = await target.Client().CreateTokenAsync(
-                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses), sources), cancellationToken);
+                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses), sources, ParseRate(parse.GetValue(rate))), cancellationToken);
             Print(parse, created, () =>
             {
                 var limit = created.MaxUses is { } max ? $", works for {max} request{(max == 1 ? "" : "s")}" : "";
                 var from = created.AllowedCidrs is { } ranges ? $", only from {string.Join(", ", ranges)}" : "";
-                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}{from}. It is shown only this once:");
+                var pace = created.RateLimit is { } r ? $", at most {Rate(r)}" : "";
+                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}{from}{pace}. It is shown only this once:");
                 Console.WriteLine(created.Token);
             });
         }));
@@ -91,7 +97,8 @@ internal static class TokenCommands
                 ["scopes", string.Join(' ', token.Scopes)], ["created", Date(token.CreatedAt)], ["expires", Date(token.ExpiresAt)],
                 ["last used", token.LastUsedAt is null ? "never" : $"{Date(token.LastUsedAt)} from {token.LastUsedIp}"],
                 ["use limit", token.MaxUses is { } max ? $"{token.Uses} of {max} used" : "none"],
-                ["allowed from", token.AllowedCidrs is { } ranges ? string.Join(' ', ranges) : "anywhere"], ["status", token.Status]]));
+                ["allowed from", token.AllowedCidrs is { } ranges ? string.Join(' ', ranges) : "anywhere"],
+                ["rate limit", token.RateLimit is { } r ? Rate(r) : "none"], ["status", token.Status]]));
         }));
 
         var revoke = new Command("revoke", "Revoke a token: it stops working at once.\n\nExample:\n  portcullis token revoke deploy") { idOrName };
@@ -132,6 +139,31 @@ internal static class TokenCommands
         _ when DateOnly.TryParseExact(text, "yyyy-MM-dd", out _) => (null, text),
         _ => throw new CliException($"--expires '{text}' is not understood: use 30d, a date like 2027-01-31, or never.", 2),
     };
+
+    /// <summary><c>--rate 10/s --rate 600/m</c>: the token's rate limit, or null when none is given.</summary>
+    private static TokenRateLimit? ParseRate(string[]? given)
+    {
+        if (given is not { Length: > 0 })
+            return null;
+        long? perSecond = null, perMinute = null;
+        foreach (var text in given)
+        {
+            var slash = text.IndexOf('/');
+            var unit = slash < 0 ? "" : text[(slash + 1)..].Trim().ToLowerInvariant();
+            if (slash < 0 || !long.TryParse(text.AsSpan(0, slash), NumberStyles.None, CultureInfo.InvariantCulture, out var n))
+                throw new CliException($"--rate '{text}' is not understood: use a number per second or per minute, like 10/s or 600/m.", 2);
+            if (unit is "s" or "sec" or "second")
+                perSecond = n;
+            else if (unit is "m" or "min" or "minute")
+                perMinute = n;
+            else
+                throw new CliException($"--rate '{text}': the unit is s (per second) or m (per minute), like 10/s or 600/m.", 2);
+        }
+        return new TokenRateLimit(perSecond, perMinute);
+    }
+
+    private static string Rate(TokenRateLimit r) => string.Join(" and ",
+        new[] { r.PerSecond is { } s ? $"{s}/s" : null, r.PerMinute is { } m ? $"{m}/m" : null }.OfType<string>());
 
     private static async Task<long> FindTokenAsync(PortcullisClient client, string idOrName, CancellationToken cancellationToken)
     {

@@ -127,7 +127,7 @@ internal static class DaeployApi
         var services = http.RequestServices;
         var now = services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
         var name = $"daeploy {now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)} {Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(2))}";
-        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null, null);
+        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null, null, null);
         var (created, error) = await TokensApi.IssueAsync(request, http, services.GetRequiredService<PortcullisDb>(), services.GetRequiredService<TokenFormat>(),
             services.GetRequiredService<AuditLog>(), services.GetRequiredService<InvalidationBus>(), services.GetRequiredService<IOptions<TokenOptions>>().Value,
             services.GetRequiredService<TimeProvider>(), http.RequestAborted);
@@ -197,6 +197,9 @@ internal static class DaeployApi
     private static IResult Unauthenticated(HttpContext http)
     {
         var failure = http.Items[CredentialAuthenticationHandler.FailureKey] as AuthFailure;
+        // A good token refused here (its address, its rate): the problem document's "detail" is what Daeploy's CLI prints.
+        if (failure is { IsRefusal: true })
+            return new AuthFailureResult(failure);
         if (failure == AuthFailure.Unavailable)
         {
             http.Response.Headers.RetryAfter = "5";

@@ -194,9 +194,10 @@ internal sealed class TrustedProxies(IOptions<GatewayOptions> options)
                 hops = comma < 0 ? [] : hops[..comma];
                 if (hop.IsEmpty)
                     continue;
-                if (!IPAddress.TryParse(hop, out var reported))
+                // An address, or an address and port as some proxies write it (192.0.2.7:51234, [2001:db8::7]:51234).
+                if (!IPEndPoint.TryParse(hop, out var reported))
                     return null;
-                address = Unmapped(reported);
+                address = Unmapped(reported.Address);
                 if (!Contains(address))
                     return address;
             }

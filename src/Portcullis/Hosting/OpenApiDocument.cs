@@ -169,7 +169,7 @@ internal static class OpenApiDocument
     public static Task TransformSchemaAsync(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken cancellationToken)
     {
         var type = context.JsonTypeInfo.Type;
-        if (!type.Name.EndsWith("Request", StringComparison.Ordinal))
+        if (!type.Name.EndsWith("Request", StringComparison.Ordinal) && type != typeof(TokenRateLimit))
             return Task.CompletedTask;
         schema.Required = new HashSet<string>(RequiredProperties.GetValueOrDefault(type.Name) ?? []);
         var tokens = context.ApplicationServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<TokenOptions>>().Value;
@@ -186,6 +186,10 @@ internal static class OpenApiDocument
                 Limit("expires_in_days", p => (p.Minimum, p.Maximum) = ("1", (tokens.MaxLifetimeDays ?? 36_500).ToString(System.Globalization.CultureInfo.InvariantCulture)));
                 Limit("max_uses", p => (p.Minimum, p.Maximum) = ("1", Tokens.TokensApi.MaxUsesLimit.ToString(System.Globalization.CultureInfo.InvariantCulture)));
                 Limit(Tokens.AllowedSources.Field, p => (p.MinItems, p.MaxItems) = (1, Tokens.AllowedSources.MaxRanges));
+                break;
+            case nameof(TokenRateLimit):
+                Limit("per_second", p => (p.Minimum, p.Maximum) = ("1", Tokens.TokensApi.MaxPerSecond.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                Limit("per_minute", p => (p.Minimum, p.Maximum) = ("1", Tokens.TokensApi.MaxPerMinute.ToString(System.Globalization.CultureInfo.InvariantCulture)));
                 break;
             case "RotateTokenRequest":
                 Limit("grace_seconds", p => (p.Minimum, p.Maximum) = ("0", ((long)tokens.MaxRotationGrace.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture)));

@@ -27,12 +27,12 @@ internal static class ClientsApi
     public static RouteGroupBuilder MapClients(this RouteGroupBuilder api)
     {
         var group = api.MapGroup("/clients").WithTags("OAuth clients");
-        group.MapPost("/", CreateAsync).NotForClientCredentials()
+        group.MapPost("/", CreateAsync).NotForClientCredentials().NotForFencedTokens()
             .Answers((StatusCodes.Status409Conflict, "The caller already has a client of that name."));
         group.MapGet("/", ListAsync);
         group.MapGet("/{clientId}", GetAsync);
         group.MapDelete("/{clientId}", DeleteAsync).NotForClientCredentials();
-        group.MapPost("/{clientId}/rotate-secret", RotateSecretAsync).NotForClientCredentials();
+        group.MapPost("/{clientId}/rotate-secret", RotateSecretAsync).NotForClientCredentials().NotForFencedTokens();
         return group;
     }
 

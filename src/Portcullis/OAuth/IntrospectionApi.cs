@@ -52,6 +52,8 @@ internal static class IntrospectionApi
                 var failure = http.Items[CredentialAuthenticationHandler.FailureKey] as AuthFailure;
                 if (failure == AuthFailure.Unavailable)
                     return Unavailable(http);
+                if (failure is { IsRefusal: true })
+                    return new AuthFailureResult(failure);
                 if (failure?.Error == "invalid_request")
                     return TokenEndpoint.Error("invalid_request", failure.Description);
                 http.Response.Headers.WWWAuthenticate = $"Bearer realm=\"{CredentialAuthenticationHandler.Realm}\", error=\"invalid_token\"";

@@ -66,15 +66,20 @@ internal static class AllowedSources
 
     private static IPNetwork? ParseOne(string text)
     {
-        // A zone (fe80::1%eth0) names an interface of some machine, not an address a request comes from.
-        if (text.Contains('%'))
+        // A zone (fe80::1%eth0) names an interface of some machine, not an address a request comes from; a port
+        // ([::1]:80) is not part of an address.
+        if (text.AsSpan().IndexOfAny('%', '[') >= 0)
             return null;
         // Only as written: 10.0.0.1/8 is refused (with the fix) rather than read as 10.0.0.0/8, which may not be what was meant.
         var slash = text.IndexOf('/');
         if (slash > 0 && IPNetwork.TryParse(text, out var network))
-            return IPAddress.TryParse(text.AsSpan(0, slash), out var written) && written.Equals(network.BaseAddress) ? network : null;
+        {
+            // Requests from IPv4 clients are matched as IPv4: an IPv4-mapped range (::ffff:10.0.0.0/104) would never match.
+            return IPAddress.TryParse(text.AsSpan(0, slash), out var written) && written.Equals(network.BaseAddress) && !written.IsIPv4MappedToIPv6
+                ? network : null;
+        }
         // A single address: the range of just that address.
-        if (slash < 0 && IPAddress.TryParse(text, out var address)
+        if (slash < 0 && IPAddress.TryParse(text, out var address) && !address.IsIPv4MappedToIPv6
             && (address.AddressFamily == AddressFamily.InterNetworkV6 || text.Count(c => c == '.') == 3))
             return new IPNetwork(address, address.GetAddressBytes().Length * 8);
         return null;
@@ -84,7 +89,9 @@ internal static class AllowedSources
     private static string Unreadable(string text)
     {
         var slash = text.IndexOf('/');
+        // Only an address written out in full says what was meant (10/8 does not).
         if (slash > 0 && IPAddress.TryParse(text.AsSpan(0, slash), out var address)
+            && address.ToString().Equals(text[..slash], StringComparison.OrdinalIgnoreCase) && !address.IsIPv4MappedToIPv6
             && int.TryParse(text.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var prefix)
             && prefix <= address.GetAddressBytes().Length * 8)
         {

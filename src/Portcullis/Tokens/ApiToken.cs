@@ -31,6 +31,14 @@ internal sealed class ApiToken
     /// <summary>The CIDR ranges it may be used from, space-separated; null for anywhere (docs/token-policies.md).</summary>
     public string? AllowedCidrs { get; set; }
 
+    /// <summary>Requests per second it may be used for, on each instance; null for no limit (docs/token-policies.md).</summary>
+    public long? RatePerSecond { get; set; }
+
+    /// <summary>Requests per minute it may be used for, on each instance; null for no limit.</summary>
+    public long? RatePerMinute { get; set; }
+
+    public TokenRateLimit? RateLimit => RatePerSecond is null && RatePerMinute is null ? null : new(RatePerSecond, RatePerMinute);
+
     public DateTime? LastUsedAt { get; set; }
     public string? LastUsedIp { get; set; }
 

@@ -33,6 +33,9 @@ internal sealed class CachedToken
 
     /// <summary>The ranges the token may be used from, if it is limited to some.</summary>
     public IPNetwork[]? AllowedNetworks { get; init; }
+
+    /// <summary>The token's rate limits, if it has any.</summary>
+    public TokenRateLimit? RateLimit { get; init; }
 }
 
 internal enum CacheLookup : byte

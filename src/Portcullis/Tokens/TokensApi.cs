@@ -22,6 +22,7 @@ internal static class TokensApi
         services.AddSingleton<IValidateOptions<TokenOptions>, TokenOptionsValidator>();
         services.AddSingleton(sp => new TokenFormat(sp.GetRequiredService<IOptions<TokenOptions>>().Value.Prefix));
         services.AddSingleton<TokenCache>();
+        services.AddSingleton<TokenRateLimiter>();
         services.AddSingleton<UsageRecorder>();
         services.AddHostedService(sp => sp.GetRequiredService<UsageRecorder>());
         return services;
@@ -32,6 +33,10 @@ internal static class TokensApi
 
     /// <summary>The largest use limit a token may have (docs/token-policies.md).</summary>
     public const long MaxUsesLimit = 1_000_000_000;
+
+    /// <summary>The highest rates a token's rate limit may allow (docs/token-policies.md).</summary>
+    public const long MaxPerSecond = 100_000;
+    public const long MaxPerMinute = 6_000_000;
 
     public static RouteGroupBuilder MapTokens(this RouteGroupBuilder api)
     {
@@ -78,6 +83,9 @@ internal static class TokensApi
         var (allowedFrom, sourcesError) = AllowedFromOf(request.AllowedCidrs, caller);
         if (sourcesError is not null)
             return sourcesError;
+        var (rateLimit, rateError) = RateLimitOf(request.RateLimit, caller);
+        if (rateError is not null)
+            return rateError;
 
         var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
         if (ownerError is not null)
@@ -118,6 +126,8 @@ internal static class TokensApi
             ExpiresAt = expiresAt,
             MaxUses = request.MaxUses,
             AllowedCidrs = allowedFrom is null ? null : AllowedSources.ToStored(allowedFrom),
+            RatePerSecond = rateLimit?.PerSecond,
+            RatePerMinute = rateLimit?.PerMinute,
         };
         // The token and its audit event commit together (the event needs the token's id).
         await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
@@ -126,13 +136,47 @@ internal static class TokensApi
             await db.SaveChangesAsync(cancellationToken);
             db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
                 new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt, max_uses = token.MaxUses,
-                    allowed_cidrs = AllowedSources.ToNames(token.AllowedCidrs) }));
+                    allowed_cidrs = AllowedSources.ToNames(token.AllowedCidrs), rate_limit = token.RateLimit }));
             await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
         await invalidation.TokenCreatedAsync(token.TokenHash, cancellationToken);
 
         return CreatedTokenResponse.From(token, plaintext, owner.Username);
+    }
+
+    /// <summary>
+    /// How fast the new token may be used: the limits asked for, which a rate-limited credential may only tighten; asked
+    /// for none, it gets the limits of the credential that made it (docs/token-policies.md).
+    /// </summary>
+    private static Checked<TokenRateLimit> RateLimitOf(TokenRateLimit? requested, Credential caller)
+    {
+        var bound = caller.RateLimit;
+        switch (requested)
+        {
+            case null:
+                return new Checked<TokenRateLimit>(bound, null);
+            case { PerSecond: null, PerMinute: null }:
+                return new RuleError("rate_limit", "rate_limit needs per_second, per_minute or both, e.g. {\"per_second\": 10}; leave it out for no limit.");
+            case { PerSecond: < 1 or > MaxPerSecond }:
+                return new RuleError("rate_limit", $"rate_limit.per_second must be between 1 and {MaxPerSecond}.");
+            case { PerMinute: < 1 or > MaxPerMinute }:
+                return new RuleError("rate_limit", $"rate_limit.per_minute must be between 1 and {MaxPerMinute}.");
+        }
+        if (bound is not null && !WithinRate(requested, bound))
+            return RuleError.Forbidden("rate_limit", $"This credential is limited to {Describe(bound)}; a token it makes cannot be allowed more.");
+        return requested;
+
+        static string Describe(TokenRateLimit l) => string.Join(" and ",
+            new[] { l.PerSecond is { } s ? $"{s} requests per second" : null, l.PerMinute is { } m ? $"{m} per minute" : null }.OfType<string>());
+    }
+
+    /// <summary>Whether <paramref name="limit"/> allows no more than <paramref name="bound"/>: every rate the bound sets, it sets no higher.</summary>
+    private static bool WithinRate(TokenRateLimit? limit, TokenRateLimit bound)
+    {
+        return !Looser(limit?.PerSecond, bound.PerSecond) && !Looser(limit?.PerMinute, bound.PerMinute);
+
+        static bool Looser(long? rate, long? boundRate) => boundRate is { } b && (rate is null || rate > b);
     }
 
     /// <summary>
@@ -245,6 +289,8 @@ internal static class TokensApi
             return ProblemResponses.BadRequest($"The token's scopes '{scopes}' exceed what this credential may mint now; create a new token with fewer scopes.");
         if (caller.AllowedNetworks is { } limit && (AllowedSources.FromStored(old.AllowedCidrs) is not { } kept || !AllowedSources.Within(kept, limit)))
             return ProblemResponses.Forbidden($"Token {id} may be used from addresses this credential may not: rotate it with a credential that is not limited to addresses.");
+        if (caller.RateLimit is { } rateBound && !WithinRate(old.RateLimit, rateBound))
+            return ProblemResponses.Forbidden($"Token {id} may be used faster than this credential: rotate it with a credential without a rate limit.");
 
         // Same lifetime as the original, counted from now (never-expiring stays never-expiring), within
         // Tokens:MaxLifetimeDays like every credential made today: a rotation must not extend past the cap.
@@ -265,6 +311,8 @@ internal static class TokensApi
             ExpiresAt = expiresAt,
             MaxUses = old.MaxUses - old.Uses,
             AllowedCidrs = old.AllowedCidrs,
+            RatePerSecond = old.RatePerSecond,
+            RatePerMinute = old.RatePerMinute,
         };
         var oldEnds = now.AddSeconds(grace);
         if (old.ExpiresAt is { } oldExpiry && oldExpiry < oldEnds)

@@ -30,10 +30,10 @@ internal static partial class UsersApi
     {
         var users = api.MapGroup("/users").WithTags("Users").RequireAuthorization(Policies.Admin);
         users.MapGet("/", ListAsync);
-        users.MapPost("/", CreateAsync).NotForClientCredentials()
+        users.MapPost("/", CreateAsync).NotForClientCredentials().NotForFencedTokens()
             .Answers((StatusCodes.Status409Conflict, "A user or service of that name exists."));
         users.MapGet("/{name}", GetAsync);
-        users.MapPatch("/{name}", UpdateAsync).NotForClientCredentials();
+        users.MapPatch("/{name}", UpdateAsync).NotForClientCredentials().NotForFencedTokens();
         users.MapDelete("/{name}", DeleteAsync).NotForClientCredentials();
         return users;
     }
@@ -43,7 +43,7 @@ internal static partial class UsersApi
         var me = api.MapGroup("/me").WithTags("Me");
         // Any valid credential may ask who it is, even one without the 'api' scope.
         me.MapGet("/", GetMe).RequireAuthorization(Policies.Authenticated);
-        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api).NotForClientCredentials()
+        me.MapPost("/password", ChangePasswordAsync).RequireAuthorization(Policies.Api).NotForClientCredentials().NotForFencedTokens()
             .Answers((StatusCodes.Status429TooManyRequests, "Too many wrong current passwords for this user or from this address; see Retry-After."));
         return me;
     }

@@ -15,14 +15,14 @@ namespace Portcullis.Web;
 
 /// <summary>What the generate form holds, kept as typed when a rule sends it back.</summary>
 public sealed record TokenForm(string Name, string Description, string Expiration, string CustomDate, bool Api, bool Services, string ServiceChoice,
-    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses, string AllowedFrom)
+    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses, string AllowedFrom, string PerSecond, string PerMinute)
 {
-    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "", "");
+    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "", "", "", "");
 
     public static TokenForm Read(IFormCollection form) => new(form["name"].ToString(), form["description"].ToString(), form["expiration"].ToString(),
         form["custom_date"].ToString(), form["api"] == "on", form["services"] == "on", form["service_choice"].ToString(),
         form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on", form["max_uses"].ToString().Trim(),
-        form["allowed_cidrs"].ToString().Trim());
+        form["allowed_cidrs"].ToString().Trim(), form["rate_per_second"].ToString().Trim(), form["rate_per_minute"].ToString().Trim());
 
     /// <summary>The API's request for this form, or the rule the form broke (with the form's own field names).</summary>
     public Checked<CreateTokenRequest> ToRequest()
@@ -60,17 +60,26 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
             default:
                 return new RuleError("expiration", "Choose an expiration.");
         }
-        long? maxUses = null;
-        if (MaxUses.Length > 0)
-        {
-            if (!long.TryParse(MaxUses, NumberStyles.None, CultureInfo.InvariantCulture, out var uses))
-                return new RuleError("max_uses", "Give the use limit as a whole number, or leave it empty for no limit.");
-            maxUses = uses;
-        }
+        if (!TryNumber(MaxUses, out var maxUses))
+            return new RuleError("max_uses", "Give the use limit as a whole number, or leave it empty for no limit.");
+        if (!TryNumber(PerSecond, out var perSecond) || !TryNumber(PerMinute, out var perMinute))
+            return new RuleError("rate_limit", "Give each rate as a whole number of requests, or leave it empty for no limit.");
         // Ranges one per line, or separated by spaces or commas; none: anywhere.
         var allowedFrom = AllowedFrom.Split([' ', ',', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries);
         return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null, maxUses,
-            allowedFrom.Length == 0 ? null : allowedFrom);
+            allowedFrom.Length == 0 ? null : allowedFrom, perSecond is null && perMinute is null ? null : new TokenRateLimit(perSecond, perMinute));
+    }
+
+    /// <summary>An optional whole number: empty is null; anything else must be digits.</summary>
+    private static bool TryNumber(string text, out long? value)
+    {
+        value = null;
+        if (text.Length == 0)
+            return true;
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n))
+            return false;
+        value = n;
+        return true;
     }
 
     /// <summary>The form's field for a field of the API's request.</summary>
@@ -78,7 +87,7 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
     {
         Field = error.Field switch
         {
-            "name" or "description" or "max_uses" or "allowed_cidrs" => error.Field,
+            "name" or "description" or "max_uses" or "allowed_cidrs" or "rate_limit" => error.Field,
             "expires_in_days" or "expires_at" => "expiration",
             _ => "scopes",
         },
