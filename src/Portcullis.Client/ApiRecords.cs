@@ -72,6 +72,18 @@ public sealed record TokenResponse(
 
 public sealed record UsageDay(string Date, long Count);
 
+/// <summary>
+/// <c>GET /api/v1/tokens/{id}/suggested-scopes</c>: the scopes the token's requests relied on in the last <see cref="Days"/>
+/// days, and the narrowest scopes that cover them (<see cref="Narrower"/> when those are fewer than it has).
+/// </summary>
+public sealed record SuggestedScopesResponse(long TokenId, int Days, string[] Scopes, ScopeUse[] Used, string[] Suggested, bool Narrower);
+
+/// <summary>One scope a token relied on: how many requests, and the last UTC day one did.</summary>
+public sealed record ScopeUse(string Scope, long Requests, string LastUsedOn);
+
+/// <summary><c>POST /api/v1/tokens/{id}/narrow</c>: the scopes to keep, or none for what it used.</summary>
+public sealed record NarrowTokenRequest(string[]? Scopes);
+
 /// <summary><c>GET /api/v1/tokens/{id}/usage</c>: requests per day.</summary>
 public sealed record TokenUsageResponse(long TokenId, int Days, long Total, UsageDay[] Usage);
 

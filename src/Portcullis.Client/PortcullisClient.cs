@@ -68,6 +68,14 @@ public sealed class PortcullisClient(HttpClient http)
     public Task<CreatedTokenResponse> RotateTokenAsync(long id, int graceSeconds = 0, CancellationToken cancellationToken = default) =>
         SendAsync<CreatedTokenResponse>(HttpMethod.Post, $"api/v1/tokens/{id}/rotate", new RotateTokenRequest(graceSeconds), cancellationToken);
 
+    /// <summary>What the token relied on in the last 30 days, and the narrowest scopes that cover it.</summary>
+    public Task<SuggestedScopesResponse> GetSuggestedScopesAsync(long id, CancellationToken cancellationToken = default) =>
+        GetAsync<SuggestedScopesResponse>($"api/v1/tokens/{id}/suggested-scopes", cancellationToken);
+
+    /// <summary>Narrows the token to <paramref name="scopes"/>, or to what it used when null; never wider, at once on every instance.</summary>
+    public Task<TokenResponse> NarrowTokenAsync(long id, string[]? scopes = null, CancellationToken cancellationToken = default) =>
+        SendAsync<TokenResponse>(HttpMethod.Post, $"api/v1/tokens/{id}/narrow", new NarrowTokenRequest(scopes), cancellationToken);
+
     /// <summary>Revokes a token by id: it stops working at once, on every instance.</summary>
     public Task RevokeTokenAsync(long id, CancellationToken cancellationToken = default) => DeleteAsync($"api/v1/tokens/{id}", cancellationToken);
 

@@ -190,6 +190,27 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
+    public async Task ATokenIsNarrowedToWhatItUsed()
+    {
+        await LoginAsync();
+        var token = (await RunAsync("token create narrow-me")).Out.TrimEnd().Split('\n')[^1];
+        PortcullisServer.Secrets.Add(token);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/tokens")).StatusCode);
+        // The use is written behind; the dry run shows it once it is.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        Run dry;
+        while (!(dry = await RunAsync("token narrow narrow-me --dry-run")).Out.Contains("narrowing would keep api") && DateTime.UtcNow < deadline)
+            await Task.Delay(200);
+        Assert.Contains("It has api services; narrowing would keep api.", dry.Out);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/tokens")).StatusCode);
+
+        var narrowed = await RunAsync("token narrow narrow-me");
+        Assert.Equal(0, narrowed.ExitCode);
+        Assert.Contains("from api services to api.", narrowed.Out);
+        Assert.Contains("nothing to narrow", (await RunAsync("token narrow narrow-me")).Out);
+    }
+
+    [Fact]
     public async Task LogoutRevokesTheCredentialOnTheServerThenForgetsIt()
     {
         await LoginAsync();

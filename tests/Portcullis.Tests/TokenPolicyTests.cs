@@ -93,6 +93,26 @@ public sealed class TokenPolicyMultiInstanceTests(PostgresServer a) : IClassFixt
         Assert.Equal(7, shown.GetProperty("uses").GetInt64());
         Assert.Equal("spent", shown.GetProperty("status").GetString());
     }
+
+    [Fact]
+    public async Task ATokenNarrowedOnOneInstanceLosesTheRestOnTheOtherAtOnce()
+    {
+        using var admin = a.Client(await a.AdminTokenAsync());
+        var body = await (await admin.PostAsJsonAsync("/api/v1/tokens", new { name = "wide-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        var token = body.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        using var onB = _b.Client(token);
+        Assert.Equal(HttpStatusCode.OK, (await onB.GetAsync("/api/v1/tokens")).StatusCode);  // now in B's cache
+        var narrowed = await admin.PostAsJsonAsync($"/api/v1/tokens/{body.GetProperty("id").GetInt64()}/narrow", new { scopes = new[] { "services" } });
+        Assert.Equal(HttpStatusCode.OK, narrowed.StatusCode);
+        // B hears of it over PostgreSQL's notifications: within a second, as a revocation.
+        var since = System.Diagnostics.Stopwatch.StartNew();
+        while ((await onB.GetAsync("/api/v1/tokens")).StatusCode != HttpStatusCode.Forbidden)
+        {
+            Assert.True(since.Elapsed < TimeSpan.FromSeconds(1), $"B still let the narrowed token use the API after {since.ElapsedMilliseconds} ms");
+            await Task.Delay(20);
+        }
+    }
 }
 
 /// <summary>
@@ -365,5 +385,86 @@ public sealed class TokenRateLimitMultiInstanceTests(PostgresServer a) : IClassF
         Assert.Equal(6, answers.Where((_, i) => i % 2 == 0).Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.Equal(6, answers.Where((_, i) => i % 2 == 1).Count(r => r.StatusCode == HttpStatusCode.OK));
         Assert.All(answers.Where(r => r.StatusCode != HttpStatusCode.OK), r => Assert.Equal(HttpStatusCode.TooManyRequests, r.StatusCode));
+    }
+}
+
+/// <summary>
+/// Narrowing (docs/token-policies.md): what a token's requests relied on is recorded, suggested, and the token taken
+/// down to it at once; never wider; audited.
+/// </summary>
+public sealed class TokenNarrowingTests(GatewayFixture gateway) : IClassFixture<GatewayFixture>
+{
+    private PortcullisServer Server => gateway.Server;
+
+    /// <summary>The suggestion, once the usage write-behind has written what is expected.</summary>
+    private static async Task<JsonElement> SuggestionAsync(HttpClient owner, long id, Func<JsonElement, bool> ready)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            var suggestion = await (await owner.GetAsync($"/api/v1/tokens/{id}/suggested-scopes")).JsonAsync();
+            if (ready(suggestion) || DateTime.UtcNow > deadline)
+                return suggestion;
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task ATokenThatOnlyReachedOneServiceIsNarrowedToItAndLosesTheRestAtOnce()
+    {
+        var (_, _, person) = await Server.CreateUserAsync();
+        using var owner = Server.Client(person);
+        var created = await (await owner.PostAsJsonAsync("/api/v1/tokens", new { name = "broad-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        var token = created.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        var id = created.GetProperty("id").GetInt64();
+        using var asToken = Server.Client(token);
+        for (var i = 0; i < 3; i++)
+            Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/services/echo_1/page")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/auth/verify?service=echo")).StatusCode);
+
+        var suggestion = await SuggestionAsync(owner, id, s => s.GetProperty("used").GetArrayLength() > 0 && s.GetProperty("used")[0].GetProperty("requests").GetInt64() == 4);
+        Assert.Equal(["api", "services"], suggestion.GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        var used = Assert.Single(suggestion.GetProperty("used").EnumerateArray());
+        Assert.Equal("services:echo", used.GetProperty("scope").GetString());
+        Assert.Equal(4, used.GetProperty("requests").GetInt64());
+        Assert.Equal(["services:echo"], suggestion.GetProperty("suggested").EnumerateArray().Select(s => s.GetString()));
+        Assert.True(suggestion.GetProperty("narrower").GetBoolean());
+
+        // Never wider, and never to nothing.
+        Assert.Equal(HttpStatusCode.BadRequest, (await owner.PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { scopes = new[] { "admin" } })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await owner.PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { scopes = Array.Empty<string>() })).StatusCode);
+
+        var narrowed = await owner.PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { });
+        Assert.Equal(HttpStatusCode.OK, narrowed.StatusCode);
+        Assert.Equal(["services:echo"], (await narrowed.JsonAsync()).GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync("/services/echo_1/page")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asToken.GetAsync("/services/secret_1/page")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asToken.GetAsync("/api/v1/tokens")).StatusCode);
+        var audited = await LoginThrottleTests.ReadAuditAsync(Server, e => e.Event == "token.narrowed", atLeast: 1);
+        Assert.NotEmpty(audited);
+
+        // Asked again, it is as narrow as what it used.
+        Assert.False((await (await owner.GetAsync($"/api/v1/tokens/{id}/suggested-scopes")).JsonAsync()).GetProperty("narrower").GetBoolean());
+    }
+
+    [Fact]
+    public async Task AnUnusedTokenHasNothingToBeNarrowedToAndAnotherUsersTokenIsNotFound()
+    {
+        var (_, _, person) = await Server.CreateUserAsync();
+        using var owner = Server.Client(person);
+        var created = await (await owner.PostAsJsonAsync("/api/v1/tokens", new { name = "idle-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        PortcullisServer.Secrets.Add(created.GetProperty("token").GetString()!);
+        var id = created.GetProperty("id").GetInt64();
+        var suggestion = await (await owner.GetAsync($"/api/v1/tokens/{id}/suggested-scopes")).JsonAsync();
+        Assert.Equal(0, suggestion.GetProperty("used").GetArrayLength());
+        Assert.False(suggestion.GetProperty("narrower").GetBoolean());
+        using var refused = await owner.PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { });
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        Assert.Contains("was not used in the last 30 days", await refused.Content.ReadAsStringAsync());
+
+        var (_, _, stranger) = await Server.CreateUserAsync();
+        Assert.Equal(HttpStatusCode.NotFound, (await Server.Client(stranger).GetAsync($"/api/v1/tokens/{id}/suggested-scopes")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await Server.Client(stranger).PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { scopes = new[] { "api" } })).StatusCode);
     }
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Playwright;
 using Portcullis.Tests.Infrastructure;
@@ -167,6 +168,33 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         Assert.Contains("1 of 3 used", facts);
         Assert.Contains("127.0.0.0/8, 2001:db8::/32", facts);
         Assert.Contains("600 per minute, on each server", facts);
+    }
+
+    [Fact]
+    public async Task ATokensPageShowsWhatItUsedAndNarrowsItWithOneButton()
+    {
+        var (username, password, person) = await Server.CreateUserAsync();
+        var created = await (await Server.Client(person).PostAsJsonAsync("/api/v1/tokens", new { name = "wide" })).JsonAsync();
+        var token = created.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        Assert.Equal(HttpStatusCode.OK, (await Server.Client(token).GetAsync("/services/echo_1/")).StatusCode);
+
+        var page = await NewPageAsync();
+        await page.GotoAsync("/login");
+        await LogInAsync(page, username, password);
+        var button = page.GetByRole(AriaRole.Button, new() { Name = "Narrow to what it used" });
+        // The use is written behind: the page shows it once it is.
+        for (var tries = 0; tries < 50 && await button.CountAsync() == 0; tries++)
+        {
+            await page.GotoAsync($"/tokens/{created.GetProperty("id").GetInt64()}");
+            if (await button.CountAsync() == 0)
+                await Task.Delay(200);
+        }
+        Assert.Contains("services:echo: 1 request", await page.Locator(".scope-uses").InnerTextAsync());
+        await button.ClickAsync();
+        Assert.Contains("narrowed to what it used", await page.GetByRole(AriaRole.Status).InnerTextAsync());
+        Assert.Contains("It uses all the access it has", await page.Locator("main").InnerTextAsync());
+        Assert.Equal(HttpStatusCode.Forbidden, (await Server.Client(token).GetAsync("/services/secret_1/")).StatusCode);
     }
 
     [Fact]

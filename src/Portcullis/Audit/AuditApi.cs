@@ -39,7 +39,7 @@ internal static class AuditApi
         if (limit is < 1 or > 1000)
             return ProblemResponses.BadRequest("limit must be between 1 and 1000.");
         var caller = http.Credential();
-        return TypedResults.Ok(await ReadAsync(db, caller.Allows(ScopeRequirement.Admin) ? null : caller.Owner.Id, limit, before, cancellationToken));
+        return TypedResults.Ok(await ReadAsync(db, caller.Exercise(ScopeRequirement.Admin, http) ? null : caller.Owner.Id, limit, before, cancellationToken));
     }
 
     /// <summary>

@@ -1,6 +1,8 @@
+using System.Globalization;
 using System.Net;
 using Portcullis.Security;
 using Portcullis.OAuth;
+using Portcullis.Tokens;
 
 namespace Portcullis.Auth;
 
@@ -105,4 +107,22 @@ internal static class ClientCredentialRules
             context.HttpContext.Features.Get<Credential>() is { IsFenced: true }
                 ? ProblemResponses.Forbidden(FencedReason)
                 : await next(context));
+}
+
+/// <summary>The scopes a token's requests rely on, noted for narrowing it (docs/token-policies.md, "Narrowing").</summary>
+internal static class ScopeUses
+{
+    /// <summary>
+    /// Whether the credential allows <paramref name="requirement"/>; when it does and is an API or service token, notes
+    /// that the token used that scope. Call it where a request relies on the right, not where one is only looked at.
+    /// </summary>
+    public static bool Exercise(this Credential credential, ScopeRequirement requirement, HttpContext http)
+    {
+        if (!credential.Allows(requirement))
+            return false;
+        if (credential.Kind is CredentialKinds.ApiToken or CredentialKinds.Service
+            && long.TryParse(credential.TokenId, NumberStyles.None, CultureInfo.InvariantCulture, out var tokenId))
+            http.RequestServices.GetRequiredService<UsageRecorder>().RecordScope(tokenId, requirement);
+        return true;
+    }
 }

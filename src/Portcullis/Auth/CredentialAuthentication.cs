@@ -218,7 +218,7 @@ internal sealed class ScopeAuthorizationRequirement(ScopeRequirement scope)
 
     protected override Task HandleRequirementAsync(AuthorizationHandlerContext context, ScopeAuthorizationRequirement requirement)
     {
-        if (context.Resource is HttpContext http && http.Features.Get<Credential>() is { } credential && credential.Allows(requirement.Scope))
+        if (context.Resource is HttpContext http && http.Features.Get<Credential>() is { } credential && credential.Exercise(requirement.Scope, http))
             context.Succeed(requirement);
         return Task.CompletedTask;
     }

@@ -123,11 +123,37 @@ internal static class TokenCommands
             });
         }));
 
+        var keep = new Option<string[]>("--scope") { Description = "Narrow to these scopes instead of to what it used; repeat for several.", AllowMultipleArgumentsPerToken = false };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Only show what it used and what it would keep." };
+        var narrow = new Command("narrow", "Show what a token used in the last 30 days, and narrow it to that (never wider).\n\nExamples:\n  portcullis token narrow deploy --dry-run\n  portcullis token narrow deploy")
+            { idOrName, keep, dryRun };
+        narrow.SetAction(Run(async (parse, target, cancellationToken) =>
+        {
+            var client = target.Client();
+            var id = await FindTokenAsync(client, parse.GetValue(idOrName)!, cancellationToken);
+            var suggestion = await client.GetSuggestedScopesAsync(id, cancellationToken);
+            var chosen = parse.GetValue(keep) is { Length: > 0 } k ? k : null;
+            if (parse.GetValue(dryRun) || (chosen is null && !suggestion.Narrower))
+            {
+                Print(parse, suggestion, () =>
+                {
+                    Table(["SCOPE", "REQUESTS", "LAST USED"], suggestion.Used.Select(u => new[] { u.Scope, u.Requests.ToString(CultureInfo.InvariantCulture), u.LastUsedOn }));
+                    Console.WriteLine(suggestion.Used.Length == 0 ? $"Token {id} was not used in the last {suggestion.Days} days; if it is not needed, revoke it."
+                        : suggestion.Narrower ? $"It has {string.Join(' ', suggestion.Scopes)}; narrowing would keep {string.Join(' ', suggestion.Suggested)}."
+                        : $"It uses all it has ({string.Join(' ', suggestion.Scopes)}): nothing to narrow.");
+                });
+                return;
+            }
+            var narrowed = await client.NarrowTokenAsync(id, chosen, cancellationToken);
+            Print(parse, narrowed, () => Console.WriteLine($"Narrowed token {narrowed.Name} (id {id}) from {string.Join(' ', suggestion.Scopes)} to {string.Join(' ', narrowed.Scopes)}."));
+        }));
+
         command.Subcommands.Add(create);
         command.Subcommands.Add(list);
         command.Subcommands.Add(show);
         command.Subcommands.Add(revoke);
         command.Subcommands.Add(rotate);
+        command.Subcommands.Add(narrow);
         return command;
     }
 

@@ -118,7 +118,7 @@ internal static class DaeployApi
             return Unauthenticated(http);
         if (caller.IsClientCredentials)
             return Error(StatusCodes.Status403Forbidden, ClientCredentialRules.Reason);
-        if (!caller.Allows(ScopeRequirement.Api))
+        if (!caller.Exercise(ScopeRequirement.Api, http))
             return Error(StatusCodes.Status403Forbidden, "Creating a token needs a credential with the 'api' scope. Log in with 'daeploy login' again.");
         var (days, daysError) = await ReadDaysAsync(http.Request);
         if (daysError is not null)

@@ -20,6 +20,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<User> Users => Set<User>();
     public DbSet<ApiToken> ApiTokens => Set<ApiToken>();
     public DbSet<TokenUsageDay> TokenUsage => Set<TokenUsageDay>();
+    public DbSet<TokenScopeUsageDay> TokenScopeUsage => Set<TokenScopeUsageDay>();
     public DbSet<AuditEvent> AuditEvents => Set<AuditEvent>();
     public DbSet<SigningKey> SigningKeys => Set<SigningKey>();
     public DbSet<OAuthClient> OAuthClients => Set<OAuthClient>();
@@ -42,6 +43,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<User>().ToTable("users");
         b.Entity<ApiToken>().ToTable("api_tokens");
         b.Entity<TokenUsageDay>().ToTable("token_usage").HasKey(u => new { u.TokenId, u.Day });
+        b.Entity<TokenScopeUsageDay>().ToTable("token_scope_usage").HasKey(u => new { u.TokenId, u.Scope, u.Day });
         b.Entity<AuditEvent>().ToTable("audit_events");
         b.Entity<SigningKey>().ToTable("signing_keys").HasKey(k => k.Kid);
         b.Entity<OAuthClient>().ToTable("oauth_clients");

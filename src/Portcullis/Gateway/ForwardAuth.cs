@@ -56,7 +56,7 @@ internal sealed class ForwardAuth(
                 return;
             }
             var needed = target.Name is null ? new ScopeRequirement(ScopeFlags.Services) : ScopeRequirement.ForService(target.Name);
-            if (!credential.Allows(needed))
+            if (!credential.Exercise(needed, http))
             {
                 http.Features.Set(credential);
                 await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,

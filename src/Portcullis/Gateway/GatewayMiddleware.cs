@@ -185,7 +185,7 @@ internal sealed class GatewayMiddleware(
             return true;
         }
         var needed = ScopeRequirement.ForService(service);
-        if (credential.Allows(needed))
+        if (credential.Exercise(needed, http))
             return false;
         http.Features.Set(credential);
         await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, service, credential.Owner.Id, credential.TokenId,

@@ -29,7 +29,7 @@ internal static class ServicesApi
     private static Ok<ServiceResponse[]> List(HttpContext http, ServiceRegistry registry, ServiceHosts hosts, Replicas replicas)
     {
         var caller = http.Credential();
-        var admin = caller.Allows(ScopeRequirement.Admin);
+        var admin = caller.Exercise(ScopeRequirement.Admin, http);
         return TypedResults.Ok(registry.ReachableBy(caller)
             .Select(s => ToResponse(s, admin, hosts, replicas))
             .ToArray());

@@ -114,7 +114,7 @@ internal static class ClientsApi
         HttpContext http, PortcullisDb db, string? owner, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
-        if (caller.Allows(ScopeRequirement.Admin))
+        if (caller.Exercise(ScopeRequirement.Admin, http))
             return TypedResults.Ok(await ListAllAsync(db, owner, cancellationToken));
         if (owner is not null && User.Normalize(owner) != User.Normalize(caller.Owner.Name))
             return ProblemResponses.Forbidden("Only admins may list other users' OAuth clients.");
@@ -143,7 +143,7 @@ internal static class ClientsApi
     private static async Task<Results<Ok<ClientResponse>, ProblemHttpResult>> GetAsync(
         string clientId, HttpContext http, PortcullisDb db, CancellationToken cancellationToken)
     {
-        var found = await FindVisibleAsync(clientId, http.Credential(), db, cancellationToken);
+        var found = await FindVisibleAsync(clientId, http, db, cancellationToken);
         return found is null ? NotFound(clientId) : TypedResults.Ok(ClientResponse.From(found.Value.Client, found.Value.Owner));
     }
 
@@ -156,7 +156,7 @@ internal static class ClientsApi
     internal static async Task<bool> DeleteClientAsync(
         string clientId, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, CancellationToken cancellationToken)
     {
-        var found = await FindVisibleAsync(clientId, http.Credential(), db, cancellationToken);
+        var found = await FindVisibleAsync(clientId, http, db, cancellationToken);
         if (found is null)
             return false;
         var (client, owner) = found.Value;
@@ -183,7 +183,7 @@ internal static class ClientsApi
         TimeProvider time, CancellationToken cancellationToken)
     {
         var caller = http.Credential();
-        var found = await FindVisibleAsync(clientId, caller, db, cancellationToken);
+        var found = await FindVisibleAsync(clientId, http, db, cancellationToken);
         if (found is null)
             return NotFound(clientId);
         var (client, owner) = found.Value;
@@ -227,14 +227,15 @@ internal static class ClientsApi
 
     /// <summary>A client the caller may see: their own, or anyone's for an admin. Others' clients are "not found".</summary>
     private static async Task<(OAuthClient Client, string Owner)?> FindVisibleAsync(
-        string clientId, Credential caller, PortcullisDb db, CancellationToken cancellationToken)
+        string clientId, HttpContext http, PortcullisDb db, CancellationToken cancellationToken)
     {
+        var caller = http.Credential();
         if (!ClientCache.IsWellFormed(clientId))
             return null;
         var row = await db.OAuthClients.AsNoTracking().Where(c => c.ClientId == clientId)
             .Join(db.Users, c => c.OwnerId, u => u.Id, (c, u) => new { Client = c, Owner = u.Username })
             .FirstOrDefaultAsync(cancellationToken);
-        if (row is null || (row.Client.OwnerId != caller.Owner.Id && !caller.Allows(ScopeRequirement.Admin)))
+        if (row is null || (row.Client.OwnerId != caller.Owner.Id && !caller.Exercise(ScopeRequirement.Admin, http)))
             return null;
         return (row.Client, row.Owner);
     }

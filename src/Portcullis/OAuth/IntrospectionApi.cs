@@ -59,7 +59,7 @@ internal static class IntrospectionApi
                 http.Response.Headers.WWWAuthenticate = $"Bearer realm=\"{CredentialAuthenticationHandler.Realm}\", error=\"invalid_token\"";
                 return TokenEndpoint.Error("invalid_token", failure?.Description ?? "The credential is invalid.", StatusCodes.Status401Unauthorized);
             }
-            if (!caller.Allows(ScopeRequirement.Admin))
+            if (!caller.Exercise(ScopeRequirement.Admin, http))
             {
                 http.Response.Headers.WWWAuthenticate =
                     $"Bearer realm=\"{CredentialAuthenticationHandler.Realm}\", error=\"insufficient_scope\", scope=\"{Scopes.Admin}\"";

@@ -59,6 +59,15 @@ internal static class TokenStatus
     public const string Spent = "spent";
 }
 
+/// <summary>Requests per token, scope they relied on, and UTC day, accumulated by the usage write-behind.</summary>
+internal sealed class TokenScopeUsageDay
+{
+    public long TokenId { get; set; }
+    public required string Scope { get; set; }
+    public required string Day { get; set; }
+    public long Count { get; set; }
+}
+
 /// <summary>Requests per token per UTC day, accumulated by the usage write-behind.</summary>
 internal sealed class TokenUsageDay
 {

@@ -49,6 +49,7 @@ internal static class TokensApi
         group.MapPost("/{id:long}/rotate", RotateAsync).NotForClientCredentials()
             .Answers((StatusCodes.Status409Conflict, "The token was already rotated or has ended."));
         group.MapGet("/{id:long}/usage", UsageAsync);
+        group.MapTokenNarrowing();
         return group;
     }
 
@@ -87,7 +88,7 @@ internal static class TokensApi
         if (rateError is not null)
             return rateError;
 
-        var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, caller, db, cancellationToken);
+        var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, http, db, cancellationToken);
         if (ownerError is not null)
             return ownerError;
 
@@ -201,7 +202,7 @@ internal static class TokensApi
     {
         var caller = http.Credential();
         var everyone = all == true || owner is not null;
-        if (everyone && !caller.Allows(ScopeRequirement.Admin))
+        if (everyone && !caller.Exercise(ScopeRequirement.Admin, http))
             return ProblemResponses.Forbidden("Only admins may list other principals' tokens ('owner' or 'all').");
         var now = time.GetUtcNow().UtcDateTime;
         return TypedResults.Ok(everyone ? await ListAllAsync(db, now, owner, cancellationToken) : await ListOwnedByAsync(db, now, caller.Owner.Id, cancellationToken));
@@ -232,11 +233,11 @@ internal static class TokensApi
 
     private static async Task<Results<Ok<TokenResponse>, ProblemHttpResult>> GetAsync(
         long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken) =>
-        await FindAsync(id, http.Credential(), db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token ? TypedResults.Ok(token) : NotFound(id);
+        await FindAsync(id, http, db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token ? TypedResults.Ok(token) : NotFound(id);
 
-    /// <summary>The token <paramref name="id"/> if <paramref name="caller"/> may see it (its owner, or an admin); otherwise null.</summary>
-    internal static async Task<TokenResponse?> FindAsync(long id, Credential caller, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
-        await FindVisibleAsync(id, caller, db, cancellationToken) is ({ } token, { } owner) ? TokenResponse.From(token, owner, now) : null;
+    /// <summary>The token <paramref name="id"/> if the caller may see it (its owner, or an admin); otherwise null.</summary>
+    internal static async Task<TokenResponse?> FindAsync(long id, HttpContext http, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
+        await FindVisibleAsync(id, http, db, cancellationToken) is ({ } token, { } owner) ? TokenResponse.From(token, owner, now) : null;
 
     private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken) =>
@@ -246,7 +247,7 @@ internal static class TokensApi
     internal static async Task<TokenResponse?> RevokeVisibleAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken)
     {
-        var found = await FindVisibleAsync(id, http.Credential(), db, cancellationToken, tracked: true);
+        var found = await FindVisibleAsync(id, http, db, cancellationToken, tracked: true);
         if (found is null)
             return null;
         var (token, owner) = found.Value;
@@ -270,7 +271,7 @@ internal static class TokensApi
         if (grace < 0 || grace > options.Value.MaxRotationGrace.TotalSeconds)
             return ProblemResponses.BadRequest($"grace_seconds must be between 0 and {(long)options.Value.MaxRotationGrace.TotalSeconds}.");
         var caller = http.Credential();
-        var found = await FindVisibleAsync(id, caller, db, cancellationToken);
+        var found = await FindVisibleAsync(id, http, db, cancellationToken);
         if (found is null)
             return NotFound(id);
         var (old, owner) = found.Value;
@@ -347,7 +348,7 @@ internal static class TokensApi
     {
         if (days is < 1 or > 366)
             return ProblemResponses.BadRequest("days must be between 1 and 366.");
-        if (await FindVisibleAsync(id, http.Credential(), db, cancellationToken) is null)
+        if (await FindVisibleAsync(id, http, db, cancellationToken) is null)
             return NotFound(id);
         return TypedResults.Ok(await CountUsageAsync(id, db, DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime), days, cancellationToken));
     }
@@ -367,33 +368,35 @@ internal static class TokensApi
         return new TokenUsageResponse(id, days, usage.Sum(u => u.Count), usage);
     }
 
-    private static async Task<(ApiToken Token, string Owner)?> FindVisibleAsync(
-        long id, Credential caller, PortcullisDb db, CancellationToken cancellationToken, bool tracked = false)
+    internal static async Task<(ApiToken Token, string Owner)?> FindVisibleAsync(
+        long id, HttpContext http, PortcullisDb db, CancellationToken cancellationToken, bool tracked = false)
     {
+        var caller = http.Credential();
         var tokens = tracked ? db.ApiTokens : db.ApiTokens.AsNoTracking();
         var row = await tokens.Where(t => t.Id == id)
             .Join(db.Users, t => t.OwnerId, u => u.Id, (t, u) => new { Token = t, Owner = u.Username })
             .FirstOrDefaultAsync(cancellationToken);
-        if (row is null || (row.Token.OwnerId != caller.Owner.Id && !caller.Allows(ScopeRequirement.Admin)))
+        if (row is null || (row.Token.OwnerId != caller.Owner.Id && !caller.Exercise(ScopeRequirement.Admin, http)))
             return null;
         return (row.Token, row.Owner);
     }
 
-    private static ProblemHttpResult NotFound(long id) => ProblemResponses.NotFound($"There is no token {id} that you can see.");
+    internal static ProblemHttpResult NotFound(long id) => ProblemResponses.NotFound($"There is no token {id} that you can see.");
 
     internal static async Task<bool> NameTakenAsync(PortcullisDb db, long ownerId, string name, DateTime now, CancellationToken cancellationToken) =>
         await db.ApiTokens.AnyAsync(t => t.OwnerId == ownerId && t.Name == name && t.ReplacedById == null
             && (t.RevokedAt == null || t.RevokedAt > now) && (t.ExpiresAt == null || t.ExpiresAt > now), cancellationToken);
 
     private static async Task<(User? Owner, RuleError? Error)> ResolveOwnerAsync(
-        string? requested, Credential caller, PortcullisDb db, CancellationToken cancellationToken)
+        string? requested, HttpContext http, PortcullisDb db, CancellationToken cancellationToken)
     {
+        var caller = http.Credential();
         if (requested is null || User.Normalize(requested) == User.Normalize(caller.Owner.Name))
         {
             var self = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == caller.Owner.Id, cancellationToken);
             return self is null ? (null, RuleError.Forbidden("owner", "Your account no longer exists.")) : (self, null);
         }
-        if (!caller.Allows(ScopeRequirement.Admin))
+        if (!caller.Exercise(ScopeRequirement.Admin, http))
             return (null, RuleError.Forbidden("owner", "Only admins may create tokens for another user or a service ('owner')."));
         var normalized = User.Normalize(requested);
         var owner = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.NormalizedUsername == normalized, cancellationToken);

@@ -107,6 +107,7 @@ internal static class TokenPages
         pages.MapGet("/tokens/new", NewForm);
         pages.MapPost("/tokens/new", CreateAsync).DisableAntiforgery();
         pages.MapGet("/tokens/{id:long}", DetailAsync);
+        pages.MapPost("/tokens/{id:long}/narrow", NarrowAsync).DisableAntiforgery();
         pages.MapGet("/tokens/{id:long}/delete", ConfirmDeleteAsync);
         pages.MapPost("/tokens/{id:long}/delete", DeleteAsync).DisableAntiforgery();
         pages.MapGet("/services", Services);
@@ -162,20 +163,40 @@ internal static class TokenPages
         return PageResults.Render<TokenCreatedPage>(http, new { Token = created });
     }
 
-    private static async Task<IResult> DetailAsync(long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken)
+    private static async Task<IResult> DetailAsync(long id, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken) =>
+        await RenderDetailAsync(id, http, db, time, done: http.Request.Query.ContainsKey("narrowed") ? "The token was narrowed to what it used." : null, error: null, cancellationToken);
+
+    private static async Task<IResult> RenderDetailAsync(long id, HttpContext http, PortcullisDb db, TimeProvider time, string? done, RuleError? error,
+        CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow().UtcDateTime;
-        if (await TokensApi.FindAsync(id, http.Credential(), db, now, cancellationToken) is not { } token)
+        if (await TokensApi.FindVisibleAsync(id, http, db, cancellationToken) is not { } found)
             return NotFound(http, id);
         var usage = await TokensApi.CountUsageAsync(id, db, DateOnly.FromDateTime(now), 30, cancellationToken);
+        var suggestion = await ScopeNarrowing.SuggestAsync(found.Token, db, time, cancellationToken);
         var idText = id.ToString(CultureInfo.InvariantCulture);
         var events = await db.AuditEvents.AsNoTracking().Where(e => e.TokenId == idText).OrderByDescending(e => e.Id).Take(50).ToListAsync(cancellationToken);
         var described = events.Select(AuditEventResponse.From).ToList();
-        return PageResults.Render<TokenDetailPage>(http, new { Token = token, Usage = usage, Events = described, Now = now });
+        return PageResults.Render<TokenDetailPage>(http, new
+        {
+            Token = TokenResponse.From(found.Token, found.Owner, now), Usage = usage, Suggestion = suggestion, Events = described, Now = now,
+            Done = done, Error = error?.Message,
+        }, error?.Status ?? StatusCodes.Status200OK);
+    }
+
+    /// <summary>The token page's "Narrow" button: to the scopes the page showed, which the rules check again.</summary>
+    private static async Task<IResult> NarrowAsync(long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time,
+        CancellationToken cancellationToken)
+    {
+        var shown = (await http.Request.ReadFormAsync(cancellationToken))["scope"].Select(s => s ?? "").ToArray();
+        var (_, error) = await ScopeNarrowing.NarrowAsync(id, shown, http, db, audit, invalidation, time, cancellationToken);
+        return error is null ? Results.Redirect($"/tokens/{id}?narrowed=1")
+            : error.Status == StatusCodes.Status404NotFound ? NotFound(http, id)
+            : await RenderDetailAsync(id, http, db, time, done: null, error, cancellationToken);
     }
 
     private static async Task<IResult> ConfirmDeleteAsync(long id, string? back, HttpContext http, PortcullisDb db, TimeProvider time, CancellationToken cancellationToken) =>
-        await TokensApi.FindAsync(id, http.Credential(), db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token
+        await TokensApi.FindAsync(id, http, db, time.GetUtcNow().UtcDateTime, cancellationToken) is { } token
             ? PageResults.Render<DeleteTokenPage>(http, new { Token = token, Back = BackTo(back) })
             : NotFound(http, id);
 
