@@ -28,7 +28,9 @@ public sealed record CreateTokenRequest(
     string? Owner,
     long? MaxUses,
     string[]? AllowedCidrs,
-    TokenRateLimit? RateLimit);
+    TokenRateLimit? RateLimit,
+    string? Deliver,
+    long? LinkExpiresInMinutes);
 
 /// <summary>How fast a token may be used: requests per second and per minute, either or both (docs/token-policies.md).</summary>
 public sealed record TokenRateLimit(long? PerSecond, long? PerMinute);
@@ -36,12 +38,15 @@ public sealed record TokenRateLimit(long? PerSecond, long? PerMinute);
 /// <summary><c>POST /api/v1/tokens/{id}/rotate</c>: how long the old token keeps working (0 by default).</summary>
 public sealed record RotateTokenRequest(long? GraceSeconds);
 
-/// <summary>The only response that ever carries a token's secret (<see cref="Token"/>); sent with <c>Cache-Control: no-store</c>.</summary>
+/// <summary>
+/// The only response that ever carries a token's secret (<see cref="Token"/>); sent with <c>Cache-Control: no-store</c>.
+/// A token delivered as a link has <see cref="ClaimUrl"/> instead, which reveals it once (docs/token-policies.md).
+/// </summary>
 public sealed record CreatedTokenResponse(
     long Id,
     string Name,
     string? Description,
-    string Token,
+    string? Token,
     string TokenHint,
     string[] Scopes,
     DateTime CreatedAt,
@@ -49,7 +54,9 @@ public sealed record CreatedTokenResponse(
     string Owner,
     long? MaxUses = null,
     string[]? AllowedCidrs = null,
-    TokenRateLimit? RateLimit = null);
+    TokenRateLimit? RateLimit = null,
+    string? ClaimUrl = null,
+    DateTime? LinkExpiresAt = null);
 
 /// <summary>An API token as listed: never its secret.</summary>
 public sealed record TokenResponse(
@@ -68,7 +75,11 @@ public sealed record TokenResponse(
     long? MaxUses = null,
     long Uses = 0,
     string[]? AllowedCidrs = null,
-    TokenRateLimit? RateLimit = null);
+    TokenRateLimit? RateLimit = null,
+    TokenLinkResponse? Link = null);
+
+/// <summary>A token handed over as a one-time link: until when the link works, and whether (when, from where) it was opened.</summary>
+public sealed record TokenLinkResponse(DateTime ExpiresAt, DateTime? ClaimedAt, string? ClaimedFrom);
 
 public sealed record UsageDay(string Date, long Count);
 

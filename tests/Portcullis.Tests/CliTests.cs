@@ -180,6 +180,13 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
         Assert.Contains("127.0.0.0/8 2001:db8::/32", show.Out);
         Assert.Contains("100/s and 1000/m", show.Out);
 
+        var handed = await RunAsync("token create handed --link --link-minutes 30");
+        Assert.Equal(0, handed.ExitCode);
+        Assert.Contains("Hand over this link: it shows the token once", handed.Out);
+        var url = handed.Out.TrimEnd().Split('\n')[^1];
+        Assert.StartsWith(Url + "/claim/", url);
+        PortcullisServer.Secrets.Add(url[(url.LastIndexOf('/') + 1)..]);
+
         var hourly = await RunAsync("token create hourly --rate 5/h");
         Assert.Equal(2, hourly.ExitCode);
         Assert.Contains("the unit is s (per second) or m (per minute)", hourly.Err);

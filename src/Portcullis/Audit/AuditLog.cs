@@ -24,6 +24,7 @@ internal static class AuditEvents
     public const string TokenUsedAfterRevoke = "token.used_after_revoke";
     public const string TokenDeniedSource = "token.denied_source";
     public const string TokenNarrowed = "token.narrowed";
+    public const string TokenLinkClaimed = "token.link_claimed";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserDeleted = "user.deleted";

@@ -24,7 +24,8 @@ internal static class TokenCommands
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
             var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null, RateLimit: null), cancellationToken);
+            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null, RateLimit: null,
+                Deliver: null, LinkExpiresInMinutes: null), cancellationToken);
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
@@ -47,6 +48,7 @@ internal static class TokenCommands
         var description = new Option<string?>("--description") { Description = "What the token is for." };
         var expires = new Option<string?>("--expires") { Description = "30d, a date (2027-01-31) or never." };
         var scope = new Option<string[]>("--scope") { Description = "api, services, services:NAME or admin; repeat for several.", AllowMultipleArgumentsPerToken = false };
+        var owner = new Option<string?>("--owner") { Description = "Create it for another user or a service (admins only)." };
         var uses = new Option<long?>("--uses") { Description = "How many requests the token may be used for, ever; then it is spent (e.g. 1 for a bootstrap job)." };
         var allowFrom = new Option<string[]>("--allow-from")
         {
@@ -58,21 +60,31 @@ internal static class TokenCommands
             Description = "How fast it may be used, on each server: 10/s or 600/m; give both for both limits.",
             AllowMultipleArgumentsPerToken = false,
         };
-        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1\n  portcullis token create ci --allow-from 10.0.0.0/8 --allow-from 2001:db8::/32\n  portcullis token create scraper --rate 10/s --rate 300/m")
-            { tokenName, description, expires, scope, uses, allowFrom, rate };
+        var link = new Option<bool>("--link") { Description = "Print a one-time link that reveals the token to whoever opens it first, instead of the token." };
+        var linkMinutes = new Option<long?>("--link-minutes") { Description = "How long the link works, in minutes (default 60, at most 1440); unopened, the token ends with it." };
+        var create = new Command("create", "Create a named token.\n\nExamples:\n  portcullis token create deploy --expires 30d --scope services:model\n  portcullis token create bootstrap --expires 1d --uses 1\n  portcullis token create ci --allow-from 10.0.0.0/8 --allow-from 2001:db8::/32\n  portcullis token create scraper --rate 10/s --rate 300/m\n  portcullis token create ci-deploy --owner ci --link --link-minutes 120")
+            { tokenName, description, expires, scope, uses, allowFrom, rate, owner, link, linkMinutes };
         create.SetAction(Run(async (parse, target, cancellationToken) =>
         {
             var (days, at) = ParseExpiry(parse.GetValue(expires));
             var scopes = parse.GetValue(scope) is { Length: > 0 } s ? s : null;
             var sources = parse.GetValue(allowFrom) is { Length: > 0 } a ? a : null;
             var created = await target.Client().CreateTokenAsync(
-                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, Owner: null, parse.GetValue(uses), sources, ParseRate(parse.GetValue(rate))), cancellationToken);
+                new CreateTokenRequest(parse.GetValue(tokenName), parse.GetValue(description), days, at, scopes, parse.GetValue(owner), parse.GetValue(uses), sources, ParseRate(parse.GetValue(rate)),
+                    parse.GetValue(link) ? "link" : null, parse.GetValue(linkMinutes)), cancellationToken);
             Print(parse, created, () =>
             {
                 var limit = created.MaxUses is { } max ? $", works for {max} request{(max == 1 ? "" : "s")}" : "";
                 var from = created.AllowedCidrs is { } ranges ? $", only from {string.Join(", ", ranges)}" : "";
                 var pace = created.RateLimit is { } r ? $", at most {Rate(r)}" : "";
-                Console.WriteLine($"Created token {created.Name} (id {created.Id}), expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}{from}{pace}. It is shown only this once:");
+                var what = $"Created token {created.Name} (id {created.Id}) for {created.Owner}, expires {(created.ExpiresAt is { } e ? Date(e) : "never")}{limit}{from}{pace}.";
+                if (created.ClaimUrl is { } url)
+                {
+                    Console.WriteLine($"{what} Hand over this link: it shows the token once, to whoever opens it first, until {Date(created.LinkExpiresAt)}:");
+                    Console.WriteLine(url);
+                    return;
+                }
+                Console.WriteLine($"{what} It is shown only this once:");
                 Console.WriteLine(created.Token);
             });
         }));

@@ -127,14 +127,14 @@ internal static class DaeployApi
         var services = http.RequestServices;
         var now = services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
         var name = $"daeploy {now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)} {Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(2))}";
-        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null, null, null);
+        var request = new CreateTokenRequest(name, "Created by Daeploy's CLI ('daeploy token').", days, null, [.. caller.Effective.ToNames()], null, null, null, null, null, null);
         var (created, error) = await TokensApi.IssueAsync(request, http, services.GetRequiredService<PortcullisDb>(), services.GetRequiredService<TokenFormat>(),
             services.GetRequiredService<AuditLog>(), services.GetRequiredService<InvalidationBus>(), services.GetRequiredService<IOptions<TokenOptions>>().Value,
             services.GetRequiredService<TimeProvider>(), http.RequestAborted);
         if (error is not null)
             return Error(error.Status, error.Message);
         http.Response.Headers.CacheControl = "no-store";
-        return TypedResults.Json(new DaeployToken(created!.Token, created.Id.ToString(CultureInfo.InvariantCulture)),
+        return TypedResults.Json(new DaeployToken(created!.Token!, created.Id.ToString(CultureInfo.InvariantCulture)),
             contentType: "application/json", statusCode: StatusCodes.Status201Created);
     }
 

@@ -31,6 +31,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<StoredDataProtectionKey> DataProtectionKeys => Set<StoredDataProtectionKey>();
     public DbSet<LoginCounter> LoginCounters => Set<LoginCounter>();
     public DbSet<DeviceAuthorization> DeviceAuthorizations => Set<DeviceAuthorization>();
+    public DbSet<TokenLink> TokenLinks => Set<TokenLink>();
 
     protected override void ConfigureConventions(ModelConfigurationBuilder builder)
     {
@@ -54,6 +55,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<StoredDataProtectionKey>().ToTable("data_protection_keys");
         b.Entity<LoginCounter>().ToTable("login_throttle").HasKey(c => new { c.Kind, c.Subject });
         b.Entity<DeviceAuthorization>().ToTable("device_codes").HasKey(d => d.DeviceCodeHash);
+        b.Entity<TokenLink>().ToTable("token_links").HasKey(l => l.LinkHash);
 
         foreach (var entity in b.Model.GetEntityTypes())
         {

@@ -170,6 +170,7 @@ internal static class ServerApp
         app.MapReverseProxy();
         app.MapWebPages();
         app.MapTokenPages();
+        app.MapTokenLinks();
         app.MapDevicePages();
         app.MapAdminPages();
     }

@@ -87,6 +87,12 @@ internal static class TokensApi
         var (rateLimit, rateError) = RateLimitOf(request.RateLimit, caller);
         if (rateError is not null)
             return rateError;
+        var (linkLifetime, linkError) = TokenLinks.LifetimeOf(request);
+        if (linkError is not null)
+            return linkError;
+        var linkEnds = now + linkLifetime;
+        if (linkEnds > expiresAt)
+            return new RuleError("link_expires_in_minutes", "The link would outlive the token: give it a shorter life, or the token a longer one.");
 
         var (owner, ownerError) = await ResolveOwnerAsync(request.Owner, http, db, cancellationToken);
         if (ownerError is not null)
@@ -129,21 +135,27 @@ internal static class TokensApi
             AllowedCidrs = allowedFrom is null ? null : AllowedSources.ToStored(allowedFrom),
             RatePerSecond = rateLimit?.PerSecond,
             RatePerMinute = rateLimit?.PerMinute,
+            // Handed over as a link: it ends with the link unless someone opens it first (Tokens/TokenLinks.cs).
+            RevokedAt = linkEnds,
         };
-        // The token and its audit event commit together (the event needs the token's id).
+        string? claimUrl = null;
+        // The token, its link and its audit event commit together (the event needs the token's id).
         await using (var tx = await db.Database.BeginTransactionAsync(cancellationToken))
         {
             db.ApiTokens.Add(token);
             await db.SaveChangesAsync(cancellationToken);
+            if (linkEnds is { } ends)
+                claimUrl = TokenLinks.Add(db, http, token, plaintext, now, ends);
             db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenCreated, owner.Username, owner.Id, token.Id.ToString(CultureInfo.InvariantCulture),
                 new { name, hint = token.Hint, scopes = token.Scopes, expires_at = expiresAt, max_uses = token.MaxUses,
-                    allowed_cidrs = AllowedSources.ToNames(token.AllowedCidrs), rate_limit = token.RateLimit }));
+                    allowed_cidrs = AllowedSources.ToNames(token.AllowedCidrs), rate_limit = token.RateLimit, link_expires_at = linkEnds }));
             await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
         await invalidation.TokenCreatedAsync(token.TokenHash, cancellationToken);
 
-        return CreatedTokenResponse.From(token, plaintext, owner.Username);
+        var created = CreatedTokenResponse.From(token, plaintext, owner.Username);
+        return claimUrl is null ? created : created with { Token = null, ClaimUrl = claimUrl, LinkExpiresAt = linkEnds };
     }
 
     /// <summary>
@@ -237,7 +249,9 @@ internal static class TokensApi
 
     /// <summary>The token <paramref name="id"/> if the caller may see it (its owner, or an admin); otherwise null.</summary>
     internal static async Task<TokenResponse?> FindAsync(long id, HttpContext http, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
-        await FindVisibleAsync(id, http, db, cancellationToken) is ({ } token, { } owner) ? TokenResponse.From(token, owner, now) : null;
+        await FindVisibleAsync(id, http, db, cancellationToken) is ({ } token, { } owner)
+            ? TokenResponse.From(token, owner, now) with { Link = await TokenLinks.StateAsync(db, id, cancellationToken) }
+            : null;
 
     private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken) =>
@@ -280,6 +294,8 @@ internal static class TokensApi
             return ProblemResponses.Conflict($"Token {id} was already rotated; its successor is token {successor}.");
         if (old.RevokedAt is { } revokedAt && revokedAt <= now)
             return ProblemResponses.Conflict($"Token {id} is revoked and cannot be rotated. Create a new token instead.");
+        if (await TokenLinks.IsPendingAsync(db, id, cancellationToken))
+            return ProblemResponses.Conflict($"Token {id} waits for its link to be opened and cannot be rotated; revoke it and hand over a new one instead.");
         // A use limit is not renewed by rotating: the successor has the uses that are left (docs/token-policies.md).
         if (old.MaxUses is { } maxUses && old.Uses >= maxUses)
             return ProblemResponses.Conflict($"Token {id} is spent (used {old.Uses} of {maxUses} times) and cannot be rotated. Create a new token instead.");

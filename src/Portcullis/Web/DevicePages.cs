@@ -57,7 +57,8 @@ internal static class DevicePages
         var (login, refused) = await LookUpAsync(http, fields["user_code"].ToString(), device, throttle, audit);
         if (refused is not null)
             return refused;
-        var form = TokenForm.Read(fields);
+        // The token goes to the waiting terminal, never into a link.
+        var form = TokenForm.Read(fields) with { Link = false };
         var (request, invalid) = form.ToRequest();
         if (invalid is not null)
             return Confirm(http, registry, login!, form, invalid);
@@ -81,7 +82,7 @@ internal static class DevicePages
             await device.UndoApprovalAsync(login.UserCode, cancellationToken);
             return Confirm(http, registry, login, form, TokenForm.OnForm(error));
         }
-        await device.HandOverAsync(login, created!.Id, created.Token, cancellationToken);
+        await device.HandOverAsync(login, created!.Id, created.Token!, cancellationToken);
         await audit.EnqueueAsync(audit.Create(http, AuditEvents.DeviceApproved, person.Owner.Name, person.Owner.Id, created.Id.ToString(CultureInfo.InvariantCulture),
             new { device_name = login.DeviceName, requested_from = login.RequestedFrom, user_agent = login.UserAgent, name = created.Name, scopes = created.Scopes }),
             cancellationToken);

@@ -15,14 +15,15 @@ namespace Portcullis.Web;
 
 /// <summary>What the generate form holds, kept as typed when a rule sends it back.</summary>
 public sealed record TokenForm(string Name, string Description, string Expiration, string CustomDate, bool Api, bool Services, string ServiceChoice,
-    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses, string AllowedFrom, string PerSecond, string PerMinute)
+    IReadOnlyList<string> ChosenServices, bool Admin, string MaxUses, string AllowedFrom, string PerSecond, string PerMinute, bool Link, string LinkMinutes)
 {
-    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "", "", "", "");
+    public static readonly TokenForm Default = new("", "", "30", "", true, true, "all", [], false, "", "", "", "", false, "60");
 
     public static TokenForm Read(IFormCollection form) => new(form["name"].ToString(), form["description"].ToString(), form["expiration"].ToString(),
         form["custom_date"].ToString(), form["api"] == "on", form["services"] == "on", form["service_choice"].ToString(),
         form["service"].Select(s => s ?? "").ToList(), form["admin"] == "on", form["max_uses"].ToString().Trim(),
-        form["allowed_cidrs"].ToString().Trim(), form["rate_per_second"].ToString().Trim(), form["rate_per_minute"].ToString().Trim());
+        form["allowed_cidrs"].ToString().Trim(), form["rate_per_second"].ToString().Trim(), form["rate_per_minute"].ToString().Trim(),
+        form["deliver_link"] == "on", form["link_minutes"].ToString().Trim());
 
     /// <summary>The API's request for this form, or the rule the form broke (with the form's own field names).</summary>
     public Checked<CreateTokenRequest> ToRequest()
@@ -64,10 +65,13 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
             return new RuleError("max_uses", "Give the use limit as a whole number, or leave it empty for no limit.");
         if (!TryNumber(PerSecond, out var perSecond) || !TryNumber(PerMinute, out var perMinute))
             return new RuleError("rate_limit", "Give each rate as a whole number of requests, or leave it empty for no limit.");
+        if (!TryNumber(LinkMinutes, out var linkMinutes))
+            return new RuleError("link", "Choose how long the link works.");
         // Ranges one per line, or separated by spaces or commas; none: anywhere.
         var allowedFrom = AllowedFrom.Split([' ', ',', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries);
         return new CreateTokenRequest(Name, Description.Length == 0 ? null : Description, days, at, [.. scopes], null, maxUses,
-            allowedFrom.Length == 0 ? null : allowedFrom, perSecond is null && perMinute is null ? null : new TokenRateLimit(perSecond, perMinute));
+            allowedFrom.Length == 0 ? null : allowedFrom, perSecond is null && perMinute is null ? null : new TokenRateLimit(perSecond, perMinute),
+            Link ? TokenLinks.Link : null, Link ? linkMinutes : null);
     }
 
     /// <summary>An optional whole number: empty is null; anything else must be digits.</summary>
@@ -88,6 +92,7 @@ public sealed record TokenForm(string Name, string Description, string Expiratio
         Field = error.Field switch
         {
             "name" or "description" or "max_uses" or "allowed_cidrs" or "rate_limit" => error.Field,
+            "deliver" or "link_expires_in_minutes" => "link",
             "expires_in_days" or "expires_at" => "expiration",
             _ => "scopes",
         },
@@ -179,7 +184,7 @@ internal static class TokenPages
         var described = events.Select(AuditEventResponse.From).ToList();
         return PageResults.Render<TokenDetailPage>(http, new
         {
-            Token = TokenResponse.From(found.Token, found.Owner, now), Usage = usage, Suggestion = suggestion, Events = described, Now = now,
+            Token = TokenResponse.From(found.Token, found.Owner, now) with { Link = await TokenLinks.StateAsync(db, id, cancellationToken) }, Usage = usage, Suggestion = suggestion, Events = described, Now = now,
             Done = done, Error = error?.Message,
         }, error?.Status ?? StatusCodes.Status200OK);
     }
