@@ -78,6 +78,16 @@ public sealed record TokenResponse(
     TokenRateLimit? RateLimit = null,
     TokenLinkResponse? Link = null);
 
+/// <summary><c>POST /api/v1/webhooks</c>: where to send which events about the caller's own tokens (docs/notifications.md).</summary>
+public sealed record CreateWebhookRequest(string? Url, string[]? Events);
+
+/// <summary>A person's webhook; <see cref="Secret"/> (which signs its deliveries) only in the answer that created it.</summary>
+public sealed record WebhookResponse(long Id, string Url, string[] Events, string SecretHint, DateTime CreatedAt, string? Secret = null);
+
+/// <summary>One event on its way to one webhook: delivered, pending (with its next attempt) or failed.</summary>
+public sealed record WebhookDeliveryResponse(string DeliveryId, string Event, string Target, string Status, int Attempts, DateTime CreatedAt,
+    DateTime? DeliveredAt, DateTime? NextAttemptAt, int? LastStatus, string? LastError, bool Configured);
+
 /// <summary>A token handed over as a one-time link: until when the link works, and whether (when, from where) it was opened.</summary>
 public sealed record TokenLinkResponse(DateTime ExpiresAt, DateTime? ClaimedAt, string? ClaimedFrom);
 

@@ -175,9 +175,15 @@ public sealed class PortcullisClient(HttpClient http)
     public const string DeviceCodeGrantType = "urn:ietf:params:oauth:grant-type:device_code";
 
     /// <summary>RFC 7009 revocation of any token you hold (API token, JWT, client secret). Unknown tokens are fine.</summary>
-    public async Task RevokeAsync(string token, CancellationToken cancellationToken = default)
+    public Task RevokeAsync(string token, CancellationToken cancellationToken = default) => RevokeAsync(token, reason: null, cancellationToken);
+
+    /// <summary>
+    /// Revokes a token through <c>/auth/revoke</c>; <paramref name="reason"/> <c>leaked</c> also reports it as found where it
+    /// should not be (<c>token.leaked</c>, which webhooks can hear).
+    /// </summary>
+    public async Task RevokeAsync(string token, string? reason, CancellationToken cancellationToken = default)
     {
-        using var content = new FormUrlEncodedContent([new("token", token)]);
+        using var content = new FormUrlEncodedContent(reason is null ? [new("token", token)] : [new("token", token), new("reason", reason)]);
         using var response = await http.PostAsync("auth/revoke", content, cancellationToken);
         await EnsureAsync(response, cancellationToken);
     }

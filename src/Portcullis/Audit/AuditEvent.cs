@@ -13,4 +13,7 @@ internal sealed class AuditEvent
     public string? TokenId { get; set; }
     public string? ClientIp { get; set; }
     public string? Details { get; set; }
+
+    /// <summary>Set for an event webhooks may want, until the webhook dispatcher has fanned it out (Notifications/).</summary>
+    public bool? Notify { get; set; }
 }

@@ -25,6 +25,9 @@ internal static class AuditEvents
     public const string TokenDeniedSource = "token.denied_source";
     public const string TokenNarrowed = "token.narrowed";
     public const string TokenLinkClaimed = "token.link_claimed";
+    public const string TokenLeaked = "token.leaked";
+    public const string TokenExpiring = "token.expiring";
+    public const string TokenExpired = "token.expired";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserDeleted = "user.deleted";
@@ -114,6 +117,7 @@ internal sealed partial class AuditLog : BackgroundService
             TokenId = tokenId,
             ClientIp = http?.ClientAddress()?.ToString(),
             Details = details is null ? null : JsonSerializer.Serialize(details, JsonOptions),
+            Notify = Notifications.WebhookEvents.IsNotified(name) ? true : null,
         };
     }
 
@@ -218,7 +222,7 @@ internal sealed partial class AuditLog : BackgroundService
                     for (var i = 0; i < rows; i++)
                     {
                         var e = batch[start + i];
-                        var o = i * 9;
+                        var o = i * Columns;
                         p[o].Value = e.OccurredAt;
                         p[o + 1].Value = e.Event;
                         p[o + 2].Value = (object?)e.Actor ?? DBNull.Value;
@@ -228,6 +232,7 @@ internal sealed partial class AuditLog : BackgroundService
                         p[o + 6].Value = (object?)e.TokenId ?? DBNull.Value;
                         p[o + 7].Value = (object?)e.ClientIp ?? DBNull.Value;
                         p[o + 8].Value = (object?)e.Details ?? DBNull.Value;
+                        p[o + 9].Value = (object?)e.Notify ?? DBNull.Value;
                     }
                     await cmd.ExecuteNonQueryAsync(cancellationToken);
                     if (cmd != full)
@@ -252,19 +257,20 @@ internal sealed partial class AuditLog : BackgroundService
     }
 
     private const int RowsPerInsert = 50;
+    private const int Columns = 10;
     private const int MaxBatch = 5_000;
     private static readonly TimeSpan GatherDelay = TimeSpan.FromMilliseconds(100);
 
     private static DbCommand InsertCommand(DbConnection connection, DbTransaction tx, int rows)
     {
-        var sql = new StringBuilder("INSERT INTO audit_events (occurred_at, event, actor, actor_id, subject, subject_id, token_id, client_ip, details) VALUES ");
+        var sql = new StringBuilder("INSERT INTO audit_events (occurred_at, event, actor, actor_id, subject, subject_id, token_id, client_ip, details, notify) VALUES ");
         var cmd = connection.CreateCommand();
         for (var i = 0; i < rows; i++)
         {
             sql.Append(i == 0 ? "(" : ", (");
-            for (var c = 0; c < 9; c++)
+            for (var c = 0; c < Columns; c++)
             {
-                var name = "@p" + (i * 9 + c).ToString(CultureInfo.InvariantCulture);
+                var name = "@p" + (i * Columns + c).ToString(CultureInfo.InvariantCulture);
                 sql.Append(c == 0 ? name : ", " + name);
                 var parameter = cmd.CreateParameter();
                 parameter.ParameterName = name;

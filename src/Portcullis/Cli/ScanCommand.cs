@@ -52,7 +52,7 @@ internal static partial class ScanCommand
                 var client = target.Client(url, null);
                 foreach (var token in found.Select(f => f.Token).Distinct())
                 {
-                    await client.RevokeAsync(token, cancellationToken);
+                    await client.RevokeAsync(token, reason: "leaked", cancellationToken);
                     revoked++;
                 }
             }

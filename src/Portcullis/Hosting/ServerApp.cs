@@ -8,6 +8,7 @@ using Portcullis.OAuth;
 using Portcullis.Compat;
 using Portcullis.Data;
 using Portcullis.Gateway;
+using Portcullis.Notifications;
 using Portcullis.ServicePrincipals;
 using Portcullis.Tokens;
 using Portcullis.Users;
@@ -60,6 +61,7 @@ internal static class ServerApp
         services.AddPortcullisDatabase(configuration);
         services.AddAudit(configuration);
         services.AddTokens(configuration);
+        services.AddNotifications(configuration);
         services.AddCredentials(configuration);
         services.AddOAuthClients();
         services.AddGateway(configuration);
@@ -163,6 +165,7 @@ internal static class ServerApp
         api.MapClients();
         api.MapKeys();
         api.MapManagedServices();
+        api.MapWebhooks();
         app.MapGroup("/api/v1").MapMe();
         app.MapServices();
         app.MapGateway();
@@ -171,6 +174,7 @@ internal static class ServerApp
         app.MapWebPages();
         app.MapTokenPages();
         app.MapTokenLinks();
+        app.MapWebhookPages();
         app.MapDevicePages();
         app.MapAdminPages();
     }

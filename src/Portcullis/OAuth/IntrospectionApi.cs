@@ -218,11 +218,13 @@ internal static class IntrospectionApi
             var changed = await db.ApiTokens.Where(t => t.Id == apiToken.Id && (t.RevokedAt == null || t.RevokedAt > now))
                 .ExecuteUpdateAsync(s => s.SetProperty(t => t.RevokedAt, now), cancellationToken);
             if (changed == 1)
-            {
                 db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenRevoked, apiToken.Owner, apiToken.OwnerId,
                     apiToken.Id.ToString(CultureInfo.InvariantCulture), new { name = apiToken.Name, hint = apiToken.Hint, via, by_client = byClient }));
-                await db.SaveChangesAsync(cancellationToken);
-            }
+            // Found where it should not be (portcullis scan --revoke): news for its owner even when it was revoked already.
+            if (parameters.GetValueOrDefault("reason") == "leaked")
+                db.AuditEvents.Add(audit.Create(http, AuditEvents.TokenLeaked, apiToken.Owner, apiToken.OwnerId,
+                    apiToken.Id.ToString(CultureInfo.InvariantCulture), new { name = apiToken.Name, hint = apiToken.Hint, revoked_now = changed == 1 }));
+            await db.SaveChangesAsync(cancellationToken);
             await tx.CommitAsync(cancellationToken);
         }
         await invalidation.TokenChangedAsync(hash, cancellationToken);
