@@ -291,6 +291,10 @@ public sealed class TokenRateLimitTests(SqliteServer server, GatewayFixture gate
         Assert.Equal("\"per-minute\";q=7;w=60", refused.Headers.GetValues("RateLimit-Policy").Single());
         Assert.Equal($"\"per-minute\";r=0;t={wait}", refused.Headers.GetValues("RateLimit").Single());
         Assert.Contains("allows 7 requests per minute", await refused.Content.ReadAsStringAsync());
+        // Introspection reports it, for a resource server that checks tokens itself.
+        using var introspected = await server.PostFormAsync("/auth/introspect", [new("token", token)],
+            new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", await server.AdminTokenAsync()));
+        Assert.Equal(7, (await introspected.JsonAsync()).GetProperty("rate_limit").GetProperty("per_minute").GetInt64());
 
         // The 23 refused requests were not uses; the limits are shown with the token and kept by rotation.
         var shown = await (await admin.GetAsync($"/api/v1/tokens/{id}")).JsonAsync();
@@ -336,20 +340,25 @@ public sealed class TokenRateLimitTests(SqliteServer server, GatewayFixture gate
     }
 
     [Fact]
-    public async Task ALimitedTokenMakesOnlyTokensAsLimitedAndBadLimitsAreRefused()
+    public async Task ALimitedTokenMakesNoTokensItsRotationDrawsFromTheSameBucketsAndBadLimitsAreRefused()
     {
         var (_, _, person) = await server.CreateUserAsync();
         using var client = server.Client(person);
-        var (_, paced) = await CreateAsync(client, new { per_minute = 50 });
+        var (id, paced) = await CreateAsync(client, new { per_minute = 3 });
         using var asPaced = server.Client(paced);
-        var inherited = await (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
-        PortcullisServer.Secrets.Add(inherited.GetProperty("token").GetString()!);
-        Assert.Equal(50, inherited.GetProperty("rate_limit").GetProperty("per_minute").GetInt64());
-        Assert.Equal(HttpStatusCode.Forbidden, (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "fast", rate_limit = new { per_second = 5 } })).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "faster", rate_limit = new { per_minute = 51 } })).StatusCode);
-        var slower = await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "slower-" + Guid.NewGuid().ToString("N")[..6], rate_limit = new { per_second = 1, per_minute = 10 } });
-        Assert.Equal(HttpStatusCode.Created, slower.StatusCode);
-        PortcullisServer.Secrets.Add((await slower.JsonAsync()).GetProperty("token").GetString()!);
+        // Every token it made would have buckets of its own.
+        using (var refused = await asPaced.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6] }))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains("rate of their own", await refused.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(HttpStatusCode.OK, (await asPaced.GetAsync("/api/v1/tokens")).StatusCode);
+        // Two of its three used (with the refusal above): the successor has none left this minute.
+        var rotated = await (await client.PostAsJsonAsync($"/api/v1/tokens/{id}/rotate", new { })).JsonAsync();
+        var successor = rotated.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(successor);
+        Assert.Equal(HttpStatusCode.OK, (await server.Client(successor).GetAsync("/api/v1/tokens")).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await server.Client(successor).GetAsync("/api/v1/tokens")).StatusCode);
 
         foreach (var bad in new object[] { new { }, new { per_second = 0 }, new { per_second = 100_001 }, new { per_minute = -1 }, new { per_minute = 6_000_001 } })
         {
@@ -446,6 +455,27 @@ public sealed class TokenNarrowingTests(GatewayFixture gateway) : IClassFixture<
 
         // Asked again, it is as narrow as what it used.
         Assert.False((await (await owner.GetAsync($"/api/v1/tokens/{id}/suggested-scopes")).JsonAsync()).GetProperty("narrower").GetBoolean());
+    }
+
+    [Fact]
+    public async Task WhatATokenMintsCountsAsUsedAndMadeUpServiceNamesCountAsServices()
+    {
+        var (_, _, person) = await Server.CreateUserAsync();
+        using var owner = Server.Client(person);
+        var created = await (await owner.PostAsJsonAsync("/api/v1/tokens", new { name = "minter-" + Guid.NewGuid().ToString("N")[..6] })).JsonAsync();
+        var token = created.GetProperty("token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        var id = created.GetProperty("id").GetInt64();
+        using var asToken = Server.Client(token);
+        var child = await (await asToken.PostAsJsonAsync("/api/v1/tokens", new { name = "child-" + Guid.NewGuid().ToString("N")[..6], scopes = new[] { "services:echo" } })).JsonAsync();
+        PortcullisServer.Secrets.Add(child.GetProperty("token").GetString()!);
+        for (var i = 0; i < 3; i++)
+            Assert.Equal(HttpStatusCode.OK, (await asToken.GetAsync($"/auth/verify?service=made-up-{i}")).StatusCode);
+
+        var suggestion = await SuggestionAsync(owner, id, s => s.GetProperty("used").GetArrayLength() >= 3);
+        Assert.Equal(["api", "services", "services:echo"], suggestion.GetProperty("used").EnumerateArray().Select(u => u.GetProperty("scope").GetString()));
+        Assert.Equal(["api", "services"], suggestion.GetProperty("suggested").EnumerateArray().Select(s => s.GetString()));
+        Assert.False(suggestion.GetProperty("narrower").GetBoolean());
     }
 
     [Fact]

@@ -116,13 +116,33 @@ internal static class ScopeUses
     /// Whether the credential allows <paramref name="requirement"/>; when it does and is an API or service token, notes
     /// that the token used that scope. Call it where a request relies on the right, not where one is only looked at.
     /// </summary>
-    public static bool Exercise(this Credential credential, ScopeRequirement requirement, HttpContext http)
+    public static bool Exercise(this Credential credential, ScopeRequirement requirement, HttpContext http, ScopeRequirement? recordAs = null)
     {
         if (!credential.Allows(requirement))
             return false;
+        Record(credential, recordAs ?? requirement, http);
+        return true;
+    }
+
+    /// <summary>
+    /// Notes that the credential used every scope of a credential it made: minting relies on holding them, so narrowing must
+    /// not take them away.
+    /// </summary>
+    public static void ExerciseAll(this Credential credential, ScopeSet minted, HttpContext http)
+    {
+        foreach (var flag in new[] { ScopeFlags.Api, ScopeFlags.Services, ScopeFlags.Admin })
+        {
+            if ((minted.Flags & flag) != 0)
+                Record(credential, new ScopeRequirement(flag), http);
+        }
+        foreach (var service in minted.Services)
+            Record(credential, ScopeRequirement.ForService(service), http);
+    }
+
+    private static void Record(Credential credential, ScopeRequirement requirement, HttpContext http)
+    {
         if (credential.Kind is CredentialKinds.ApiToken or CredentialKinds.Service
             && long.TryParse(credential.TokenId, NumberStyles.None, CultureInfo.InvariantCulture, out var tokenId))
             http.RequestServices.GetRequiredService<UsageRecorder>().RecordScope(tokenId, requirement);
-        return true;
     }
 }

@@ -204,7 +204,7 @@ internal sealed partial class CredentialVerifier(
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var row = await db.ApiTokens.AsNoTracking()
             .Where(t => t.TokenHash == hex)
-            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses, t.AllowedCidrs, t.RatePerSecond, t.RatePerMinute })
+            .Select(t => new { t.Id, t.OwnerId, t.Scopes, t.Hint, t.ExpiresAt, t.RevokedAt, t.MaxUses, t.AllowedCidrs, t.RatePerSecond, t.RatePerMinute, t.RateBucket })
             .FirstOrDefaultAsync(cancellationToken);
         CachedToken entry;
         if (row is null)
@@ -230,6 +230,7 @@ internal sealed partial class CredentialVerifier(
                 MaxUses = row.MaxUses,
                 AllowedNetworks = AllowedSources.FromStored(row.AllowedCidrs),
                 RateLimit = row.RatePerSecond is null && row.RatePerMinute is null ? null : new TokenRateLimit(row.RatePerSecond, row.RatePerMinute),
+                RateBucket = row.RateBucket ?? row.Id,
             };
         }
         await cache.BeforeStoreAsync(cancellationToken);

@@ -56,7 +56,10 @@ internal sealed class ForwardAuth(
                 return;
             }
             var needed = target.Name is null ? new ScopeRequirement(ScopeFlags.Services) : ScopeRequirement.ForService(target.Name);
-            if (!credential.Exercise(needed, http))
+            // A name no service has is allowed by 'services' alone, and is noted as that: names a client makes up must not
+            // pile up in what the token is said to use.
+            var recordAs = target.Name is not null && registry.FindByLabel(target.Name) is null ? new ScopeRequirement(ScopeFlags.Services) : needed;
+            if (!credential.Exercise(needed, http, recordAs))
             {
                 http.Features.Set(credential);
                 await audit.EnqueueAsync(audit.Create(http, AuditEvents.GatewayDenied, target.Name, credential.Owner.Id, credential.TokenId,

@@ -49,7 +49,15 @@ internal static class Telemetry
             // YARP sends upstream requests through SocketsHttpHandler, whose activities the HttpClient instrumentation
             // records: each forwarded request is a child span of the request that carried it, with the trace context
             // passed on to the service in 'traceparent'.
-            telemetry.WithTracing(tracing => tracing.AddAspNetCoreInstrumentation().AddHttpClientInstrumentation())
+            // Two kinds of URL carry a secret in their path and stay out of traces: a one-time link (/claim/{secret}: its
+            // path is replaced by the route) and a webhook's receiver (some put their secret in the path: not traced).
+            telemetry.WithTracing(tracing => tracing
+                    .AddAspNetCoreInstrumentation(o => o.EnrichWithHttpRequest = (activity, request) =>
+                    {
+                        if (request.Path.StartsWithSegments(Tokens.TokenLinks.ClaimPath))
+                            activity.SetTag("url.path", Tokens.TokenLinks.ClaimPath + "/{secret}");
+                    })
+                    .AddHttpClientInstrumentation(o => o.FilterHttpRequestMessage = request => !request.Headers.Contains(Notifications.WebhookDispatcher.DeliveryHeader)))
                 .UseOtlpExporter();
         }
         return services;

@@ -31,6 +31,7 @@ internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> 
     AuditLog audit, TimeProvider time, ILogger<WebhookDispatcher> logger) : BackgroundService
 {
     public const string SealPurpose = "webhook-secret";
+    public const string DeliveryHeader = "X-Portcullis-Delivery";
     private const int Batch = 50;
 
     private readonly NotificationsOptions _options = options.Value;
@@ -182,7 +183,7 @@ internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> 
                     using var request = new HttpRequestMessage(HttpMethod.Post, delivery.Url) { Content = new ByteArrayContent(body) };
                     request.Content.Headers.ContentType = new("application/json") { CharSet = "utf-8" };
                     request.Headers.TryAddWithoutValidation("X-Portcullis-Event", delivery.Event);
-                    request.Headers.TryAddWithoutValidation("X-Portcullis-Delivery", delivery.DeliveryId);
+                    request.Headers.TryAddWithoutValidation(DeliveryHeader, delivery.DeliveryId);
                     request.Headers.TryAddWithoutValidation("X-Portcullis-Signature-256", signature);
                     return await client.SendAsync(request, token);
                 }, cancellationToken);
@@ -279,9 +280,18 @@ internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> 
         return client;
     }
 
-    /// <summary>Raises token.expiring (7 days, 1 day before) and token.expired, each once per token, whichever instance gets there first.</summary>
+    /// <summary>
+    /// Raises token.expiring (7 days, 1 day before) and token.expired, each once per token, whichever instance gets there
+    /// first; and deletes the sealed tokens of one-time links that can no longer be opened (expired, or their token revoked).
+    /// </summary>
     private async Task ScanTokenEndsAsync(DateTime now, CancellationToken cancellationToken)
     {
+        await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
+        {
+            await db.TokenLinks.Where(l => l.SealedToken != null
+                    && (l.ExpiresAt <= now || db.ApiTokens.Any(t => t.Id == l.TokenId && t.RevokedAt <= now)))
+                .ExecuteUpdateAsync(set => set.SetProperty(l => l.SealedToken, (string?)null), cancellationToken);
+        }
         foreach (var (notice, within) in new[] { ("expiring_7d", TimeSpan.FromDays(7)), ("expiring_1d", TimeSpan.FromDays(1)), ("expired", TimeSpan.Zero) })
         {
             await using var db = await dbs.CreateDbContextAsync(cancellationToken);

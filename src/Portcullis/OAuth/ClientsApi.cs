@@ -68,6 +68,7 @@ internal static class ClientsApi
         // Nobody mints more than they have: the creating credential's effective scopes bound the client.
         if (!scopes.IsSubsetOf(caller.Effective))
             return new RuleError("scopes", $"The requested scopes '{scopes}' exceed what you may grant with this credential: '{caller.Effective}'.");
+        caller.ExerciseAll(scopes, http);
 
         var name = request.Name!.Trim();
         if (await db.OAuthClients.AnyAsync(c => c.OwnerId == caller.Owner.Id && c.Name == name, cancellationToken))
@@ -191,6 +192,7 @@ internal static class ClientsApi
         var scopes = ScopeSet.Parse(client.Scopes);
         if (!scopes.IsSubsetOf(caller.Effective))
             return ProblemResponses.BadRequest($"The client's scopes '{scopes}' exceed what this credential may grant; use a credential with '{scopes}'.");
+        caller.ExerciseAll(scopes, http);
 
         var now = time.GetUtcNow().UtcDateTime;
         var secret = format.Generate(TokenKind.ClientSecret);

@@ -120,7 +120,7 @@ internal static class IntrospectionApi
         {
             answer["jti"] = tokenId;
             var times = await db.ApiTokens.AsNoTracking().Where(t => t.Id == id)
-                .Select(t => new { t.CreatedAt, t.ExpiresAt, t.RevokedAt, t.AllowedCidrs }).FirstOrDefaultAsync(cancellationToken);
+                .Select(t => new { t.CreatedAt, t.ExpiresAt, t.RevokedAt, t.AllowedCidrs, t.RatePerSecond, t.RatePerMinute }).FirstOrDefaultAsync(cancellationToken);
             if (times is not null)
             {
                 answer["iat"] = Unix(times.CreatedAt);
@@ -131,6 +131,8 @@ internal static class IntrospectionApi
                 // Where it may be used from: a resource server checking tokens itself enforces it (docs/token-policies.md).
                 if (AllowedSources.ToNames(times.AllowedCidrs) is { } ranges)
                     answer["allowed_cidrs"] = ranges;
+                if (times.RatePerSecond is not null || times.RatePerMinute is not null)
+                    answer["rate_limit"] = new TokenRateLimit(times.RatePerSecond, times.RatePerMinute);
             }
         }
         return TypedResults.Json(answer);

@@ -37,6 +37,9 @@ internal sealed class ApiToken
     /// <summary>Requests per minute it may be used for, on each instance; null for no limit.</summary>
     public long? RatePerMinute { get; set; }
 
+    /// <summary>Whose rate-limit buckets it draws from, when not its own: the first of its line of rotations.</summary>
+    public long? RateBucket { get; set; }
+
     public TokenRateLimit? RateLimit => RatePerSecond is null && RatePerMinute is null ? null : new(RatePerSecond, RatePerMinute);
 
     public DateTime? LastUsedAt { get; set; }

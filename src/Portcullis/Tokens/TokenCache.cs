@@ -36,6 +36,9 @@ internal sealed class CachedToken
 
     /// <summary>The token's rate limits, if it has any.</summary>
     public TokenRateLimit? RateLimit { get; init; }
+
+    /// <summary>The key of the token's rate-limit buckets: shared along a line of rotations.</summary>
+    public long RateBucket { get; init; }
 }
 
 internal enum CacheLookup : byte

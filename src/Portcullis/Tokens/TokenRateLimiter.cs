@@ -27,7 +27,8 @@ internal sealed record RateLimitRefusal(TokenRateLimit Limits, bool PerSecond, i
 /// <summary>
 /// Per-token rate limits (docs/token-policies.md, "Rate limit"): a token bucket per token and limit, held by this
 /// instance (<see cref="System.Threading.RateLimiting"/>'s partitioned limiter, which also forgets full buckets of
-/// idle tokens). Every instance counts on its own: behind k instances a token gets at most k times its limit.
+/// idle tokens), keyed by <see cref="CachedToken.RateBucket"/> so that a rotation's successor and its predecessor in its
+/// grace period share them. Every instance counts on its own: behind k instances a token gets at most k times its limit.
 /// </summary>
 internal sealed class TokenRateLimiter : IDisposable
 {
@@ -35,10 +36,10 @@ internal sealed class TokenRateLimiter : IDisposable
     public const string PerMinutePolicy = "per-minute";
 
     private readonly PartitionedRateLimiter<CachedToken> _perSecond =
-        PartitionedRateLimiter.Create<CachedToken, long>(t => Partition(t.TokenId, t.RateLimit?.PerSecond, TimeSpan.FromSeconds(1)));
+        PartitionedRateLimiter.Create<CachedToken, long>(t => Partition(t.RateBucket, t.RateLimit?.PerSecond, TimeSpan.FromSeconds(1)));
 
     private readonly PartitionedRateLimiter<CachedToken> _perMinute =
-        PartitionedRateLimiter.Create<CachedToken, long>(t => Partition(t.TokenId, t.RateLimit?.PerMinute, TimeSpan.FromMinutes(1)));
+        PartitionedRateLimiter.Create<CachedToken, long>(t => Partition(t.RateBucket, t.RateLimit?.PerMinute, TimeSpan.FromMinutes(1)));
 
     /// <summary>Takes one request from the token's buckets; null when it may go ahead, else which limit refused.</summary>
     public RateLimitRefusal? TryAcquire(CachedToken token)

@@ -114,6 +114,7 @@ internal static class TokensApi
                 $"The requested scopes '{scopes}' exceed what {(owner!.Id == caller.Owner.Id ? "you" : $"'{owner.Username}'")} may hold with this credential: '{allowed}'.");
         }
 
+        caller.ExerciseAll(scopes, http);
         var name = request.Name!.Trim();
         if (await NameTakenAsync(db, owner!.Id, name, now, cancellationToken))
             return RuleError.Conflict("name", $"'{owner.Username}' already has an active token named '{name}'. Choose another name, or revoke the old token first.");
@@ -159,16 +160,18 @@ internal static class TokensApi
     }
 
     /// <summary>
-    /// How fast the new token may be used: the limits asked for, which a rate-limited credential may only tighten; asked
-    /// for none, it gets the limits of the credential that made it (docs/token-policies.md).
+    /// How fast the new token may be used: the limits asked for, or none. A rate-limited credential makes no tokens at all:
+    /// each would have buckets of its own, and a line of them would add up to any rate (docs/token-policies.md).
     /// </summary>
     private static Checked<TokenRateLimit> RateLimitOf(TokenRateLimit? requested, Credential caller)
     {
-        var bound = caller.RateLimit;
+        if (caller.RateLimit is not null)
+            return RuleError.Forbidden("rate_limit",
+                "This token has a rate limit, and tokens it made would each have a rate of their own. Create tokens with a credential without one.");
         switch (requested)
         {
             case null:
-                return new Checked<TokenRateLimit>(bound, null);
+                return new Checked<TokenRateLimit>(null, null);
             case { PerSecond: null, PerMinute: null }:
                 return new RuleError("rate_limit", "rate_limit needs per_second, per_minute or both, e.g. {\"per_second\": 10}; leave it out for no limit.");
             case { PerSecond: < 1 or > MaxPerSecond }:
@@ -176,12 +179,7 @@ internal static class TokensApi
             case { PerMinute: < 1 or > MaxPerMinute }:
                 return new RuleError("rate_limit", $"rate_limit.per_minute must be between 1 and {MaxPerMinute}.");
         }
-        if (bound is not null && !WithinRate(requested, bound))
-            return RuleError.Forbidden("rate_limit", $"This credential is limited to {Describe(bound)}; a token it makes cannot be allowed more.");
         return requested;
-
-        static string Describe(TokenRateLimit l) => string.Join(" and ",
-            new[] { l.PerSecond is { } s ? $"{s} requests per second" : null, l.PerMinute is { } m ? $"{m} per minute" : null }.OfType<string>());
     }
 
     /// <summary>Whether <paramref name="limit"/> allows no more than <paramref name="bound"/>: every rate the bound sets, it sets no higher.</summary>
@@ -304,6 +302,7 @@ internal static class TokensApi
         var scopes = ScopeSet.Parse(old.Scopes);
         if (!scopes.IsSubsetOf(caller.Effective) || !scopes.IsSubsetOf(PrincipalCache.ToState(ownerRow, 0).Rights))
             return ProblemResponses.BadRequest($"The token's scopes '{scopes}' exceed what this credential may mint now; create a new token with fewer scopes.");
+        caller.ExerciseAll(scopes, http);
         if (caller.AllowedNetworks is { } limit && (AllowedSources.FromStored(old.AllowedCidrs) is not { } kept || !AllowedSources.Within(kept, limit)))
             return ProblemResponses.Forbidden($"Token {id} may be used from addresses this credential may not: rotate it with a credential that is not limited to addresses.");
         if (caller.RateLimit is { } rateBound && !WithinRate(old.RateLimit, rateBound))
@@ -330,6 +329,8 @@ internal static class TokensApi
             AllowedCidrs = old.AllowedCidrs,
             RatePerSecond = old.RatePerSecond,
             RatePerMinute = old.RatePerMinute,
+            // Rotating does not refill the buckets: the successor draws from its predecessor's.
+            RateBucket = old.RatePerSecond is null && old.RatePerMinute is null ? null : old.RateBucket ?? old.Id,
         };
         var oldEnds = now.AddSeconds(grace);
         if (old.ExpiresAt is { } oldExpiry && oldExpiry < oldEnds)
