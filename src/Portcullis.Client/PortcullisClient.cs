@@ -68,6 +68,19 @@ public sealed class PortcullisClient(HttpClient http)
     public Task<CreatedTokenResponse> RotateTokenAsync(long id, int graceSeconds = 0, CancellationToken cancellationToken = default) =>
         SendAsync<CreatedTokenResponse>(HttpMethod.Post, $"api/v1/tokens/{id}/rotate", new RotateTokenRequest(graceSeconds), cancellationToken);
 
+    /// <summary>Adds a webhook for events about your own tokens; the answer's <see cref="WebhookResponse.Secret"/> is shown this once.</summary>
+    public Task<WebhookResponse> CreateWebhookAsync(CreateWebhookRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<WebhookResponse>(HttpMethod.Post, "api/v1/webhooks", request, cancellationToken);
+
+    public Task<List<WebhookResponse>> ListWebhooksAsync(CancellationToken cancellationToken = default) =>
+        GetAsync<List<WebhookResponse>>("api/v1/webhooks", cancellationToken);
+
+    public Task DeleteWebhookAsync(long id, CancellationToken cancellationToken = default) => DeleteAsync($"api/v1/webhooks/{id}", cancellationToken);
+
+    /// <summary>The latest deliveries to your webhooks; <paramref name="all"/> (admins): every delivery.</summary>
+    public Task<List<WebhookDeliveryResponse>> ListDeliveriesAsync(bool all = false, CancellationToken cancellationToken = default) =>
+        GetAsync<List<WebhookDeliveryResponse>>("api/v1/webhooks/deliveries" + (all ? "?all=true" : ""), cancellationToken);
+
     /// <summary>What the token relied on in the last 30 days, and the narrowest scopes that cover it.</summary>
     public Task<SuggestedScopesResponse> GetSuggestedScopesAsync(long id, CancellationToken cancellationToken = default) =>
         GetAsync<SuggestedScopesResponse>($"api/v1/tokens/{id}/suggested-scopes", cancellationToken);

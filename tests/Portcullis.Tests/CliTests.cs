@@ -218,6 +218,29 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
+    public async Task WebhooksAreAddedListedAndRemoved()
+    {
+        await LoginAsync();
+        var added = await RunAsync("webhook add https://hooks.invalid/portcullis --event token.leaked --event token.revoked");
+        Assert.Equal(0, added.ExitCode);
+        Assert.Contains("for token.leaked, token.revoked", added.Out);
+        var secret = added.Out.TrimEnd().Split(' ')[^1];
+        Assert.Equal(64, secret.Length);
+        PortcullisServer.Secrets.Add(secret);
+        var list = await RunAsync("webhook list");
+        Assert.Contains("https://hooks.invalid/portcullis", list.Out);
+        Assert.DoesNotContain(secret, list.Out);
+        Assert.Contains("LAST ANSWER", (await RunAsync("webhook deliveries")).Out);
+        var id = JsonDocument.Parse((await RunAsync("webhook list --json")).Out).RootElement[0].GetProperty("id").GetInt64();
+        Assert.Equal(0, (await RunAsync($"webhook remove {id}")).ExitCode);
+        Assert.DoesNotContain("hooks.invalid", (await RunAsync("webhook list")).Out);
+
+        var bad = await RunAsync("webhook add https://hooks.invalid/x --event token.created");
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("'token.created' is not an event a webhook can hear", bad.Err);
+    }
+
+    [Fact]
     public async Task LogoutRevokesTheCredentialOnTheServerThenForgetsIt()
     {
         await LoginAsync();

@@ -33,7 +33,9 @@ public sealed class PostgresPair : IAsyncLifetime
 /// <summary>
 /// Model-based: random sequences of credential operations (create, rotate with and without grace, revoke, log in, log out,
 /// disable, enable, reset or change the password, promote, demote, rotate the signing key; create an OAuth client, take
-/// its token, rotate its secret, delete it), each sent to one of two instances, and after every step every credential
+/// its token, rotate its secret, delete it; create a token with policies: allowed addresses that do or do not include the
+/// tests' own, a use limit and a rate limit too high to be reached; narrow a token to 'api'; hand a token over as a
+/// one-time link and claim it on the other instance), each sent to one of two instances, and after every step every credential
 /// ever issued in the sequence is checked, on one of the two instances, against a small model of who may do what.
 /// CsCheck generates the sequences and, when one fails, shrinks it and prints the shortest it found.
 /// </summary>
@@ -42,7 +44,7 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
     private enum Kind
     {
         CreateToken, LogIn, Revoke, Rotate, RotateWithGrace, Disable, Enable, ResetPassword, RotateSigningKey, Promote, Demote,
-        LogOut, ChangePassword, CreateClient, ClientToken, RotateClientSecret, DeleteClient,
+        LogOut, ChangePassword, CreateClient, ClientToken, RotateClientSecret, DeleteClient, CreateFencedToken, Narrow, HandOver,
     }
 
     private sealed record Op(Kind Kind, int User, int Target, int Instance)
@@ -57,13 +59,16 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
     }
 
     /// <summary>What the model knows of one credential.</summary>
-    private sealed class Credential(string secret, int user, string? tokenId, int version, bool admin, ClientModel? client = null)
+    private sealed class Credential(string secret, int user, string? tokenId, int version, bool admin, ClientModel? client = null, bool? reachable = null)
     {
+        /// <summary>For a token with policies: whether its allowed addresses include the tests' (null: a token without policies).</summary>
+        public bool? Reachable { get; } = reachable;
+
         public string Secret { get; } = secret;
         public int User { get; } = user;
         public string? TokenId { get; } = tokenId;   // null for a JWT
         public int Version { get; } = version;       // a JWT's owner's credential version when it was issued
-        public bool Admin { get; } = admin;          // granted the admin scope (its owner was an admin when it was made)
+        public bool Admin { get; set; } = admin;     // granted the admin scope (its owner was an admin when it was made; narrowing takes it away)
         public ClientModel? Client { get; } = client; // the client a client-credentials JWT was issued to
         public int SecretVersion { get; } = client?.SecretVersion ?? 0;
         public bool Revoked { get; set; }
@@ -88,7 +93,7 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
         public int Version { get; set; }
     }
 
-    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, (int)Kind.DeleteClient], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
+    private static readonly Gen<Op> GenOp = Gen.Select(Gen.Int[0, (int)Kind.HandOver], Gen.Int[0, 1], Gen.Int[0, 15], Gen.Int[0, 1],
         (kind, user, target, instance) => new Op((Kind)kind, user, target, instance));
 
     [Fact]
@@ -147,7 +152,8 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             var target = credentials.Count == 0 ? null : credentials[op.Target % credentials.Count];
             var client = clients.Count == 0 ? null : clients[op.Target % clients.Count];
             // A credential the user could act with now: an API token or their own JWT, alive by the model.
-            var usable = credentials.LastOrDefault(c => c.User == op.User && c.Client is null && IsValid(c, users));
+            // A token with policies may not change a password or make a client, so it is not one of those.
+            var usable = credentials.LastOrDefault(c => c.User == op.User && c.Client is null && c.Reachable is null && IsValid(c, users));
             switch (op.Kind)
             {
                 case Kind.CreateToken when !user.Disabled:
@@ -159,6 +165,51 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                     Assert.Equal(HttpStatusCode.Created, response.StatusCode);
                     var body = await response.JsonAsync();
                     credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), op.User, body.GetProperty("id").ToString(), user.Version, user.Admin));
+                    break;
+                }
+                case Kind.CreateFencedToken when !user.Disabled:
+                {
+                    // Allowed from the tests' loopback or not at all; a use limit and a rate limit that the sequence cannot reach,
+                    // so that every use is counted in the database and takes from the buckets, on both instances.
+                    var reachable = op.Target % 2 == 0;
+                    using var response = await asAdmin.PostAsJsonAsync("/api/v1/tokens", new
+                    {
+                        name = "model-" + Guid.NewGuid().ToString("N")[..8], owner = user.Name, scopes = user.Admin ? new[] { "api", "admin" } : ["api"],
+                        allowed_cidrs = reachable ? new[] { "127.0.0.0/8", "::1/128" } : ["192.0.2.0/24"], max_uses = 100_000, rate_limit = new { per_minute = 100_000 },
+                    });
+                    Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                    var body = await response.JsonAsync();
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), op.User, body.GetProperty("id").ToString(), user.Version, user.Admin,
+                        reachable: reachable));
+                    break;
+                }
+                case Kind.Narrow when target is { TokenId: { } id, Revoked: false, Rotated: false }:
+                {
+                    // Down to 'api': an admin token loses the admin endpoints from now on, on both instances; an 'api' one is as it was.
+                    using var response = await asAdmin.PostAsJsonAsync($"/api/v1/tokens/{id}/narrow", new { scopes = new[] { "api" } });
+                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                    target.Admin = false;
+                    break;
+                }
+                case Kind.HandOver when !user.Disabled:
+                {
+                    // Made on one instance, claimed on the other: the token works from the claim on.
+                    using var response = await asAdmin.PostAsJsonAsync("/api/v1/tokens", new
+                    {
+                        name = "model-" + Guid.NewGuid().ToString("N")[..8], owner = user.Name, scopes = user.Admin ? new[] { "api", "admin" } : ["api"],
+                        deliver = "link", link_expires_in_minutes = 10,
+                    });
+                    Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                    var body = await response.JsonAsync();
+                    var link = new Uri(body.GetProperty("claim_url").GetString()!);
+                    Remember(link.Segments[^1]);
+                    using var claim = new HttpRequestMessage(HttpMethod.Post, new Uri(On(1 - op.Instance).BaseAddress, link.AbsolutePath));
+                    claim.Headers.Accept.ParseAdd("application/json");
+                    using var anonymous = new HttpClient();
+                    using var claimed = await anonymous.SendAsync(claim);
+                    Assert.Equal(HttpStatusCode.OK, claimed.StatusCode);
+                    credentials.Add(new Credential(Remember((await claimed.JsonAsync()).GetProperty("token").GetString()!), op.User,
+                        body.GetProperty("id").ToString(), user.Version, user.Admin));
                     break;
                 }
                 case Kind.LogIn when !user.Disabled:
@@ -180,7 +231,8 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                     }
                     Assert.Equal(HttpStatusCode.OK, response.StatusCode);
                     var body = await response.JsonAsync();
-                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), target.User, body.GetProperty("id").ToString(), 0, target.Admin));
+                    credentials.Add(new Credential(Remember(body.GetProperty("token").GetString()!), target.User, body.GetProperty("id").ToString(), 0, target.Admin,
+                        reachable: target.Reachable));
                     target.Rotated = true;
                     target.Revoked |= grace == 0;
                     break;
@@ -259,9 +311,10 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
             var c = credentials[i];
             var owner = users[c.User];
             var valid = IsValid(c, users);
-            var expected = valid ? HttpStatusCode.OK : HttpStatusCode.Unauthorized;
+            // A live token used from outside its allowed addresses is refused (403) before anything else is looked at.
+            var expected = !valid ? HttpStatusCode.Unauthorized : c.Reachable == false ? HttpStatusCode.Forbidden : HttpStatusCode.OK;
             // An admin endpoint: granted scopes meet the owner's current rights.
-            var expectedAdmin = !valid ? HttpStatusCode.Unauthorized : c.Admin && owner.Admin ? HttpStatusCode.OK : HttpStatusCode.Forbidden;
+            var expectedAdmin = expected != HttpStatusCode.OK ? expected : c.Admin && owner.Admin ? HttpStatusCode.OK : HttpStatusCode.Forbidden;
             // Each credential is checked on the instance that did not take the step, and on the one that did.
             foreach (var server in new[] { On(1 - ops[step].Instance), On(ops[step].Instance) })
             {

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Data.Sqlite;
+using Microsoft.Playwright;
 using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
@@ -259,5 +260,38 @@ public sealed class NotificationMultiInstanceTests : IAsyncLifetime
         Assert.Equal(20, heard.Count);
         Assert.Equal(20, heard.Select(d => d.Body.GetProperty("token_id").GetString()).Distinct().Count());
         Assert.Equal(0, _receiver.BadSignatures);
+    }
+}
+
+/// <summary>The Webhooks page in a real browser: a person adds a webhook (its secret shown once) and sees its deliveries.</summary>
+public sealed class NotificationUiTests(WebhookFixture fixture, BrowserFixture browser) : IClassFixture<WebhookFixture>, IClassFixture<BrowserFixture>
+{
+    [Fact]
+    public async Task APersonAddsAWebhookAndSeesItsDeliveryDelivered()
+    {
+        var server = fixture.Server;
+        var (username, password, person) = await server.CreateUserAsync();
+        var page = await (await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = server.BaseAddress.ToString() })).NewPageAsync();
+        await page.GotoAsync("/login");
+        await WebUiTests.LogInAsync(page, username, password);
+        await page.GetByRole(AriaRole.Link, new() { Name = "Webhooks" }).ClickAsync();
+        await page.GetByLabel("URL").FillAsync(fixture.Personal.Url);
+        foreach (var other in new[] { "token.expiring", "token.expired", "token.used_after_revoke", "token.leaked", "token.denied_source" })
+            await page.GetByLabel(other).UncheckAsync();
+        await page.GetByRole(AriaRole.Button, new() { Name = "Add webhook" }).ClickAsync();
+        fixture.Personal.Secret = await page.Locator("#webhook-secret").InputValueAsync();
+        PortcullisServer.Secrets.Add(fixture.Personal.Secret);
+
+        using var client = server.Client(person);
+        var created = await (await client.PostAsJsonAsync("/api/v1/tokens", new { name = "watched" })).JsonAsync();
+        PortcullisServer.Secrets.Add(created.GetProperty("token").GetString()!);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/v1/tokens/{created.GetProperty("id").GetInt64()}")).StatusCode);
+        Assert.Single(await fixture.Personal.WaitForAsync(d => d.Event == "token.revoked", 1));
+
+        await page.GotoAsync("/webhooks");
+        var row = page.Locator("table.deliveries tbody tr").First;
+        Assert.Contains("token.revoked", await row.InnerTextAsync());
+        Assert.Contains("delivered", await row.InnerTextAsync());
+        Assert.DoesNotContain(fixture.Personal.Secret, await page.ContentAsync());
     }
 }

@@ -78,34 +78,35 @@ internal sealed class Credential(string kind, string? tokenId, PrincipalState ow
     public bool Allows(ScopeRequirement requirement) => Granted.Allows(requirement) && Owner.Rights.Allows(requirement);
 }
 
+/// <summary>Endpoints that create or change credentials, refused to credentials whose limits what they made would not carry.</summary>
 internal static class ClientCredentialRules
 {
     public const string Reason =
         "An OAuth client's access token cannot create or change credentials (tokens, client secrets, passwords, users, signing keys): " +
         "they would outlive the client. Use a person's or a service's API token for this.";
 
+    public const string FencedReason =
+        "This token is limited to addresses or a rate (allowed_cidrs, rate_limit), and OAuth clients, client secrets, users and passwords " +
+        "could not carry those limits. Use a credential without them for this.";
+
     /// <summary>
     /// Refuses the endpoint (403) to an OAuth client's own token: anything it created could outlive the client
     /// and its secret (docs/decisions.md, "What an OAuth client may do").
     /// </summary>
     public static TBuilder NotForClientCredentials<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
-        builder.AddEndpointFilter(async (context, next) =>
-            context.HttpContext.Features.Get<Credential>() is { IsClientCredentials: true }
-                ? ProblemResponses.Forbidden(Reason)
-                : await next(context));
-
-    public const string FencedReason =
-        "This token is limited to addresses or a rate (allowed_cidrs, rate_limit), and OAuth clients, client secrets, users and passwords " +
-        "could not carry those limits. Use a credential without them for this.";
+        builder.RefusedTo(c => c.IsClientCredentials, Reason);
 
     /// <summary>
     /// Refuses the endpoint (403) to a token with address or rate limits: the credential it would create or change (a
     /// client secret, a password) could be used from anywhere, at any rate (docs/token-policies.md).
     /// </summary>
     public static TBuilder NotForFencedTokens<TBuilder>(this TBuilder builder) where TBuilder : IEndpointConventionBuilder =>
+        builder.RefusedTo(c => c.IsFenced, FencedReason);
+
+    private static TBuilder RefusedTo<TBuilder>(this TBuilder builder, Func<Credential, bool> refused, string reason) where TBuilder : IEndpointConventionBuilder =>
         builder.AddEndpointFilter(async (context, next) =>
-            context.HttpContext.Features.Get<Credential>() is { IsFenced: true }
-                ? ProblemResponses.Forbidden(FencedReason)
+            context.HttpContext.Features.Get<Credential>() is { } credential && refused(credential)
+                ? ProblemResponses.Forbidden(reason)
                 : await next(context));
 }
 

@@ -17,7 +17,7 @@ internal static class CliApp
         IEnumerable<Command>[] groups =
         [
             LoginCommands.All(), TokenCommands.All(), ContextCommands.All(), KeyCommands.All(), ScanCommand.All(),
-            ServiceCommands.All(), UserCommands.All(), OAuthClientCommands.All(),
+            ServiceCommands.All(), UserCommands.All(), OAuthClientCommands.All(), WebhookCommands.All(),
         ];
         foreach (var command in groups.SelectMany(g => g))
             root.Subcommands.Add(command);

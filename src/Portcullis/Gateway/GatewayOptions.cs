@@ -207,17 +207,5 @@ internal sealed class TrustedProxies(IOptions<GatewayOptions> options)
 
     private static IPAddress? Unmapped(IPAddress? address) => address is { IsIPv4MappedToIPv6: true } ? address.MapToIPv4() : address;
 
-    public bool Contains(IPAddress? address)
-    {
-        if (address is null)
-            return false;
-        if (address.IsIPv4MappedToIPv6)
-            address = address.MapToIPv4();
-        foreach (var network in _networks)
-        {
-            if (network.Contains(address))
-                return true;
-        }
-        return false;
-    }
+    public bool Contains(IPAddress? address) => Hosting.ClientAddresses.InAny(_networks, address);
 }

@@ -3,6 +3,7 @@ using Portcullis.Gateway;
 
 namespace Portcullis.Hosting;
 
+/// <summary>Client addresses: whose request it is (docs/decisions.md, "The client address"), and whether it lies in given ranges.</summary>
 internal static class ClientAddresses
 {
     /// <summary>
@@ -11,4 +12,19 @@ internal static class ClientAddresses
     /// </summary>
     public static IPAddress? ClientAddress(this HttpContext http) =>
         http.RequestServices?.GetService<TrustedProxies>() is { } trusted ? trusted.ClientOf(http) : http.Connection.RemoteIpAddress;
+
+    /// <summary>Whether <paramref name="address"/> lies in one of <paramref name="ranges"/>; IPv4-mapped IPv6 counts as IPv4, and an unknown address lies in none.</summary>
+    public static bool InAny(IPNetwork[] ranges, IPAddress? address)
+    {
+        if (address is null)
+            return false;
+        if (address.IsIPv4MappedToIPv6)
+            address = address.MapToIPv4();
+        foreach (var range in ranges)
+        {
+            if (range.Contains(address))
+                return true;
+        }
+        return false;
+    }
 }

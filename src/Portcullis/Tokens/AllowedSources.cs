@@ -46,19 +46,7 @@ internal static class AllowedSources
     public static string[]? ToNames(string? stored) => stored?.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 
     /// <summary>Whether <paramref name="address"/> lies in one of the ranges; an unknown address lies in none.</summary>
-    public static bool Allows(IPNetwork[] networks, IPAddress? address)
-    {
-        if (address is null)
-            return false;
-        if (address.IsIPv4MappedToIPv6)
-            address = address.MapToIPv4();
-        foreach (var network in networks)
-        {
-            if (network.Contains(address))
-                return true;
-        }
-        return false;
-    }
+    public static bool Allows(IPNetwork[] networks, IPAddress? address) => Hosting.ClientAddresses.InAny(networks, address);
 
     /// <summary>Whether every range of <paramref name="inner"/> lies inside one of <paramref name="outer"/>.</summary>
     public static bool Within(IPNetwork[] inner, IPNetwork[] outer) =>
