@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Data.Sqlite;
@@ -160,6 +161,13 @@ public sealed class KeySealingTests
         await server.InitializeAsync();
         var kid = await SigningKidAsync(server);
         Assert.Equal(HttpStatusCode.OK, (await server.Client().GetAsync("/login")).StatusCode);
+        // A person's webhook: its signing secret is sealed too, and must survive the rotation.
+        using (var webhook = await server.Client(await server.AdminTokenAsync()).PostAsJsonAsync("/api/v1/webhooks",
+            new { url = "https://hooks.invalid/portcullis", events = new[] { "token.revoked" } }))
+        {
+            Assert.Equal(HttpStatusCode.Created, webhook.StatusCode);
+            PortcullisServer.Secrets.Add((await webhook.JsonAsync()).GetProperty("secret").GetString()!);
+        }
         var old = server.EncryptionKey();
         await server.StopAsync();
 
@@ -173,6 +181,7 @@ public sealed class KeySealingTests
         // Everything is sealed with the new key now ...
         Assert.All(await SigningKeysAsync(server), row => Assert.StartsWith($"sealed:v1:{KekId(next)}:", row.Value));
         Assert.All(await DataProtectionKeysAsync(server), row => Assert.StartsWith($"sealed:v1:{KekId(next)}:", row.Value));
+        Assert.All(await RowsAsync(server, "SELECT CAST(id AS TEXT), sealed_secret FROM webhooks"), row => Assert.StartsWith($"sealed:v1:{KekId(next)}:", row.Value));
         // ... so the old one can go, and alone it opens nothing.
         await server.StartAsync("--Keys:EncryptionKeyFile", nextFile);
         Assert.Equal(kid, await SigningKidAsync(server));

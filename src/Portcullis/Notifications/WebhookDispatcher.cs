@@ -30,7 +30,7 @@ namespace Portcullis.Notifications;
 internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> dbs, IOptions<NotificationsOptions> options, KeySealing sealing,
     AuditLog audit, TimeProvider time, ILogger<WebhookDispatcher> logger) : BackgroundService
 {
-    public const string SealPurpose = "webhook-secret";
+    public const string SealPurpose = KeySealing.WebhookSecrets;
     public const string DeliveryHeader = "X-Portcullis-Delivery";
     private const int Batch = 50;
 

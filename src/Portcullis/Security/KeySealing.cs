@@ -1,4 +1,5 @@
 using System.Data.Common;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Options;
@@ -35,6 +36,7 @@ internal sealed class KeySealing(IOptions<KeysOptions> options, ILogger<KeySeali
 {
     public const string SigningKeys = "signing-key";
     public const string DataProtection = "data-protection-key";
+    public const string WebhookSecrets = "webhook-secret";
     public const string DefaultFileName = "encryption.key";
 
     private const string Prefix = "sealed:v1:";
@@ -149,6 +151,7 @@ internal sealed class KeySealing(IOptions<KeysOptions> options, ILogger<KeySeali
         var toSeal = rows.Where(r => sealedIds.Count == 0 ? !IsSealed(r.Value) : SealedWith(r.Value) is { } id && id != current.Id).ToList();
         if (toSeal.Count > 0)
             await SealAgainAsync(connection, toSeal, cancellationToken);
+        await SealWebhookSecretsAgainAsync(connection, current.Id, cancellationToken);
         _ready.TrySetResult();
     }
 
@@ -173,6 +176,41 @@ internal sealed class KeySealing(IOptions<KeysOptions> options, ILogger<KeySeali
                 rows.Add(new StoredKey("data_protection_keys", DataProtection, reader.GetString(0), reader.GetString(1)));
         }
         return rows;
+    }
+
+    /// <summary>
+    /// People's webhook secrets (Notifications/) are sealed too: those sealed with a previous KEK are sealed again with the
+    /// current one, so that the previous KEK can go. One sealed with a KEK this server lacks does not stop the start: that
+    /// webhook's deliveries fail, saying so, until it is made again.
+    /// </summary>
+    private async Task SealWebhookSecretsAgainAsync(DbConnection connection, string currentId, CancellationToken cancellationToken)
+    {
+        var stale = new List<(long Id, string Value)>();
+        await using (var cmd = Sql.Command(connection, "SELECT id, sealed_secret FROM webhooks"))
+        await using (var reader = await cmd.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                if (SealedWith(reader.GetString(1)) is { } id && id != currentId)
+                    stale.Add((reader.GetInt64(0), reader.GetString(1)));
+            }
+        }
+        if (stale.Count == 0)
+            return;
+        await using var tx = await connection.BeginTransactionAsync(cancellationToken);
+        foreach (var (id, value) in stale)
+        {
+            var name = id.ToString(CultureInfo.InvariantCulture);
+            if (Unseal(value, WebhookSecrets, name) is not { } secret)
+            {
+                logger.LogError("The secret of webhook {Id} does not open with the key-encryption keys given: its deliveries will fail until it is made again", id);
+                continue;
+            }
+            await using var update = Sql.Command(connection, tx, "UPDATE webhooks SET sealed_secret = @value WHERE id = @id AND sealed_secret = @old",
+                ("@value", Seal(secret, WebhookSecrets, name)), ("@id", id), ("@old", value));
+            await update.ExecuteNonQueryAsync(cancellationToken);
+        }
+        await tx.CommitAsync(cancellationToken);
     }
 
     private async Task SealAgainAsync(DbConnection connection, List<StoredKey> rows, CancellationToken cancellationToken)
