@@ -123,6 +123,33 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         ?? throw new InvalidOperationException(
             "PORTCULLIS_TEST_POSTGRES is not set: the PostgreSQL tests need a server. Run ./test.sh, which starts a throwaway PostgreSQL.");
 
+    /// <summary>
+    /// A server-side command (<c>portcullis admin ...</c>) as the operator runs it on this server's machine: the same data
+    /// directory and settings as <c>serve</c>, <paramref name="stdin"/> as its input.
+    /// </summary>
+    public async Task<(int ExitCode, string Out, string Err)> RunCommandAsync(string stdin, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = DataDir,
+        };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "portcullis.dll"));
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add("--data-dir");
+        psi.ArgumentList.Add(_settings.GetValueOrDefault("DataDir") ?? Path.Combine(DataDir, "data"));
+        foreach (var (key, value) in _settings.Where(s => s.Key != "DataDir"))
+            psi.Environment["PORTCULLIS_" + key.Replace(":", "__")] = value;
+        using var process = Process.Start(psi)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.StandardInput.WriteAsync(stdin);
+        process.StandardInput.Close();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output, await error);
+    }
+
     public async Task StartAsync(params string[] extraArgs)
     {
         var port = FreePort();
