@@ -50,7 +50,7 @@ internal static class AdminCommands
             var password = ReadPassword(parse.GetValue(stdin));
             row.PasswordHash = await target.Services.GetRequiredService<PasswordHasher>().HashAsync(password, ct);
             row.CredentialVersion++;
-            row.UpdatedAt = DateTime.UtcNow;
+            row.UpdatedAt = target.Services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
             db.AuditEvents.Add(Audited(target, AuditEvents.PasswordChanged, row, new { changes = new[] { "password reset" }, via = "portcullis admin reset-password" }));
             await db.SaveChangesAsync(ct);
             await target.Services.GetRequiredService<InvalidationBus>().PrincipalChangedAsync(row.Id, ct);
@@ -71,7 +71,7 @@ internal static class AdminCommands
             if (await db.Users.AnyAsync(u => u.NormalizedUsername == normalized, ct))
                 throw new CliException($"'{name}' exists already. To get in with it, run: portcullis admin reset-password {name}");
             var password = ReadPassword(parse.GetValue(stdin));
-            var now = DateTime.UtcNow;
+            var now = target.Services.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
             var row = new User
             {
                 Username = name, NormalizedUsername = normalized, Kind = PrincipalKind.User, IsAdmin = parse.GetValue(admin),

@@ -30,7 +30,6 @@ namespace Portcullis.Notifications;
 internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> dbs, IOptions<NotificationsOptions> options, KeySealing sealing,
     AuditLog audit, TimeProvider time, ILogger<WebhookDispatcher> logger) : BackgroundService
 {
-    public const string SealPurpose = KeySealing.WebhookSecrets;
     public const string DeliveryHeader = "X-Portcullis-Delivery";
     private const int Batch = 50;
 
@@ -225,7 +224,7 @@ internal sealed partial class WebhookDispatcher(IDbContextFactory<PortcullisDb> 
             return _options.Webhooks.FirstOrDefault(w => w.Url == delivery.Url)?.Secret is { } configured ? Encoding.UTF8.GetBytes(configured) : null;
         await using var db = await dbs.CreateDbContextAsync(cancellationToken);
         var sealedSecret = await db.Webhooks.AsNoTracking().Where(w => w.Id == id).Select(w => w.SealedSecret).FirstOrDefaultAsync(cancellationToken);
-        return sealedSecret is null ? null : sealing.Unseal(sealedSecret, SealPurpose, id.ToString(CultureInfo.InvariantCulture));
+        return sealedSecret is null ? null : sealing.Unseal(sealedSecret, KeySealing.WebhookSecrets, id.ToString(CultureInfo.InvariantCulture));
     }
 
     /// <summary>

@@ -82,7 +82,7 @@ internal static class WebhooksApi
         db.Webhooks.Add(webhook);
         await db.SaveChangesAsync(cancellationToken);
         // Sealed under its own id, so a sealed secret moved to another row is refused.
-        webhook.SealedSecret = sealing.Seal(Encoding.UTF8.GetBytes(secret), WebhookDispatcher.SealPurpose, webhook.Id.ToString(CultureInfo.InvariantCulture));
+        webhook.SealedSecret = sealing.Seal(Encoding.UTF8.GetBytes(secret), KeySealing.WebhookSecrets, webhook.Id.ToString(CultureInfo.InvariantCulture));
         await db.SaveChangesAsync(cancellationToken);
         await tx.CommitAsync(cancellationToken);
         return From(webhook) with { Secret = secret };

@@ -247,9 +247,11 @@ internal static class TokensApi
 
     /// <summary>The token <paramref name="id"/> if the caller may see it (its owner, or an admin); otherwise null.</summary>
     internal static async Task<TokenResponse?> FindAsync(long id, HttpContext http, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
-        await FindVisibleAsync(id, http, db, cancellationToken) is ({ } token, { } owner)
-            ? TokenResponse.From(token, owner, now) with { Link = await TokenLinks.StateAsync(db, id, cancellationToken) }
-            : null;
+        await FindVisibleAsync(id, http, db, cancellationToken) is ({ } token, { } owner) ? await DescribeAsync(token, owner, db, now, cancellationToken) : null;
+
+    /// <summary>A token as <c>GET /api/v1/tokens/{id}</c> shows it, with the state of its one-time link if it was handed over by one.</summary>
+    internal static async Task<TokenResponse> DescribeAsync(ApiToken token, string owner, PortcullisDb db, DateTime now, CancellationToken cancellationToken) =>
+        TokenResponse.From(token, owner, now) with { Link = await TokenLinks.StateAsync(db, token.Id, cancellationToken) };
 
     private static async Task<Results<NoContent, ProblemHttpResult>> RevokeAsync(
         long id, HttpContext http, PortcullisDb db, AuditLog audit, InvalidationBus invalidation, TimeProvider time, CancellationToken cancellationToken) =>

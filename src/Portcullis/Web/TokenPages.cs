@@ -184,7 +184,7 @@ internal static class TokenPages
         var described = events.Select(AuditEventResponse.From).ToList();
         return PageResults.Render<TokenDetailPage>(http, new
         {
-            Token = TokenResponse.From(found.Token, found.Owner, now) with { Link = await TokenLinks.StateAsync(db, id, cancellationToken) }, Usage = usage, Suggestion = suggestion, Events = described, Now = now,
+            Token = await TokensApi.DescribeAsync(found.Token, found.Owner, db, now, cancellationToken), Usage = usage, Suggestion = suggestion, Events = described, Now = now,
             Done = done, Error = error?.Message,
         }, error?.Status ?? StatusCodes.Status200OK);
     }
