@@ -104,11 +104,27 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
         await GenOp.Array[1, 8].SampleAsync(async ops =>
         {
             Interlocked.Increment(ref sequences);
-            await RunAsync(admin, ops);
+            try
+            {
+                await RunAsync(admin, ops);
+            }
+            catch (Xunit.Sdk.XunitException e) when (ServerFailures() is { Length: > 0 } failures)
+            {
+                // An unexpected 503 or 500 is explained by what the servers logged, which the report would not show otherwise.
+                throw new Xunit.Sdk.XunitException($"{e.Message}\nThe servers logged:\n{failures}");
+            }
         }, time: 60, threads: 1, print: ops => string.Join(", ", ops));
         output.WriteLine($"{sequences} sequences run");
         Assert.True(sequences >= 60, $"only {sequences} sequences ran in the time given");
     }
+
+    /// <summary>The last failures both servers logged, with the lines that follow each (the exception).</summary>
+    private string ServerFailures() => string.Join('\n', new[] { pair.A, pair.B }.SelectMany(server =>
+    {
+        var lines = server.Output.Split('\n');
+        return lines.Select((line, i) => (line, i)).Where(x => x.line.Contains("fail:", StringComparison.Ordinal))
+            .TakeLast(3).SelectMany(x => lines.Skip(x.i).Take(8));
+    }));
 
     private PortcullisServer On(int instance) => instance == 0 ? pair.A : pair.B;
 
