@@ -11,36 +11,11 @@ namespace Portcullis.Tests;
 public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>, IDisposable
 {
     private readonly string _config = Directory.CreateTempSubdirectory("portcullis-cli-").FullName;
-    private static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "portcullis.dll");
 
     public void Dispose() => Directory.Delete(_config, recursive: true);
 
-    private sealed record Run(int ExitCode, string Out, string Err);
-
-    private async Task<Run> RunAsync(string args, string? stdin = null, Dictionary<string, string>? env = null)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
-        psi.ArgumentList.Add(Cli);
-        foreach (var a in SplitArgs(args))
-            psi.ArgumentList.Add(a);
-        psi.Environment["PORTCULLIS_CONFIG_DIR"] = _config;
-        psi.Environment["NO_COLOR"] = "1";
-        psi.Environment.Remove("PORTCULLIS_URL");
-        psi.Environment.Remove("PORTCULLIS_TOKEN");
-        foreach (var (k, v) in env ?? [])
-            psi.Environment[k] = v;
-        using var process = Process.Start(psi)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (stdin is not null)
-            await process.StandardInput.WriteAsync(stdin);
-        process.StandardInput.Close();
-        await process.WaitForExitAsync();
-        return new Run(process.ExitCode, await output, await error);
-    }
-
-    private static IEnumerable<string> SplitArgs(string args) =>
-        System.Text.RegularExpressions.Regex.Matches(args, "\"([^\"]*)\"|(\\S+)").Select(m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value);
+    private Task<CliRun.Result> RunAsync(string args, string? stdin = null, Dictionary<string, string>? env = null) =>
+        CliRun.RunAsync(_config, args, stdin, env);
 
     private string Url => server.BaseAddress.ToString().TrimEnd('/');
 
@@ -205,7 +180,7 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
         Assert.Equal(HttpStatusCode.OK, (await server.Client(token).GetAsync("/api/v1/tokens")).StatusCode);
         // The use is written behind; the dry run shows it once it is.
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        Run dry;
+        CliRun.Result dry;
         while (!(dry = await RunAsync("token narrow narrow-me --dry-run")).Out.Contains("narrowing would keep api") && DateTime.UtcNow < deadline)
             await Task.Delay(200);
         Assert.Contains("It has api services; narrowing would keep api.", dry.Out);
