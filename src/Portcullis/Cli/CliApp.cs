@@ -80,7 +80,8 @@ internal static class CliApp
                 {
                     await app.StopAsync(drain.Token);
                 }
-                catch (Exception stop) when (stop is OperationCanceledException or InvalidOperationException)
+                // A host that failed while building its background services has none to stop, and says so with an ArgumentNullException.
+                catch (Exception stop) when (stop is OperationCanceledException or InvalidOperationException or ArgumentNullException)
                 {
                 }
             }
