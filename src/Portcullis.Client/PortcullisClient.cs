@@ -144,6 +144,27 @@ public sealed class PortcullisClient(HttpClient http)
     }
 
     /// <summary>
+    /// The token exchange (RFC 8693): a token of one of the server's trusted issuers (a CI job's OpenID Connect token) for a
+    /// short-lived access token; <paramref name="scope"/> asks for less than the matching rule gives.
+    /// </summary>
+    public async Task<AccessToken> ExchangeTokenAsync(string subjectToken, string? scope = null, CancellationToken cancellationToken = default)
+    {
+        List<KeyValuePair<string, string>> form =
+        [
+            new("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"), new("subject_token", subjectToken),
+            new("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ];
+        if (scope is not null)
+            form.Add(new("scope", scope));
+        using var content = new FormUrlEncodedContent(form);
+        using var response = await http.PostAsync("auth/token", content, cancellationToken);
+        await EnsureAsync(response, cancellationToken);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>(Json, cancellationToken);
+        return new AccessToken(body.GetProperty("access_token").GetString()!, body.GetProperty("token_type").GetString()!,
+            body.GetProperty("expires_in").GetInt32(), body.GetProperty("scope").GetString() ?? "");
+    }
+
+    /// <summary>
     /// Starts a device login (RFC 8628) as Portcullis's CLI client: a person then approves it at the answer's
     /// <c>verification_uri</c>, and <see cref="PollDeviceLoginAsync"/> collects the API token they chose.
     /// </summary>

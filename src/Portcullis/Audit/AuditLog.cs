@@ -28,6 +28,8 @@ internal static class AuditEvents
     public const string TokenLeaked = "token.leaked";
     public const string TokenExpiring = "token.expiring";
     public const string TokenExpired = "token.expired";
+    public const string TokenExchanged = "token.exchanged";
+    public const string TokenExchangeRefused = "token.exchange_refused";
     public const string UserCreated = "user.created";
     public const string UserUpdated = "user.updated";
     public const string UserDeleted = "user.deleted";

@@ -20,6 +20,7 @@ internal static partial class LoginCommands
         Web,
         ApiToken,
         Password,
+        OidcToken,
     }
 
     private static readonly (LoginMethod Method, string Text)[] Methods =
@@ -35,22 +36,31 @@ internal static partial class LoginCommands
         var username = new Option<string?>("--username") { Description = "Your username (logs in with a password)." };
         var passwordStdin = new Option<bool>("--password-stdin") { Description = "Read the password from standard input (for scripts)." };
         var tokenStdin = new Option<bool>("--api-token-stdin") { Description = "Log in with an API token read from standard input instead of a password." };
+        var oidcStdin = new Option<bool>("--oidc-token-stdin")
+        {
+            Description = "Trade an OpenID Connect token of a trusted issuer (a CI job's), read from standard input, for a short-lived token (docs/trusted-issuers.md).",
+        };
         var web = new Option<bool>("--web") { Description = "Log in with a web browser: approve a new API token for this terminal at the server's /device page." };
         var noBrowser = new Option<bool>("--no-browser") { Description = "With --web: print the address and the code, never open a browser." };
         var printToken = new Option<bool>("--print-token") { Description = "Also print the credential that is stored (it is never printed otherwise)." };
         var command = new Command("login",
             "Log in to a server and store the credential (never the password). On a terminal with no choice given, asks how.\n\n" +
             "Examples:\n  portcullis login\n  portcullis login --host https://auth.example.com --web\n  portcullis login --host https://auth.example.com --username alice\n" +
-            "  echo \"$PASSWORD\" | portcullis login --host URL --username alice --password-stdin\n  echo \"$TOKEN\" | portcullis login --host URL --api-token-stdin")
+            "  echo \"$PASSWORD\" | portcullis login --host URL --username alice --password-stdin\n  echo \"$TOKEN\" | portcullis login --host URL --api-token-stdin\n" +
+            "  echo \"$CI_JOB_JWT\" | portcullis login --host URL --oidc-token-stdin")
         {
-            host, username, passwordStdin, tokenStdin, web, noBrowser, printToken,
+            host, username, passwordStdin, tokenStdin, oidcStdin, web, noBrowser, printToken,
         };
         command.SetAction(Run(async (parse, target, cancellationToken) =>
         {
-            var chosen = new[] { (parse.GetValue(web), LoginMethod.Web), (parse.GetValue(tokenStdin), LoginMethod.ApiToken), (parse.GetValue(passwordStdin), LoginMethod.Password) }
+            var chosen = new[]
+                {
+                    (parse.GetValue(web), LoginMethod.Web), (parse.GetValue(tokenStdin), LoginMethod.ApiToken), (parse.GetValue(passwordStdin), LoginMethod.Password),
+                    (parse.GetValue(oidcStdin), LoginMethod.OidcToken),
+                }
                 .Where(c => c.Item1).Select(c => c.Item2).ToList();
             if (chosen.Count > 1)
-                throw new CliException("Choose one way to log in: --web, --api-token-stdin or --password-stdin.", 2);
+                throw new CliException("Choose one way to log in: --web, --api-token-stdin, --password-stdin or --oidc-token-stdin.", 2);
             var method = chosen.Count == 1 ? chosen[0] : parse.GetValue(username) is not null ? LoginMethod.Password : (LoginMethod?)null;
             if (parse.GetValue(noBrowser) && method is not (null or LoginMethod.Web))
                 throw new CliException("--no-browser goes with --web.", 2);
@@ -75,6 +85,7 @@ internal static partial class LoginCommands
             {
                 LoginMethod.Web => await WebLoginAsync(target, url, parse.GetValue(noBrowser), cancellationToken),
                 LoginMethod.ApiToken => await TokenLoginAsync(target, url, ReadSecretLine("API token"), cancellationToken),
+                LoginMethod.OidcToken => await ExchangeLoginAsync(target, url, ReadSecretLine("OpenID Connect token"), cancellationToken),
                 _ => await PasswordLoginAsync(target, url, parse.GetValue(username), parse.GetValue(passwordStdin), cancellationToken),
             };
             var name = uri.Authority;
@@ -108,6 +119,21 @@ internal static partial class LoginCommands
                 "with your password and run 'portcullis token create NAME'. A services-only token is used directly: 'Authorization: Bearer <token>'.");
         }
         return (token, me.Username);
+    }
+
+    /// <summary>
+    /// The token exchange (RFC 8693): a CI job's OIDC token for a short-lived access token of the principal a rule of the
+    /// server names. Nothing long-lived is stored: when the access token expires, the job asks its provider again.
+    /// </summary>
+    private static async Task<(string Credential, string User)> ExchangeLoginAsync(CliTarget target, string url, string subjectToken, CancellationToken cancellationToken)
+    {
+        var issued = await target.Client(url, null).ExchangeTokenAsync(subjectToken, cancellationToken: cancellationToken);
+        var me = await target.Client(url, issued.Token).GetMeAsync(cancellationToken);
+        var minutes = Math.Max(1, issued.ExpiresIn / 60);
+        Console.Error.WriteLine($"Exchanged for a token of {me.Username} with '{issued.Scope}' for {minutes} minute{(minutes == 1 ? "" : "s")}.");
+        if (!me.Auth.Scopes.Contains("api"))
+            Console.Error.WriteLine("It has no 'api' scope, so the commands of this CLI will be refused; use it as 'Authorization: Bearer <token>' (--print-token).");
+        return (issued.Token, me.Username);
     }
 
     private static async Task<(string Credential, string User)> PasswordLoginAsync(CliTarget target, string url, string? username, bool passwordStdin,

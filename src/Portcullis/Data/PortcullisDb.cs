@@ -32,6 +32,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
     public DbSet<LoginCounter> LoginCounters => Set<LoginCounter>();
     public DbSet<DeviceAuthorization> DeviceAuthorizations => Set<DeviceAuthorization>();
     public DbSet<TokenLink> TokenLinks => Set<TokenLink>();
+    public DbSet<Federation.ExchangedSubjectToken> ExchangedSubjectTokens => Set<Federation.ExchangedSubjectToken>();
     public DbSet<Notifications.Webhook> Webhooks => Set<Notifications.Webhook>();
     public DbSet<Notifications.WebhookDelivery> WebhookDeliveries => Set<Notifications.WebhookDelivery>();
     public DbSet<Notifications.TokenNotice> TokenNotices => Set<Notifications.TokenNotice>();
@@ -59,6 +60,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
         b.Entity<LoginCounter>().ToTable("login_throttle").HasKey(c => new { c.Kind, c.Subject });
         b.Entity<DeviceAuthorization>().ToTable("device_codes").HasKey(d => d.DeviceCodeHash);
         b.Entity<TokenLink>().ToTable("token_links").HasKey(l => l.LinkHash);
+        b.Entity<Federation.ExchangedSubjectToken>().ToTable("exchanged_subject_tokens").HasKey(t => t.ReplayKey);
         b.Entity<Notifications.Webhook>().ToTable("webhooks");
         b.Entity<Notifications.WebhookDelivery>().ToTable("webhook_deliveries");
         b.Entity<Notifications.TokenNotice>().ToTable("token_notices").HasKey(n => new { n.TokenId, n.Notice });

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -14,13 +15,16 @@ using Portcullis.Users;
 
 namespace Portcullis.OAuth;
 
-internal sealed record TokenEndpointResponse(string AccessToken, string TokenType, int ExpiresIn, string Scope);
+/// <param name="IssuedTokenType">Only in the answer to a token exchange (RFC 8693 §2.2.1).</param>
+internal sealed record TokenEndpointResponse(string AccessToken, string TokenType, int ExpiresIn, string Scope,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? IssuedTokenType = null);
 
 /// <summary>RFC 6749 §5.2 error body.</summary>
 internal sealed record OAuthError(string Error, string ErrorDescription);
 
 /// <summary>What <c>/auth/token</c> reads, as a form or a JSON object (for the OpenAPI document).</summary>
-internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret, string? DeviceCode);
+internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret, string? DeviceCode,
+    string? SubjectToken, string? SubjectTokenType, string? RequestedTokenType);
 
 /// <summary>What <c>/auth/introspect</c> and <c>/auth/revoke</c> read, as a form or a JSON object (for the OpenAPI document).</summary>
 internal sealed record TokenParameterRequest(string? Token, string? TokenTypeHint, string? ClientId, string? ClientSecret);
@@ -56,6 +60,11 @@ internal static class OAuthApi
         services.AddSingleton<CredentialVerifier>();
         services.AddScoped<TokenEndpoint>();
         services.AddSingleton<DeviceGrant>();
+        services.AddOptions<Federation.TrustedIssuersOptions>().Configure<IConfiguration>((o, c) => o.Load(c.GetSection(Federation.TrustedIssuersOptions.Section)))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<Federation.TrustedIssuersOptions>, Federation.TrustedIssuersOptionsValidator>();
+        services.AddSingleton<Federation.TrustedIssuers>();
+        services.AddSingleton<Federation.TokenExchangeGrant>();
         services.AddSingleton<FullCounters>();
         services.AddScoped<LoginThrottle>();
         services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
@@ -89,8 +98,10 @@ internal static class OAuthApi
             return TypedResults.Json(keys.Jwks());
         });
         // One document at both paths (RFC 9068 §4: they must agree); OpenID Connect clients look at the second.
-        wellKnown.MapGet("/oauth-authorization-server", (PublicUrl url, IOptions<AuthOptions> auth) => TypedResults.Json(Discovery(url.Value, auth.Value)));
-        wellKnown.MapGet("/openid-configuration", (PublicUrl url, IOptions<AuthOptions> auth) => TypedResults.Json(Discovery(url.Value, auth.Value)));
+        wellKnown.MapGet("/oauth-authorization-server", (PublicUrl url, IOptions<AuthOptions> auth, Federation.TrustedIssuers issuers) =>
+            TypedResults.Json(Discovery(url.Value, auth.Value, issuers.Any)));
+        wellKnown.MapGet("/openid-configuration", (PublicUrl url, IOptions<AuthOptions> auth, Federation.TrustedIssuers issuers) =>
+            TypedResults.Json(Discovery(url.Value, auth.Value, issuers.Any)));
         return app;
     }
 
@@ -100,9 +111,13 @@ internal static class OAuthApi
     /// endpoint, so <c>response_types_supported</c> (required) is empty (docs/decisions.md, "Discovery"). Client
     /// authentication at the token, introspection and revocation endpoints is <c>client_secret_basic</c> or <c>client_secret_post</c>.
     /// </summary>
-    internal static Dictionary<string, object> Discovery(string issuer, AuthOptions auth)
+    /// <param name="exchangesTokens">Whether trusted issuers are configured, so that the token exchange is offered (docs/trusted-issuers.md).</param>
+    internal static Dictionary<string, object> Discovery(string issuer, AuthOptions auth, bool exchangesTokens)
     {
         string[] clientAuth = ["client_secret_basic", "client_secret_post"];
+        string[] grants = auth.PasswordGrant
+            ? ["password", ClientCredentialsGrant.GrantType, DeviceGrant.GrantType]
+            : [ClientCredentialsGrant.GrantType, DeviceGrant.GrantType];
         return new Dictionary<string, object>
         {
             ["issuer"] = issuer,
@@ -111,9 +126,7 @@ internal static class OAuthApi
             ["jwks_uri"] = issuer + "/.well-known/jwks.json",
             ["introspection_endpoint"] = issuer + "/auth/introspect",
             ["revocation_endpoint"] = issuer + "/auth/revoke",
-            ["grant_types_supported"] = auth.PasswordGrant
-                ? new[] { "password", ClientCredentialsGrant.GrantType, DeviceGrant.GrantType }
-                : [ClientCredentialsGrant.GrantType, DeviceGrant.GrantType],
+            ["grant_types_supported"] = exchangesTokens ? [.. grants, Federation.TokenExchangeGrant.GrantType] : grants,
             ["token_endpoint_auth_methods_supported"] = clientAuth,
             ["introspection_endpoint_auth_methods_supported"] = clientAuth,
             // The holder of a token may revoke it without authenticating (docs/decisions.md), hence "none".
@@ -187,7 +200,9 @@ internal sealed partial class TokenEndpoint(
             "password" => await PasswordGrantAsync(http, parameters!, lifetime, firstPartyClient),
             ClientCredentialsGrant.GrantType => await http.RequestServices.GetRequiredService<ClientCredentialsGrant>().HandleAsync(http, parameters!),
             DeviceGrant.GrantType => await http.RequestServices.GetRequiredService<DeviceGrant>().PollAsync(http, parameters!),
-            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password', 'client_credentials' or '{DeviceGrant.GrantType}'."),
+            Federation.TokenExchangeGrant.GrantType => await http.RequestServices.GetRequiredService<Federation.TokenExchangeGrant>().HandleAsync(http, parameters!, Db),
+            _ => Error("unsupported_grant_type", $"The grant type '{Truncate(grant)}' is not supported. Use 'password', 'client_credentials', " +
+                                                 $"'{DeviceGrant.GrantType}' or '{Federation.TokenExchangeGrant.GrantType}'."),
         };
     }
 

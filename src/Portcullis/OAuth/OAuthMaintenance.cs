@@ -9,9 +9,10 @@ namespace Portcullis.OAuth;
 /// Housekeeping behind the JWT deny-list and the signing keys, every <c>Tokens:CacheMaxAge</c>:
 /// drops deny-list entries whose JWTs have expired, prunes retired keys that can no longer verify
 /// anything, and re-reads both as a safety net in case a notification from another instance was lost;
-/// forgets device logins that ended long ago (<see cref="DeviceGrant.PruneAsync"/>).
+/// forgets device logins that ended long ago (<see cref="DeviceGrant.PruneAsync"/>) and traded subject tokens that have expired.
 /// </summary>
-internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys, DeviceGrant devices, IOptions<TokenOptions> options, ILogger<OAuthMaintenance> logger)
+internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys, DeviceGrant devices, Federation.TokenExchangeGrant exchanges,
+    IOptions<TokenOptions> options, ILogger<OAuthMaintenance> logger)
     : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -28,6 +29,7 @@ internal sealed class OAuthMaintenance(RevokedJwts revokedJwts, SigningKeys keys
                     await keys.PruneAsync(stoppingToken);
                     await keys.ReloadAsync(stoppingToken);
                     await devices.PruneAsync(stoppingToken);
+                    await exchanges.PruneAsync(stoppingToken);
                 }
                 catch (Exception e) when (e is not OperationCanceledException && Data.DatabaseFailures.IsDatabaseFailure(e))
                 {

@@ -13,7 +13,7 @@ using Portcullis.Web.Pages;
 namespace Portcullis.Web;
 
 /// <summary>
-/// The administration pages (docs/web-ui.md): users, services, OAuth clients, all tokens, the audit log.
+/// The administration pages (docs/web-ui.md): users, services, OAuth clients, all tokens, the audit log, the trusted issuers.
 /// Admins only; every change goes through the REST API's own handlers, so the rules and the audit
 /// events are the same as over the API.
 /// </summary>
@@ -33,6 +33,7 @@ internal static class AdminPages
         admin.MapPost("/clients/{clientId}/delete", DeleteClientAsync).DisableAntiforgery();
         admin.MapGet("/tokens", TokensAsync);
         admin.MapGet("/audit", AuditAsync);
+        admin.MapGet("/issuers", TrustedIssuersAsync);
         return app;
     }
 
@@ -166,6 +167,15 @@ internal static class AdminPages
         var tokens = await TokensApi.ListAllAsync(db, now, owner, cancellationToken);
         return PageResults.Render<AllTokensPage>(http, new { Tokens = tokens, Now = now, Owner = owner, Deleted = deleted });
     }
+
+    /// <summary>The trusted issuers with their rules and keys, and the latest exchanges and refusals (docs/trusted-issuers.md).</summary>
+    private static async Task<IResult> TrustedIssuersAsync(HttpContext http, PortcullisDb db, Federation.TrustedIssuers issuers, CancellationToken cancellationToken) =>
+        PageResults.Render<TrustedIssuersPage>(http, new
+        {
+            Issuers = issuers.Views(),
+            Exchanges = await AuditApi.ReadAsync(db, principalId: null, 50, null, cancellationToken, AuditEvents.TokenExchanged),
+            Refusals = await AuditApi.ReadAsync(db, principalId: null, 20, null, cancellationToken, AuditEvents.TokenExchangeRefused),
+        });
 
     private static async Task<IResult> AuditAsync(HttpContext http, PortcullisDb db, long? before, int? limit, CancellationToken cancellationToken)
     {
