@@ -56,17 +56,14 @@ public sealed class MigrationTests
             Assert.Equal(1, await new Migrator(db.Database.GetDbConnection(), provider == Provider.Postgres, NullLogger<Migrator>.Instance).MigrateAsync(targetVersion: 1));
             using var hasher = new PasswordHasher(Options.Create(new AuthOptions()));
             var now = DateTime.UtcNow;
-            var user = new User
-            {
-                Username = "admin", NormalizedUsername = "admin", Kind = PrincipalKind.User, IsAdmin = true,
-                PasswordHash = await hasher.HashAsync(password, CancellationToken.None), CreatedAt = now, UpdatedAt = now,
-            };
-            db.Users.Add(user);
-            await db.SaveChangesAsync();
-            // In SQL: today's model has columns that version 1 did not.
+            // In SQL, as version 1 had them: today's model has columns that version 1 did not.
+            var passwordHash = await hasher.HashAsync(password, CancellationToken.None);
+            await db.Database.ExecuteSqlAsync(
+                $"INSERT INTO users (username, normalized_username, kind, password_hash, is_admin, created_at, updated_at) VALUES ('admin', 'admin', 'user', {passwordHash}, {true}, {now}, {now})");
+            var userId = await db.Database.SqlQuery<long>($"SELECT id AS \"Value\" FROM users WHERE normalized_username = 'admin'").SingleAsync();
             var (hash, hint) = (TokenFormat.Digest(token).ToHex(), format.Hint(token));
             await db.Database.ExecuteSqlAsync(
-                $"INSERT INTO api_tokens (owner_id, name, token_hash, hint, scopes, created_at) VALUES ({user.Id}, 'old', {hash}, {hint}, 'api services', {now})");
+                $"INSERT INTO api_tokens (owner_id, name, token_hash, hint, scopes, created_at) VALUES ({userId}, 'old', {hash}, {hint}, 'api services', {now})");
         }
 
         await using var server = PortcullisServer.With(provider, settings);
