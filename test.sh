@@ -52,6 +52,11 @@ need_pkg nginx nginx    # ClusterTests, NginxForwardAuthTests
 need_pkg caddy caddy    # CaddyForwardAuthTests
 need_pkg chromium chromium    # WebUiTests (Playwright drives Debian's Chromium; no browser download)
 need_pkg npx npm    # OpenApiDocumentTests lint the document with Redocly's CLI from the npm registry
+# SingleSignOnTests run a real OpenID Provider (oidc-provider, pinned in its package-lock.json) with Node.
+if [ ! -d tests/Portcullis.Tests/Oidc/node_modules/oidc-provider ]; then
+    say "installing the test OpenID Provider (npm ci)"
+    npm ci --prefix tests/Portcullis.Tests/Oidc --no-audit --no-fund
+fi
 # CompatibilityTests: the clients of the tools Portcullis's users come from, run by Debian's Python (/usr/bin/python3).
 need_pkg /usr/bin/python3 python3
 for module_pkg in requests:python3-requests authlib:python3-authlib jwt:python3-jwt requests_oauthlib:python3-requests-oauthlib pydantic:python3-pydantic; do

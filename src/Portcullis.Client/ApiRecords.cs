@@ -115,7 +115,8 @@ public sealed record CreateUserRequest(string? Username, string? Password, bool?
 /// <summary><c>PATCH /api/v1/users/{username}</c>: only what is given changes.</summary>
 public sealed record UpdateUserRequest(bool? Admin, bool? Disabled, string? Password);
 
-public sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt);
+/// <param name="Source">Where the account comes from: <c>local</c>, or <c>oidc:NAME</c> for a person who logs in through that OpenID Provider.</param>
+public sealed record UserResponse(string Username, string Kind, bool Admin, bool Disabled, DateTime CreatedAt, DateTime UpdatedAt, string Source = "local");
 
 // --- OAuth clients -------------------------------------------------------------------------------------------------
 

@@ -26,8 +26,14 @@ internal sealed class AuthOptions
 {
     public const string Section = "Auth";
 
-    /// <summary>Whether <c>/auth/token</c> accepts username and password (the web UI login always does).</summary>
+    /// <summary>Whether <c>/auth/token</c> accepts username and password.</summary>
     public bool PasswordGrant { get; set; } = true;
+
+    /// <summary>
+    /// Whether the web UI's login page offers the password form; false leaves only the OpenID Providers of <c>Auth:Oidc</c>
+    /// (docs/single-sign-on.md). The API's password grant is <see cref="PasswordGrant"/>.
+    /// </summary>
+    public bool LocalLogin { get; set; } = true;
 
     public int PasswordIterations { get; set; } = 210_000;
 

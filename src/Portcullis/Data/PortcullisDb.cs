@@ -45,7 +45,7 @@ internal sealed class PortcullisDb(DbContextOptions<PortcullisDb> options) : DbC
 
     protected override void OnModelCreating(ModelBuilder b)
     {
-        b.Entity<User>().ToTable("users");
+        b.Entity<User>().ToTable("users").Ignore(u => u.Source);
         b.Entity<ApiToken>().ToTable("api_tokens");
         b.Entity<TokenUsageDay>().ToTable("token_usage").HasKey(u => new { u.TokenId, u.Day });
         b.Entity<TokenScopeUsageDay>().ToTable("token_scope_usage").HasKey(u => new { u.TokenId, u.Scope, u.Day });

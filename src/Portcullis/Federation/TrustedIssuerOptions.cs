@@ -14,7 +14,7 @@ namespace Portcullis.Federation;
 /// short-lived access tokens of its own, by rules. Read by hand rather than bound, because a claim condition is either
 /// one pattern or a list of them; every mistake is collected with the key and the fix, and reported at start.
 /// </summary>
-internal sealed partial class TrustedIssuersOptions
+internal sealed class TrustedIssuersOptions
 {
     public const string Section = "Auth:TrustedIssuers";
 
@@ -51,28 +51,19 @@ internal sealed partial class TrustedIssuersOptions
         var at = s.Path;
         var errors = Errors.Count;
         var name = s["Name"];
-        if (name is null || !NameShape().IsMatch(name))
+        if (name is null || !FederationSettings.NameShape().IsMatch(name))
             Errors.Add($"{at}:Name is '{name}'. Give the issuer a short name of lowercase letters, digits and '-', e.g. 'github-actions'.");
         var issuer = s["Issuer"];
-        if (issuer is null || !Uri.TryCreate(issuer, UriKind.Absolute, out var issuerUri) || issuerUri.Scheme is not ("https" or "http")
-            || !string.IsNullOrEmpty(issuerUri.Query) || !string.IsNullOrEmpty(issuerUri.Fragment))
-        {
-            Errors.Add($"{at}:Issuer is '{issuer}'. Set it to the issuer URL exactly as the provider's tokens name it in 'iss', e.g. https://token.actions.githubusercontent.com.");
-            issuerUri = null;
-        }
-        else if (issuerUri.Scheme == "http" && !IsLoopback(issuerUri))
-        {
-            Errors.Add($"{at}:Issuer is '{issuer}'. Keys fetched over plain http could be swapped on the way: use https (http is accepted only for a provider on this machine's loopback).");
-        }
+        FederationSettings.ReadProviderUrl(s, "Issuer", "https://token.actions.githubusercontent.com", Errors);
         var audience = s["Audience"];
         if (string.IsNullOrWhiteSpace(audience))
             Errors.Add($"{at}:Audience is missing. Set it to the audience the provider's tokens must name for Portcullis (in GitHub Actions, the 'audience' of core.getIDToken), e.g. this server's URL.");
-        var algorithms = ReadList(s.GetSection("Algorithms"));
+        var algorithms = FederationSettings.ReadList(s.GetSection("Algorithms"));
         if (algorithms.Count == 0)
             algorithms = [.. DefaultAlgorithms];
         foreach (var alg in algorithms.Where(a => !SupportedAlgorithms.Contains(a, StringComparer.Ordinal)))
             Errors.Add($"{at}:Algorithms names '{alg}'. Allow only asymmetric algorithms: {string.Join(", ", SupportedAlgorithms)}.");
-        var refresh = ReadTimeSpan(s, "UnknownKeyRefreshInterval", TimeSpan.FromSeconds(10), TimeSpan.Zero, TimeSpan.FromHours(1));
+        var refresh = FederationSettings.ReadTimeSpan(s, "UnknownKeyRefreshInterval", TimeSpan.FromSeconds(10), TimeSpan.Zero, TimeSpan.FromHours(1), Errors);
 
         var rules = new List<ExchangeRule>();
         foreach (var ruleSection in s.GetSection("Rules").GetChildren())
@@ -93,48 +84,79 @@ internal sealed partial class TrustedIssuersOptions
         var at = s.Path;
         var errors = Errors.Count;
         var name = s["Name"];
-        if (name is null || !NameShape().IsMatch(name))
+        if (name is null || !FederationSettings.NameShape().IsMatch(name))
             Errors.Add($"{at}:Name is '{name}'. Give the rule a short name of lowercase letters, digits and '-', e.g. 'model-main'; refusals and the audit log name it.");
-        var conditions = new List<ClaimCondition>();
-        foreach (var claim in s.GetSection("Claims").GetChildren())
-        {
-            var patterns = claim.Value is { } single ? [single] : ReadList(claim);
-            if (patterns.Count == 0 || patterns.Any(string.IsNullOrEmpty))
-                Errors.Add($"{claim.Path} is empty. Give the value the claim must have, a pattern with * and ?, or a list of them.");
-            else
-                conditions.Add(new ClaimCondition(claim.Key, [.. patterns]));
-        }
+        var conditions = FederationSettings.ReadConditions(s.GetSection("Claims"), Errors);
         // Without a condition, every token the issuer signs for this audience would match: for GitHub, any repository in the world.
         if (conditions.Count == 0)
             Errors.Add($"{at}:Claims is empty. Name at least one claim the token must have, e.g. \"repository\": \"acme/model\"; otherwise every token of the issuer would match.");
-        var scopeNames = s["Scopes"] is { } line ? line.Split(' ', StringSplitOptions.RemoveEmptyEntries) : [.. ReadList(s.GetSection("Scopes"))];
+        var scopeNames = s["Scopes"] is { } line ? line.Split(' ', StringSplitOptions.RemoveEmptyEntries) : [.. FederationSettings.ReadList(s.GetSection("Scopes"))];
         if (!ScopeSet.TryParse(scopeNames, out var scopes, out var scopeError) || scopes.IsEmpty)
             Errors.Add($"{at}:Scopes is '{string.Join(' ', scopeNames)}'. {scopeError ?? "Give the scopes the exchanged token gets, e.g. 'services:model'."}");
-        var lifetime = ReadTimeSpan(s, "Lifetime", DefaultLifetime, TimeSpan.FromMinutes(1), MaxLifetime);
+        var lifetime = FederationSettings.ReadTimeSpan(s, "Lifetime", DefaultLifetime, TimeSpan.FromMinutes(1), MaxLifetime, Errors);
         var actAs = s["ActAs"];
         if (UsersApi.ValidateUsername(actAs) is not null)
             Errors.Add($"{at}:ActAs is '{actAs}'. Name the user or service principal the exchanged token acts as, e.g. 'model-deployer'.");
         return Errors.Count > errors ? null : new ExchangeRule(name!, conditions, scopes, lifetime, actAs!);
     }
 
-    private TimeSpan ReadTimeSpan(IConfigurationSection s, string key, TimeSpan fallback, TimeSpan min, TimeSpan max)
+}
+
+/// <summary>What reading <c>Auth:TrustedIssuers</c> and <c>Auth:Oidc</c> shares: names, URLs, lists, durations, claim conditions.</summary>
+internal static partial class FederationSettings
+{
+    /// <summary>A short name of lowercase letters, digits and '-': it appears in paths, the audit log and messages.</summary>
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
+    public static partial Regex NameShape();
+
+    public static List<string> ReadList(IConfigurationSection s) =>
+        [.. s.GetChildren().Select(c => c.Value).OfType<string>()];
+
+    public static TimeSpan ReadTimeSpan(IConfigurationSection s, string key, TimeSpan fallback, TimeSpan min, TimeSpan max, List<string> errors)
     {
         if (s[key] is not { } text)
             return fallback;
         if (TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out var value) && value >= min && value <= max)
             return value;
-        Errors.Add($"{s.Path}:{key} is '{text}'. Set it between {min:c} and {max:c} (default {fallback:c}).");
+        errors.Add($"{s.Path}:{key} is '{text}'. Set it between {min:c} and {max:c} (default {fallback:c}).");
         return fallback;
     }
 
-    private static List<string> ReadList(IConfigurationSection s) =>
-        [.. s.GetChildren().Select(c => c.Value).OfType<string>()];
+    /// <summary>An absolute http(s) URL without query or fragment, https unless the host is a loopback address; null after adding why not.</summary>
+    public static Uri? ReadProviderUrl(IConfigurationSection s, string key, string example, List<string> errors)
+    {
+        var text = s[key];
+        if (text is null || !Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Scheme is not ("https" or "http")
+            || !string.IsNullOrEmpty(uri.Query) || !string.IsNullOrEmpty(uri.Fragment))
+        {
+            errors.Add($"{s.Path}:{key} is '{text}'. Set it to the provider's URL as its tokens name it in 'iss', e.g. {example}.");
+            return null;
+        }
+        if (uri.Scheme == "http" && !IsLoopback(uri))
+        {
+            errors.Add($"{s.Path}:{key} is '{text}'. Keys fetched over plain http could be swapped on the way: use https (http is accepted only for a provider on this machine's loopback).");
+            return null;
+        }
+        return uri;
+    }
 
-    private static bool IsLoopback(Uri uri) =>
+    public static bool IsLoopback(Uri uri) =>
         uri.IsLoopback || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var address) && IPAddress.IsLoopback(address));
 
-    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
-    private static partial Regex NameShape();
+    /// <summary>Claim conditions: each child is a claim, its value one pattern or a list of them.</summary>
+    public static List<ClaimCondition> ReadConditions(IConfigurationSection section, List<string> errors)
+    {
+        var conditions = new List<ClaimCondition>();
+        foreach (var claim in section.GetChildren())
+        {
+            var patterns = claim.Value is { } single ? [single] : ReadList(claim);
+            if (patterns.Count == 0 || patterns.Any(string.IsNullOrEmpty))
+                errors.Add($"{claim.Path} is empty. Give the value the claim must have, a pattern with * and ?, or a list of them.");
+            else
+                conditions.Add(new ClaimCondition(claim.Key, [.. patterns]));
+        }
+        return conditions;
+    }
 }
 
 /// <summary>One trusted issuer: its URL (the tokens' <c>iss</c>, and where its discovery document is), the audience it must name, its rules.</summary>
@@ -186,8 +208,11 @@ internal sealed record ClaimCondition(string Claim, string[] Patterns)
             JsonValueKind.Number or JsonValueKind.True or JsonValueKind.False => value.GetRawText(),
             _ => null,
         };
-        return text is not null && Patterns.Any(p => IsPattern(p) ? FileSystemName.MatchesSimpleExpression(p, text, ignoreCase: false) : p == text);
+        return text is not null && Matches(text);
     }
+
+    /// <summary>Whether one value of the claim matches one of the patterns.</summary>
+    public bool Matches(string text) => Patterns.Any(p => IsPattern(p) ? FileSystemName.MatchesSimpleExpression(p, text, ignoreCase: false) : p == text);
 
     private static bool IsPattern(string p) => p.AsSpan().IndexOfAny('*', '?') >= 0;
 

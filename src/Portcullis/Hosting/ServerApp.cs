@@ -7,6 +7,7 @@ using Portcullis.Auth;
 using Portcullis.OAuth;
 using Portcullis.Compat;
 using Portcullis.Data;
+using Portcullis.Federation;
 using Portcullis.Gateway;
 using Portcullis.Notifications;
 using Portcullis.ServicePrincipals;
@@ -63,6 +64,7 @@ internal static class ServerApp
         services.AddTokens(configuration);
         services.AddNotifications(configuration);
         services.AddCredentials(configuration);
+        services.AddOidcLogin(configuration);
         services.AddOAuthClients();
         services.AddGateway(configuration);
         services.AddManagedServices(configuration);
@@ -172,6 +174,7 @@ internal static class ServerApp
         // No routes: YARP only keeps the services' replicas and their health (Gateway/UpstreamClusters.cs).
         app.MapReverseProxy();
         app.MapWebPages();
+        app.MapOidcLogin();
         app.MapTokenPages();
         app.MapTokenLinks();
         app.MapWebhookPages();

@@ -23,6 +23,15 @@ internal sealed class User
     public DateTime CreatedAt { get; set; }
     public DateTime UpdatedAt { get; set; }
 
+    /// <summary>The OpenID Provider (its name in <c>Auth:Oidc:Providers</c>) the person logs in through; null for a local account.</summary>
+    public string? ExternalProvider { get; set; }
+
+    /// <summary>The person's <c>sub</c> at <see cref="ExternalProvider"/>: what finds them at every login, whatever their name.</summary>
+    public string? ExternalSubject { get; set; }
+
+    /// <summary>Where the account comes from: <c>local</c>, or <c>oidc:NAME</c>.</summary>
+    public string Source => ExternalProvider is { } provider ? "oidc:" + provider : "local";
+
     public static string Normalize(string username) => username.ToLowerInvariant();
 }
 

@@ -16,7 +16,7 @@ internal static class UserRecords
 {
     extension(UserResponse)
     {
-        public static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt);
+        public static UserResponse From(User u) => new(u.Username, u.Kind, u.IsAdmin, u.IsDisabled, u.CreatedAt, u.UpdatedAt, u.Source);
     }
 }
 

@@ -1,10 +1,13 @@
 using System.Text;
 using Microsoft.AspNetCore.Antiforgery;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.FileProviders;
 using Microsoft.EntityFrameworkCore;
 using Portcullis.Audit;
 using Portcullis.Auth;
 using Portcullis.Data;
+using Portcullis.Federation;
 using Portcullis.Gateway;
 using Portcullis.Security;
 using Portcullis.Users;
@@ -12,6 +15,9 @@ using Portcullis.Web.Pages;
 using Portcullis.OAuth;
 
 namespace Portcullis.Web;
+
+/// <summary>A link the login page shows: to log in through a provider, or out of one.</summary>
+public sealed record LoginProviderLink(string Name, string Url);
 
 /// <summary>
 /// The web UI's entry: <c>/login</c>, <c>/logout</c> and the home page (docs/web-ui.md), server-rendered, usable
@@ -139,19 +145,63 @@ internal static class WebPages
         return PageResults.Render<HomePage>(http, new { credential.Owner.Name, credential.Owner.IsAdmin, Services = ServiceLink.For(registry.ReachableBy(credential), hosts) });
     }
 
-    private static IResult LoginForm(HttpContext http, string? returnUrl = null)
+    /// <param name="sso">Why a login through a provider was refused (docs/single-sign-on.md).</param>
+    /// <param name="signedOut">The provider a person who just logged out had logged in through: the page offers its logout.</param>
+    private static async Task<IResult> LoginForm(HttpContext http, PublicUrl publicUrl, string? returnUrl = null, string? sso = null, string? provider = null,
+        [FromQuery(Name = "signed_out")] string? signedOut = null)
     {
         if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session })
             return Results.Redirect(SafeReturnUrl(returnUrl) ?? "/");
-        return LoginPage(http, returnUrl, null, StatusCodes.Status200OK);
+        var providers = http.RequestServices.GetRequiredService<IOptions<OidcProvidersOptions>>().Value.Providers;
+        var providerLogout = providers.FirstOrDefault(p => p.Name == signedOut) is { } from
+            ? (from.DisplayName, await OidcLogin.EndSessionUrlAsync(http, from, publicUrl.Value))
+            : default;
+        var error = OidcLogin.Explain(sso, providers.FirstOrDefault(p => p.Name == provider));
+        return LoginPage(http, returnUrl, error, StatusCodes.Status200OK, providerLogout.Item2 is { } url ? (providerLogout.DisplayName, url) : null);
     }
 
-    private static IResult LoginPage(HttpContext http, string? returnUrl, string? error, int status) =>
-        PageResults.Render<LoginPage>(http, new { Error = error, ReturnUrl = SafeReturnUrl(returnUrl) ?? "" }, status);
+    private static IResult LoginPage(HttpContext http, string? returnUrl, string? error, int status, (string Name, string Url)? providerLogout = null)
+    {
+        var safeReturnUrl = SafeReturnUrl(returnUrl) ?? "";
+        var providers = http.RequestServices.GetRequiredService<IOptions<OidcProvidersOptions>>().Value.Providers;
+        return PageResults.Render<LoginPage>(http, new
+        {
+            Error = error,
+            ReturnUrl = safeReturnUrl,
+            LocalLogin = http.RequestServices.GetRequiredService<IOptions<AuthOptions>>().Value.LocalLogin,
+            Providers = providers.Select(p => new LoginProviderLink(p.DisplayName,
+                safeReturnUrl.Length > 0 ? $"{p.LoginPath}?returnUrl={Uri.EscapeDataString(safeReturnUrl)}" : p.LoginPath)).ToList(),
+            ProviderLogout = providerLogout is { } logout ? new LoginProviderLink(logout.Name, logout.Url) : null,
+        }, status);
+    }
+
+    /// <summary>
+    /// Starts the web session of a person who has just proved who they are (by password, or through an OpenID Provider):
+    /// the session row, <c>login.succeeded</c> with <paramref name="path"/>, and the session cookie.
+    /// </summary>
+    internal static async Task StartSessionAsync(HttpContext http, User user, string path)
+    {
+        var (db, sessions, audit) = (http.RequestServices.GetRequiredService<PortcullisDb>(), http.RequestServices.GetRequiredService<SessionStore>(),
+            http.RequestServices.GetRequiredService<AuditLog>());
+        var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
+        db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path, session_expires_at = expires }));
+        await db.SaveChangesAsync(http.RequestAborted);
+        http.Response.Cookies.Append(PortcullisCookies.Session(SessionStore.IsSecure(http)), id, new CookieOptions
+        {
+            HttpOnly = true,
+            SameSite = SameSiteMode.Lax,
+            Secure = SessionStore.IsSecure(http),
+            Path = "/",
+            Expires = expires,
+            IsEssential = true,
+        });
+    }
 
     private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery antiforgery, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle,
-        SessionStore sessions, AuditLog audit)
+        AuditLog audit, IOptions<AuthOptions> authOptions)
     {
+        if (!authOptions.Value.LocalLogin)
+            return LoginPage(http, null, "Logging in with a password is switched off here: log in with your identity provider.", StatusCodes.Status403Forbidden);
         if (!http.Request.HasFormContentType)
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "Send the login form.");
         if (!await IsValidAsync(antiforgery, http))
@@ -172,18 +222,7 @@ internal static class WebPages
         if (user is null)
             return LoginPage(http, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
 
-        var (id, expires) = await sessions.CreateAsync(user, http, http.RequestAborted);
-        db.AuditEvents.Add(audit.Create(http, AuditEvents.LoginSucceeded, user.Username, user.Id, details: new { path = "web", session_expires_at = expires }));
-        await db.SaveChangesAsync(http.RequestAborted);
-        http.Response.Cookies.Append(PortcullisCookies.Session(SessionStore.IsSecure(http)), id, new CookieOptions
-        {
-            HttpOnly = true,
-            SameSite = SameSiteMode.Lax,
-            Secure = SessionStore.IsSecure(http),
-            Path = "/",
-            Expires = expires,
-            IsEssential = true,
-        });
+        await StartSessionAsync(http, user, "web");
         // 303: the browser follows with a GET, and a reload does not post the password again.
         http.Response.Headers.Location = SafeReturnUrl(returnUrl) ?? "/";
         return Results.StatusCode(StatusCodes.Status303SeeOther);
@@ -209,6 +248,12 @@ internal static class WebPages
         }
         http.Response.Cookies.Delete(name, new CookieOptions { Path = "/", Secure = SessionStore.IsSecure(http), SameSite = SameSiteMode.Lax, HttpOnly = true });
         http.Response.Headers.Location = "/login";
+        // Logged in through a provider: the login page offers the provider's own logout too.
+        if (http.Request.Cookies[OidcLogin.ProviderCookie] is { Length: > 0 } provider)
+        {
+            http.Response.Cookies.Delete(OidcLogin.ProviderCookie, new CookieOptions { Path = "/", Secure = http.Request.IsHttps, SameSite = SameSiteMode.Lax, HttpOnly = true });
+            http.Response.Headers.Location = "/login?signed_out=" + Uri.EscapeDataString(provider);
+        }
         return Results.StatusCode(StatusCodes.Status303SeeOther);
     }
 
