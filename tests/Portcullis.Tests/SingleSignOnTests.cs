@@ -30,7 +30,7 @@ public sealed class SingleSignOnFixture : IAsyncLifetime
             ["Auth:Oidc:Providers:0:Admin:groups"] = AdminGroup,
         });
         await Server.InitializeAsync();
-        await Idp.StartAsync(Server.BaseAddress, Name);
+        await Idp.StartAsync(Name, Server.BaseAddress);
     }
 
     public async Task DisposeAsync()
@@ -44,8 +44,8 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
 {
     private PortcullisServer Server => fixture.Server;
 
-    private async Task<IPage> NewPageAsync() =>
-        await (await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = Server.BaseAddress.ToString() })).NewPageAsync();
+    private async Task<IPage> NewPageAsync(PortcullisServer? server = null) =>
+        await (await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = (server ?? Server).BaseAddress.ToString() })).NewPageAsync();
 
     /// <summary>From Portcullis's login page through the provider's pages (its login form and consent, when it shows them) and back.</summary>
     private async Task LogInThroughProviderAsync(IPage page, string login)
@@ -81,9 +81,10 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
         }
     }
 
-    private async Task<Portcullis.Client.UserResponse> UserAsync(string name)
+    private async Task<Portcullis.Client.UserResponse> UserAsync(string name, PortcullisServer? server = null)
     {
-        using var admin = Server.Client(await Server.AdminTokenAsync());
+        server ??= Server;
+        using var admin = server.Client(await server.AdminTokenAsync());
         return (await admin.GetFromJsonAsync<Portcullis.Client.UserResponse>($"/api/v1/users/{name}", Portcullis.Client.PortcullisClient.Json))!;
     }
 
@@ -134,6 +135,29 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
         Assert.StartsWith(fixture.Idp.Url, await providerLogout.GetAttributeAsync("href"));
         await third.GotoAsync("/tokens");
         Assert.Contains("/login", third.Url);
+    }
+
+    [Fact]
+    public async Task ADeviceLoginIsApprovedByAPersonWhoLogsInThroughTheProvider()
+    {
+        var person = "gina-" + Guid.NewGuid().ToString("N")[..6];
+        fixture.Idp.SetAccounts(new() { [person] = [] });
+        var start = await DeviceLogin.StartAsync(Server, deviceName: "laptop");
+        var page = await NewPageAsync();
+        // The code's link asks for a login first; the provider's login comes back to the code's form.
+        await page.GotoAsync(start.GetProperty("verification_uri_complete").GetString()!);
+        await page.GetByRole(AriaRole.Link, new() { Name = $"Log in with {SingleSignOnFixture.DisplayName}" }).ClickAsync();
+        await FinishAtProviderAsync(page, person);
+        Assert.Equal(start.GetProperty("user_code").GetString(), await page.GetByLabel("Code").InputValueAsync());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Continue" }).ClickAsync();
+        await page.GetByRole(AriaRole.Button, new() { Name = "Approve" }).ClickAsync();
+        await page.GetByRole(AriaRole.Heading, new() { Name = "Device approved" }).WaitForAsync();
+        var (status, body) = await DeviceLogin.PollUntilDecidedAsync(Server, start.GetProperty("device_code").GetString()!);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var token = body.GetProperty("access_token").GetString()!;
+        PortcullisServer.Secrets.Add(token);
+        using var asDevice = Server.Client(token);
+        Assert.Equal(person, (await (await asDevice.GetAsync("/api/v1/me")).JsonAsync()).GetProperty("username").GetString());
     }
 
     [Fact]
@@ -209,11 +233,12 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
     }
 
     [Fact]
-    public async Task WithoutLocalLoginThePageOffersOnlyTheProviderAndAServerNobodyCouldLogInToDoesNotStart()
+    public async Task WithoutLocalLoginOrAutoProvisionOnlyThePeopleAnAdminMadeLogInThroughTheProvider()
     {
         var settings = new Dictionary<string, string>
         {
             ["Auth:LocalLogin"] = "false",
+            ["Auth:Oidc:Providers:0:AutoProvision"] = "false",
             ["Auth:Oidc:Providers:0:Name"] = SingleSignOnFixture.Name,
             ["Auth:Oidc:Providers:0:DisplayName"] = SingleSignOnFixture.DisplayName,
             ["Auth:Oidc:Providers:0:Authority"] = fixture.Idp.Url,
@@ -229,6 +254,21 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
             Assert.DoesNotContain("name=\"password\"", page);
             using var posted = await client.PostAsync("/login", new FormUrlEncodedContent([new("username", "admin"), new("password", PortcullisServer.AdminPassword)]));
             Assert.Equal(HttpStatusCode.Forbidden, posted.StatusCode);
+
+            // The account an administrator made is linked at its first login through the provider; nobody else gets in.
+            await fixture.Idp.StartAsync(SingleSignOnFixture.Name, Server.BaseAddress, server.BaseAddress);
+            var (made, _, _) = await server.CreateUserAsync();
+            var stranger = "frank-" + Guid.NewGuid().ToString("N")[..6];
+            fixture.Idp.SetAccounts(new() { [made] = [], [stranger] = [] });
+            var linked = await NewPageAsync(server);
+            await LogInThroughProviderAsync(linked, made);
+            Assert.Contains(made, await linked.Locator(".who").InnerTextAsync());
+            Assert.Equal($"oidc:{SingleSignOnFixture.Name}", (await UserAsync(made, server)).Source);
+            var refused = await NewPageAsync(server);
+            await LogInThroughProviderAsync(refused, stranger);
+            Assert.Contains("no account for you yet", await refused.Locator("#login-error").InnerTextAsync());
+            using var admin = server.Client(await server.AdminTokenAsync());
+            Assert.Equal(HttpStatusCode.NotFound, (await admin.GetAsync($"/api/v1/users/{stranger}")).StatusCode);
         }
 
         var (exitCode, error) = await PortcullisServer.RefusedStartAsync("--Auth:LocalLogin=false");
@@ -252,7 +292,7 @@ public sealed class SingleSignOnTests(SingleSignOnFixture fixture, BrowserFixtur
         // The provider retires its key: Portcullis holds the old one, sees a token signed with one it does not know, fetches
         // the provider's keys again and accepts the new one (at worst after one refused attempt that says to try again).
         fixture.Idp.RotateKey();
-        await fixture.Idp.StartAsync(Server.BaseAddress, SingleSignOnFixture.Name);
+        await fixture.Idp.StartAsync(SingleSignOnFixture.Name, Server.BaseAddress);
         var after = await NewPageAsync();
         await LogInThroughProviderAsync(after, person);
         if (await after.Locator("#login-error").CountAsync() > 0)

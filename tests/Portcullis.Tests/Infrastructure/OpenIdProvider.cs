@@ -20,8 +20,6 @@ public sealed class OpenIdProvider : IAsyncDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("portcullis-idp-").FullName;
     private readonly StringBuilder _output = new();
     private Process? _process;
-    private string? _callback;
-    private string? _postLogout;
 
     public OpenIdProvider()
     {
@@ -59,8 +57,11 @@ public sealed class OpenIdProvider : IAsyncDisposable
         static string B64(byte[] b) => Convert.ToBase64String(b).TrimEnd('=').Replace('+', '-').Replace('/', '_');
     }
 
-    /// <summary>Starts (or restarts, e.g. after <see cref="RotateKey"/>) the provider for a Portcullis at <paramref name="portcullis"/> whose provider is named <paramref name="name"/>.</summary>
-    public async Task StartAsync(Uri portcullis, string name)
+    /// <summary>
+    /// Starts (or restarts, e.g. after <see cref="RotateKey"/>) the provider for the Portcullis servers at <paramref name="servers"/>,
+    /// which know it as <paramref name="name"/>.
+    /// </summary>
+    public async Task StartAsync(string name, params Uri[] servers)
     {
         await StopAsync();
         var modules = Path.Combine(ProviderDirectory, "node_modules", "oidc-provider");
@@ -70,16 +71,14 @@ public sealed class OpenIdProvider : IAsyncDisposable
                 "npm installs the test OpenID Provider (oidc-provider); ./test.sh installs Debian's npm.", TimeSpan.FromMinutes(4));
             Assert.True(exitCode == 0, $"npm ci failed:\n{output}\n{error}");
         }
-        var root = portcullis.ToString().TrimEnd('/');
-        _callback = $"{root}/login/oidc/{name}/callback";
-        _postLogout = $"{root}/login";
+        var roots = servers.Select(s => s.ToString().TrimEnd('/')).ToList();
         var psi = new ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = ProviderDirectory };
         psi.ArgumentList.Add(Path.Combine(ProviderDirectory, "provider.mjs"));
         psi.Environment["PORT"] = Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
         psi.Environment["CLIENT_ID"] = ClientId;
         psi.Environment["CLIENT_SECRET"] = ClientSecret;
-        psi.Environment["REDIRECT_URI"] = _callback;
-        psi.Environment["POST_LOGOUT_REDIRECT_URI"] = _postLogout;
+        psi.Environment["REDIRECT_URIS"] = string.Join(' ', roots.Select(root => $"{root}/login/oidc/{name}/callback"));
+        psi.Environment["POST_LOGOUT_REDIRECT_URIS"] = string.Join(' ', roots.Select(root => $"{root}/login"));
         psi.Environment["ACCOUNTS"] = Path.Combine(_dir, "accounts.json");
         psi.Environment["JWKS"] = Path.Combine(_dir, "jwks.json");
         var process = Process.Start(psi)!;

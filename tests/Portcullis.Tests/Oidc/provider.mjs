@@ -1,7 +1,7 @@
 // An OpenID Provider for the tests: oidc-provider (a certified implementation) on loopback, with its development login
 // form (any password is accepted for a known login). Started by Infrastructure/OpenIdProvider.cs with:
 //   PORT           the port to listen on (127.0.0.1)
-//   CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, POST_LOGOUT_REDIRECT_URI   the one client: Portcullis
+//   CLIENT_ID, CLIENT_SECRET, REDIRECT_URIS, POST_LOGOUT_REDIRECT_URIS   the one client: Portcullis (space-separated URIs, one per server)
 //   ACCOUNTS       a JSON file { "<login>": { "groups": [...] } }, read at every login so a test can change someone's groups
 //   JWKS           a JSON file { "keys": [<private JWK>] }: the signing keys (a test restarts the provider with others)
 import fs from 'node:fs';
@@ -19,8 +19,8 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: env('CLIENT_ID'),
     client_secret: env('CLIENT_SECRET'),
-    redirect_uris: [env('REDIRECT_URI')],
-    post_logout_redirect_uris: [env('POST_LOGOUT_REDIRECT_URI')],
+    redirect_uris: env('REDIRECT_URIS').split(' '),
+    post_logout_redirect_uris: env('POST_LOGOUT_REDIRECT_URIS').split(' '),
     response_types: ['code'],
     grant_types: ['authorization_code'],
   }],
