@@ -51,6 +51,7 @@ command -v initdb >/dev/null 2>&1 || need_pkg '/usr/lib/postgresql/*/bin/initdb'
 need_pkg nginx nginx    # ClusterTests, NginxForwardAuthTests
 need_pkg caddy caddy    # CaddyForwardAuthTests
 need_pkg chromium chromium    # WebUiTests (Playwright drives Debian's Chromium; no browser download)
+need_pkg systemd-analyze systemd    # SystemdTests check deploy/portcullis.service
 need_pkg npx npm    # OpenApiDocumentTests lint the document with Redocly's CLI from the npm registry
 # SingleSignOnTests run a real OpenID Provider (oidc-provider, pinned in its package-lock.json) with Node.
 if [ ! -d tests/Portcullis.Tests/Oidc/node_modules/oidc-provider ]; then

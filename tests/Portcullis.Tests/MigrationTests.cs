@@ -14,7 +14,10 @@ using Portcullis.Auth;
 
 namespace Portcullis.Tests;
 
-/// <summary>docs/configuration.md: a database made by an earlier version is upgraded at start, keeping its data.</summary>
+/// <summary>
+/// docs/configuration.md: a database made by an earlier version (the first migration set) is upgraded at start, keeping its
+/// data; a database a newer version has upgraded is refused, naming the versions.
+/// </summary>
 public sealed class MigrationTests
 {
     [Fact]
@@ -75,11 +78,22 @@ public sealed class MigrationTests
         var jwt = await server.LoginAsync("admin", password);
         var tokens = await (await server.Client(jwt).GetAsync("/api/v1/tokens")).JsonAsync();
         Assert.Contains(tokens.EnumerateArray(), t => t.GetProperty("name").GetString() == "old");
+        var newest = Migrator.Scripts(provider_)[^1].Version;
         await using (var db = new PortcullisDb(options))
         {
             var versions = await db.Database.SqlQueryRaw<int>("SELECT version AS \"Value\" FROM schema_migrations ORDER BY version").ToListAsync();
             Assert.Equal(Migrator.Scripts(provider_).Select(m => m.Version), versions);
         }
         await server.DisposeAsync();
+
+        // A schema newer than this Portcullis knows (a newer version ran on it): the server refuses to start and says why.
+        await using (var db = new PortcullisDb(options))
+        {
+            var future = newest + 1;
+            await db.Database.ExecuteSqlAsync($"INSERT INTO schema_migrations (version, name, applied_at) VALUES ({future}, 'from_the_future', {DateTime.UtcNow})");
+        }
+        await using var older = PortcullisServer.With(provider, settings);
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(older.InitializeAsync);
+        Assert.Contains($"The database schema is at version {newest + 1}, newer than this Portcullis knows ({newest})", refused.Message);
     }
 }

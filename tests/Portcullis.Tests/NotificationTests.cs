@@ -230,9 +230,7 @@ public sealed class NotificationMultiInstanceTests : IAsyncLifetime
     {
         _receiver = await WebhookReceiver.StartAsync();
         _receiver.Secret = WebhookFixture.Secret;
-        _a = new PostgresServer();
-        foreach (var (key, value) in WebhookFixture.Settings(_receiver.Url))
-            _a.ExtraEnvironment["PORTCULLIS_" + key.Replace(":", "__")] = value;
+        _a = new PostgresServer(WebhookFixture.Settings(_receiver.Url));
         await _a.InitializeAsync();
         _b = await _a.StartSecondInstanceAsync(WebhookFixture.Settings(_receiver.Url));
     }

@@ -327,9 +327,7 @@ public sealed class TokenExchangeMultiInstanceTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _issuer = await TestIssuer.StartAsync();
-        _a = new PostgresServer();
-        foreach (var (key, value) in TrustedIssuerFixture.Settings(_issuer.Url))
-            _a.ExtraEnvironment["PORTCULLIS_" + key.Replace(":", "__")] = value;
+        _a = new PostgresServer(TrustedIssuerFixture.Settings(_issuer.Url));
         await _a.InitializeAsync();
         _b = await _a.StartSecondInstanceAsync(TrustedIssuerFixture.Settings(_issuer.Url));
         await TrustedIssuerFixture.CreateDeployerAsync(_a);

@@ -214,6 +214,15 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         throw new TimeoutException($"portcullis serve did not become ready:\n{Output}");
     }
 
+    /// <summary>Waits for the server's process to end by itself (after a signal), at most <paramref name="timeout"/>; its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        var process = _process ?? throw new InvalidOperationException("The server is not running.");
+        using var deadline = new CancellationTokenSource(timeout);
+        await process.WaitForExitAsync(deadline.Token);
+        return process.ExitCode;
+    }
+
     public async Task StopAsync()
     {
         if (_process is { HasExited: false } p)
@@ -431,7 +440,8 @@ public sealed class SqliteServer : PortcullisServer
     public SqliteServer() : base(Provider.Sqlite) { }
 }
 
-public sealed class PostgresServer : PortcullisServer
+/// <summary>A server on a fresh PostgreSQL database of its own, with <paramref name="settings"/> added.</summary>
+public sealed class PostgresServer(Dictionary<string, string>? settings) : PortcullisServer(Provider.Postgres, settings)
 {
-    public PostgresServer() : base(Provider.Postgres) { }
+    public PostgresServer() : this(null) { }
 }
