@@ -22,22 +22,20 @@ internal static class AdminCommands
         yield return Admin();
     }
 
-    private sealed record Target(WebApplication App, IServiceProvider Services);
-
     private static Command Admin()
     {
         var command = new Command("admin",
             "Recover an installation on its own machine, without the HTTP API.\n\nExamples:\n  portcullis admin reset-password admin\n  portcullis admin create rescuer --admin --password-stdin < password.txt");
         var user = new Argument<string>("USER");
         var stdin = new Option<bool>("--password-stdin") { Description = "Read the new password from standard input instead of a prompt." };
-        var dataDir = new Option<string?>("--data-dir") { Description = "Data directory, as for serve (default ./portcullis-data or $PORTCULLIS_DATA_DIR)." };
-        var config = new Option<string?>("--config") { Description = "Configuration file, as for serve (default ./portcullis.json if present)." };
+        var dataDir = ServerSide.DataDirOption();
+        var config = ServerSide.ConfigOption();
 
         var reset = new Command("reset-password",
             "Set a user's password; their sessions and the access tokens issued to them end.\n\nExample:\n  portcullis admin reset-password admin --data-dir /var/lib/portcullis")
             { user, stdin, dataDir, config };
         reset.TreatUnmatchedTokensAsErrors = false;
-        reset.SetAction((parse, cancellationToken) => RunAsync(parse, dataDir, config, cancellationToken, async (target, ct) =>
+        reset.SetAction((parse, cancellationToken) => ServerSide.RunAsync(parse, dataDir, config, ServerSide.Access.Exclusive, cancellationToken, async (target, ct) =>
         {
             var name = parse.GetValue(user)!;
             await using var db = await target.Services.GetRequiredService<IDbContextFactory<PortcullisDb>>().CreateDbContextAsync(ct);
@@ -61,7 +59,7 @@ internal static class AdminCommands
         var create = new Command("create", "Create a user with a password.\n\nExample:\n  portcullis admin create rescuer --admin")
             { user, admin, stdin, dataDir, config };
         create.TreatUnmatchedTokensAsErrors = false;
-        create.SetAction((parse, cancellationToken) => RunAsync(parse, dataDir, config, cancellationToken, async (target, ct) =>
+        create.SetAction((parse, cancellationToken) => ServerSide.RunAsync(parse, dataDir, config, ServerSide.Access.Exclusive, cancellationToken, async (target, ct) =>
         {
             var name = parse.GetValue(user)!;
             if (UsersApi.ValidateUsername(name) is { } invalid)
@@ -90,50 +88,11 @@ internal static class AdminCommands
     }
 
     /// <summary>Who did it, as far as the machine knows: the operating-system account that ran the command.</summary>
-    private static AuditEvent Audited(Target target, string name, User subject, object details)
+    private static AuditEvent Audited(ServerSide.Target target, string name, User subject, object details)
     {
         var e = target.Services.GetRequiredService<AuditLog>().Create(null, name, subject.Username, subject.Id, details: details);
         e.Actor = $"{Environment.UserName}@{Environment.MachineName} (command line)";
         return e;
-    }
-
-    /// <summary>
-    /// The server's configuration and services, without starting it: the data directory (and on SQLite its lock, so a
-    /// running server is never written under), the schema brought up to date as a start would; then <paramref name="work"/>.
-    /// </summary>
-    private static async Task<int> RunAsync(ParseResult parse, Option<string?> dataDir, Option<string?> config, CancellationToken cancellationToken,
-        Func<Target, CancellationToken, Task> work)
-    {
-        var args = new List<string>();
-        if (parse.GetValue(dataDir) is { } dir)
-            args.AddRange(["--data-dir", dir]);
-        if (parse.GetValue(config) is { } file)
-            args.AddRange(["--config", file]);
-        args.AddRange(parse.UnmatchedTokens);
-        try
-        {
-            await using var app = ServerApp.Build([.. args]);
-            var services = app.Services;
-            _ = services.GetRequiredService<DataDirectory>();
-            var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
-            await using (var connection = DatabaseRegistration.OpenRawConnection(services))
-            {
-                await connection.OpenAsync(cancellationToken);
-                await new Migrator(connection, database.IsPostgres, services.GetRequiredService<ILogger<Migrator>>()).MigrateAsync(cancellationToken: cancellationToken);
-            }
-            await work(new Target(app, services), cancellationToken);
-            return 0;
-        }
-        catch (CliException e)
-        {
-            Console.Error.WriteLine($"portcullis: {e.Message}");
-            return e.ExitCode;
-        }
-        catch (Exception e) when (e is StartupException or OptionsValidationException || DatabaseFailures.IsDatabaseFailure(e))
-        {
-            Console.Error.WriteLine($"portcullis: {e.Message}");
-            return 1;
-        }
     }
 
     /// <summary>A new password: from standard input, or typed twice without echo at a terminal.</summary>

@@ -13,7 +13,7 @@ internal static class CliApp
         var root = new RootCommand("Portcullis: API tokens and an authentication gateway for internal services.");
         root.Subcommands.Add(ServeCommand());
         // Server-side: they act on the database of the machine they run on, with serve's configuration.
-        foreach (var command in AdminCommands.All())
+        foreach (var command in AdminCommands.All().Concat(DatabaseCommands.All()))
             root.Subcommands.Add(command);
         root.Options.Add(CommandSupport.JsonOption);
         // The client commands of docs/cli.md, one file per group; each talks to a server through Portcullis.Client.

@@ -26,7 +26,11 @@ internal static class ServerApp
     public const string DefaultUrl = "http://127.0.0.1:8080";
 
     /// <summary>Builds the server. <paramref name="configureServices"/> lets tests swap the clock.</summary>
-    public static WebApplication Build(string[] args, Action<IServiceCollection>? configureServices = null)
+    /// <param name="withPipeline">
+    /// False for the commands that only use the server's configuration and services (docs/operations.md): building the
+    /// request pipeline makes singletons that open the database, which on SQLite takes the data directory's lock.
+    /// </param>
+    public static WebApplication Build(string[] args, Action<IServiceCollection>? configureServices = null, bool withPipeline = true)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         ConfigureConfiguration(builder.Configuration, args);
@@ -85,7 +89,8 @@ internal static class ServerApp
         // Before the pipeline: building it makes singletons whose dependencies read their options (the database's
         // context pool reads Database:*), and every configuration problem is to be reported at once, not the first one met.
         Startup.ValidateAllOptions(app.Services);
-        ConfigurePipeline(app);
+        if (withPipeline)
+            ConfigurePipeline(app);
         return app;
     }
 
