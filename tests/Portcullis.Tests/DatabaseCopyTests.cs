@@ -1,7 +1,6 @@
 using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Json;
-using Npgsql;
 using Portcullis.Tests.Infrastructure;
 
 namespace Portcullis.Tests;
@@ -152,14 +151,7 @@ public sealed class DatabaseCopyTests
         var installation = await Installation.MakeAsync(original);
         await original.StopAsync();
 
-        var database = "pc_moved_" + Guid.NewGuid().ToString("N")[..10];
-        await using (var admin = new NpgsqlConnection(PortcullisServer.PostgresConnectionString()))
-        {
-            await admin.OpenAsync();
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {database}", admin);
-            await create.ExecuteNonQueryAsync();
-        }
-        var cs = new NpgsqlConnectionStringBuilder(PortcullisServer.PostgresConnectionString()) { Database = database }.ConnectionString;
+        var cs = await PortcullisServer.CreatePostgresDatabaseAsync("pc_moved_");
         var move = await original.RunCommandAsync("", "migrate-database", "--to", cs);
         Assert.True(move.ExitCode == 0, move.Err);
         Assert.Contains("api_tokens", move.Out);

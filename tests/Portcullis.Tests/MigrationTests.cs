@@ -32,14 +32,7 @@ public sealed class MigrationTests
     [Fact]
     public async Task PostgresDatabaseAtVersionOneIsUpgradedWithItsData()
     {
-        var database = "pc_upgrade_" + Guid.NewGuid().ToString("N")[..10];
-        await using (var admin = new NpgsqlConnection(PortcullisServer.PostgresConnectionString()))
-        {
-            await admin.OpenAsync();
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {database}", admin);
-            await create.ExecuteNonQueryAsync();
-        }
-        var cs = new NpgsqlConnectionStringBuilder(PortcullisServer.PostgresConnectionString()) { Database = database }.ConnectionString;
+        var cs = await PortcullisServer.CreatePostgresDatabaseAsync("pc_upgrade_");
         var options = new DbContextOptionsBuilder<PortcullisDb>().UseNpgsql(cs).Options;
         await UpgradeAsync(options, Provider.Postgres, new() { ["Database:Provider"] = "postgres", ["Database:ConnectionString"] = cs });
     }

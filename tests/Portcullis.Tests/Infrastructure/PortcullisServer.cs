@@ -103,19 +103,26 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
     {
         if (_provider == Provider.Postgres && !_existing)
         {
-            var admin = PostgresConnectionString();
-            _database = "pc_test_" + Guid.NewGuid().ToString("N")[..12];
-            await using (var connection = new NpgsqlConnection(admin))
-            {
-                await connection.OpenAsync();
-                await using var cmd = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
-                await cmd.ExecuteNonQueryAsync();
-            }
-            ConnectionString = new NpgsqlConnectionStringBuilder(admin) { Database = _database }.ConnectionString;
+            ConnectionString = await CreatePostgresDatabaseAsync("pc_test_");
+            _database = new NpgsqlConnectionStringBuilder(ConnectionString).Database;
             _settings["Database:Provider"] = "postgres";
             _settings["Database:ConnectionString"] = ConnectionString;
         }
         await StartAsync();
+    }
+
+    /// <summary>A new, empty database on the tests' PostgreSQL server, named <paramref name="prefix"/> and a random part: its connection string.</summary>
+    public static async Task<string> CreatePostgresDatabaseAsync(string prefix)
+    {
+        var admin = PostgresConnectionString();
+        var database = prefix + Guid.NewGuid().ToString("N")[..12];
+        await using (var connection = new NpgsqlConnection(admin))
+        {
+            await connection.OpenAsync();
+            await using var cmd = new NpgsqlCommand($"CREATE DATABASE {database}", connection);
+            await cmd.ExecuteNonQueryAsync();
+        }
+        return new NpgsqlConnectionStringBuilder(admin) { Database = database }.ConnectionString;
     }
 
     public static string PostgresConnectionString() =>
@@ -440,8 +447,11 @@ public sealed class SqliteServer : PortcullisServer
     public SqliteServer() : base(Provider.Sqlite) { }
 }
 
-/// <summary>A server on a fresh PostgreSQL database of its own, with <paramref name="settings"/> added.</summary>
-public sealed class PostgresServer(Dictionary<string, string>? settings) : PortcullisServer(Provider.Postgres, settings)
+/// <summary>A server on a fresh PostgreSQL database of its own (with settings added, when made by a test rather than as a fixture).</summary>
+public sealed class PostgresServer : PortcullisServer
 {
-    public PostgresServer() : this(null) { }
+    public PostgresServer() : base(Provider.Postgres) { }
+
+    /// <remarks>Not public: a class fixture may have only one public constructor.</remarks>
+    internal PostgresServer(Dictionary<string, string> settings) : base(Provider.Postgres, settings) { }
 }
