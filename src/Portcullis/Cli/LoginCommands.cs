@@ -79,8 +79,8 @@ internal static partial class LoginCommands
 
             method ??= Interactive.IsTerminal
                 ? Interactive.Choose("How would you like to authenticate?", Methods)
-                : throw new CliException("Choose how to log in: --web (approve a new API token in a browser), --api-token-stdin, or --username with " +
-                                         "--password-stdin. There is no terminal to ask on.", 2);
+                : throw new CliException("Choose how to log in: --web (approve a new API token in a browser), --api-token-stdin, --oidc-token-stdin (in CI), " +
+                                         "or --username with --password-stdin. There is no terminal to ask on.", 2);
             var (credential, user) = method switch
             {
                 LoginMethod.Web => await WebLoginAsync(target, url, parse.GetValue(noBrowser), cancellationToken),
