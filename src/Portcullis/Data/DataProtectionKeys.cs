@@ -3,7 +3,6 @@ using System.Text;
 using System.Xml.Linq;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.AspNetCore.DataProtection.Repositories;
-using Microsoft.EntityFrameworkCore;
 using Portcullis.Security;
 
 namespace Portcullis.Data;
@@ -14,18 +13,21 @@ namespace Portcullis.Data;
 /// one instance can be posted to another. Sealed like the JWT signing keys (<see cref="KeySealing"/>): a key that does
 /// not unseal is never used (docs/decisions.md, "Keys at rest").
 /// </summary>
-internal sealed class DataProtectionKeys(IDbContextFactory<PortcullisDb> dbs, KeySealing sealing, ILogger<DataProtectionKeys> logger) : IXmlRepository
+internal sealed class DataProtectionKeys(PlainConnections connections, KeySealing sealing, ILogger<DataProtectionKeys> logger) : IXmlRepository
 {
+    // Plain SQL on a plain connection (Data/PlainConnections.cs): the host reads the ring before Kestrel listens.
     public IReadOnlyCollection<XElement> GetAllElements()
     {
         if (!sealing.WaitUntilReady())
             return [];
-        using var db = dbs.CreateDbContext();
+        using var connection = connections.Open();
+        using var command = Sql.Command(connection, "SELECT friendly_name, xml FROM data_protection_keys ORDER BY id");
+        using var reader = command.ExecuteReader();
         var elements = new List<XElement>();
-        foreach (var key in db.DataProtectionKeys.AsNoTracking().OrderBy(k => k.Id).ToList())
+        while (reader.Read())
         {
-            var name = key.FriendlyName;
-            if (sealing.Unseal(key.Xml, KeySealing.DataProtection, name) is { } xml)
+            var name = reader.GetString(0);
+            if (sealing.Unseal(reader.GetString(1), KeySealing.DataProtection, name) is { } xml)
                 elements.Add(XElement.Parse(Encoding.UTF8.GetString(xml)));
             else
                 logger.LogError("Data Protection key {Name} in the database is not sealed with a key-encryption key of this server (written there by hand?): not used", name);
@@ -37,14 +39,11 @@ internal sealed class DataProtectionKeys(IDbContextFactory<PortcullisDb> dbs, Ke
     {
         if (!sealing.WaitUntilReady())
             return;
-        using var db = dbs.CreateDbContext();
-        db.DataProtectionKeys.Add(new StoredDataProtectionKey
-        {
-            FriendlyName = friendlyName,
-            Xml = sealing.Seal(Encoding.UTF8.GetBytes(element.ToString(SaveOptions.DisableFormatting)), KeySealing.DataProtection, friendlyName),
-            CreatedAt = DateTime.UtcNow,
-        });
-        db.SaveChanges();
+        var sealedXml = sealing.Seal(Encoding.UTF8.GetBytes(element.ToString(SaveOptions.DisableFormatting)), KeySealing.DataProtection, friendlyName);
+        using var connection = connections.Open();
+        using var command = Sql.Command(connection, "INSERT INTO data_protection_keys (friendly_name, xml, created_at) VALUES (@name, @xml, @at)",
+            ("@name", friendlyName), ("@xml", sealedXml), ("@at", DateTime.UtcNow));
+        command.ExecuteNonQuery();
     }
 
     /// <summary>

@@ -26,6 +26,7 @@ internal static class DatabaseRegistration
         services.AddSingleton<InvalidationBus>();
         services.AddOptions<TestingOptions>().Bind(configuration.GetSection(TestingOptions.Section));
         services.AddSingleton<CacheStoreDelay>();
+        services.AddSingleton<PlainConnections>();
         services.AddSingleton<DataProtectionKeys>();
         services.AddDataProtection().SetApplicationName("portcullis");
         services.AddOptions<KeyManagementOptions>().Configure<IServiceProvider>((o, sp) => o.XmlRepository = sp.GetRequiredService<DataProtectionKeys>());

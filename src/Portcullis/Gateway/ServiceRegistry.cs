@@ -1,5 +1,4 @@
 using System.Collections.Immutable;
-using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Portcullis.Data;
 
@@ -45,7 +44,7 @@ internal sealed record ServiceEntry(string Name, string Version, ImmutableArray<
 /// (the configured service principals with a <c>url</c>). Lookups read an immutable snapshot, so the
 /// request path takes no lock and touches no database; API changes reload it on every instance.
 /// </summary>
-internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IDbContextFactory<PortcullisDb> dbs, TimeProvider time, ILogger<ServiceRegistry> logger)
+internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, PlainConnections connections, TimeProvider time, ILogger<ServiceRegistry> logger)
 {
     private sealed record Snapshot(
         ImmutableDictionary<string, ServiceEntry> ByKey,
@@ -104,26 +103,35 @@ internal sealed class ServiceRegistry(IOptions<GatewayOptions> options, IDbConte
         }
     }
 
-    /// <summary>Reads the API-registered services; called at start and whenever any instance changes them.</summary>
+    /// <summary>
+    /// Reads the API-registered services; called at start and whenever any instance changes them. Plain SQL on a plain
+    /// connection (Data/PlainConnections.cs): readiness waits for it, and it must not wait for EF Core's model.
+    /// </summary>
     public async Task ReloadAsync(CancellationToken cancellationToken)
     {
         try
         {
-            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
+            await using var connection = await connections.OpenAsync(cancellationToken);
+            await using var command = Sql.Command(connection, """
+                SELECT name, version, upstream, protected, description, created_at, health_check_path, health_check_interval_seconds
+                FROM gateway_services ORDER BY created_at, id
+                """);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken);
             var rows = new List<ServiceEntry>();
-            foreach (var row in await db.GatewayServices.AsNoTracking().OrderBy(r => r.CreatedAt).ThenBy(r => r.Id).ToListAsync(cancellationToken))
+            while (await reader.ReadAsync(cancellationToken))
             {
                 // Replicas are stored one per line.
                 var upstreams = new List<Uri>();
-                foreach (var text in row.Upstream.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                foreach (var text in reader.GetString(2).Split('\n', StringSplitOptions.RemoveEmptyEntries))
                 {
                     if (ServiceRules.TryParseUpstream(text, out var upstream))
                         upstreams.Add(upstream);
                 }
                 if (upstreams.Count == 0)
                     continue;
-                var health = row.HealthCheckPath is null ? null : new HealthCheck(row.HealthCheckPath, TimeSpan.FromSeconds(row.HealthCheckIntervalSeconds ?? 10));
-                rows.Add(new ServiceEntry(row.Name, row.Version, [.. upstreams], row.Protected, row.Description, ServiceEntry.FromApi, row.CreatedAt, health));
+                var health = reader.IsDBNull(6) ? null : new HealthCheck(reader.GetString(6), TimeSpan.FromSeconds(reader.IsDBNull(7) ? 10 : reader.GetInt32(7)));
+                rows.Add(new ServiceEntry(reader.GetString(0), reader.GetString(1), [.. upstreams], reader.GetBoolean(3), reader.IsDBNull(4) ? null : reader.GetString(4),
+                    ServiceEntry.FromApi, Sql.Utc(reader, 5), health));
             }
             lock (_gate)
             {

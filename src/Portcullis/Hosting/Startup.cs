@@ -24,11 +24,30 @@ internal static class Startup
     /// </summary>
     public static async Task StartAsync(WebApplication app, CancellationToken cancellationToken = default)
     {
+        // EF Core builds its model on first use, which takes hundreds of milliseconds cold. Nothing before the gate opens
+        // uses EF Core (the start-up steps, the Data Protection key ring, the registered services and /readyz use plain
+        // SQL), so the model is built on another thread meanwhile, and the first requests find it ready or nearly.
+        var model = Task.Run(() =>
+        {
+            try
+            {
+                using var db = app.Services.GetRequiredService<IDbContextFactory<PortcullisDb>>().CreateDbContext();
+                _ = db.Model;
+            }
+            // Start-up reports these itself (a locked data directory), or has failed and is disposing the services.
+            catch (Exception e) when (e is StartupException or ObjectDisposedException)
+            {
+            }
+        }, CancellationToken.None);
         // SQLite calls complete synchronously, so initialisation gets its own thread to overlap with Kestrel.
         await Task.WhenAll(Task.Run(() => InitializeAsync(app, cancellationToken), cancellationToken), app.StartAsync(cancellationToken));
         app.Services.GetRequiredService<StartupGate>().Open();
         app.Services.GetRequiredService<ManagedProcesses>().Begin(app.Lifetime.ApplicationStopping);
-        _ = Task.Run(() => WarmUpAsync(app.Services), CancellationToken.None);
+        _ = Task.Run(async () =>
+        {
+            await model;
+            await WarmUpAsync(app.Services);
+        }, CancellationToken.None);
     }
 
     /// <summary>Data directory, migrations, first admin, signing keys.</summary>
@@ -48,13 +67,6 @@ internal static class Startup
     {
         var services = app.Services;
         _ = services.GetRequiredService<DataDirectory>();
-        // Building the EF model is slow when cold; do it while the schema is brought up to date.
-        // The start-up steps themselves use plain SQL, so they do not wait for EF's first queries.
-        var warmUp = Task.Run(() =>
-        {
-            using var db = services.GetRequiredService<IDbContextFactory<PortcullisDb>>().CreateDbContext();
-            _ = db.Model;
-        }, cancellationToken);
         var database = services.GetRequiredService<IOptions<DatabaseOptions>>().Value;
         try
         {
@@ -79,7 +91,6 @@ internal static class Startup
             throw new StartupException($"Cannot open the {(database.IsPostgres ? "PostgreSQL" : "SQLite")} database: {reason}. " +
                 (database.IsPostgres ? "Check Database:ConnectionString and that the server is reachable." : "Check that the data directory is writable."));
         }
-        await warmUp;
         if (database.IsPostgres && string.IsNullOrEmpty(services.GetRequiredService<IOptions<ServerOptions>>().Value.PublicUrl))
         {
             services.GetRequiredService<ILogger<Migrator>>().LogWarning(
@@ -139,15 +150,14 @@ internal static class Startup
     }
 
     /// <summary><c>/readyz</c>: 200 once started and while the database answers, otherwise 503.</summary>
-    internal static async Task<IResult> ReadyAsync(PortcullisDb db, StartupGate gate, CancellationToken cancellationToken)
+    internal static async Task<IResult> ReadyAsync(PlainConnections connections, StartupGate gate, CancellationToken cancellationToken)
     {
         if (!gate.IsOpen)
             return TypedResults.Text("starting", statusCode: StatusCodes.Status503ServiceUnavailable);
         try
         {
-            // Plain SQL: readiness asks "does the database answer", and must not wait for EF warm-up.
-            var connection = db.Database.GetDbConnection();
-            await db.Database.OpenConnectionAsync(cancellationToken);
+            // A plain connection: readiness asks "does the database answer", and must not wait for EF Core's model.
+            await using var connection = await connections.OpenAsync(cancellationToken);
             if (await Sql.ScalarAsync(connection, "SELECT 1", cancellationToken) is not null)
                 return TypedResults.Text("ready");
         }
