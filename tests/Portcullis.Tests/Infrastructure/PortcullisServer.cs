@@ -130,17 +130,22 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
         ?? throw new InvalidOperationException(
             "PORTCULLIS_TEST_POSTGRES is not set: the PostgreSQL tests need a server. Run ./test.sh, which starts a throwaway PostgreSQL.");
 
+    /// <summary>How the program is started: the tests' build of <c>portcullis.dll</c> through <c>dotnet</c>, unless a subclass runs another.</summary>
+    protected virtual ProcessStartInfo Program()
+    {
+        var psi = new ProcessStartInfo("dotnet");
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "portcullis.dll"));
+        return psi;
+    }
+
     /// <summary>
     /// A server-side command (<c>portcullis admin ...</c>) as the operator runs it on this server's machine: the same data
     /// directory and settings as <c>serve</c>, <paramref name="stdin"/> as its input.
     /// </summary>
     public async Task<(int ExitCode, string Out, string Err)> RunCommandAsync(string stdin, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = DataDir,
-        };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "portcullis.dll"));
+        var psi = Program();
+        (psi.RedirectStandardOutput, psi.RedirectStandardError, psi.RedirectStandardInput, psi.WorkingDirectory) = (true, true, true, DataDir);
         foreach (var a in args)
             psi.ArgumentList.Add(a);
         psi.ArgumentList.Add("--data-dir");
@@ -161,14 +166,8 @@ public class PortcullisServer : IAsyncLifetime, IAsyncDisposable
     {
         var port = FreePort();
         BaseAddress = new Uri($"http://127.0.0.1:{port}");
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = DataDir,
-        };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "portcullis.dll"));
+        var psi = Program();
+        (psi.RedirectStandardOutput, psi.RedirectStandardError, psi.WorkingDirectory) = (true, true, DataDir);
         psi.ArgumentList.Add("serve");
         psi.ArgumentList.Add("--urls");
         psi.ArgumentList.Add(BaseAddress.ToString().TrimEnd('/'));
