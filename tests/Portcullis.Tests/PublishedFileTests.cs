@@ -115,22 +115,13 @@ public sealed class PublishedFileTests(PublishedFileServer server) : IClassFixtu
         Assert.Equal(line[..64], Convert.ToHexStringLower(await SHA256.HashDataAsync(file)));
     }
 
-    private async Task<CliRun.Result> RunAsync(string config, string? stdin, params string[] args)
+    private Task<CliRun.Result> RunAsync(string config, string? stdin, params string[] args)
     {
         var psi = PublishedFile.Start(server.Home);
-        (psi.RedirectStandardOutput, psi.RedirectStandardError, psi.RedirectStandardInput) = (true, true, true);
         foreach (var a in args)
             psi.ArgumentList.Add(a);
         psi.Environment["PORTCULLIS_CONFIG_DIR"] = config;
         psi.Environment["NO_COLOR"] = "1";
-        using var process = Process.Start(psi)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (stdin is not null)
-            await process.StandardInput.WriteAsync(stdin);
-        process.StandardInput.Close();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return new CliRun.Result(process.ExitCode, await output, await error);
+        return CliRun.RunAsync(psi, stdin);
     }
 }

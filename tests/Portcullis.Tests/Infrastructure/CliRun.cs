@@ -12,7 +12,7 @@ public static class CliRun
     /// <param name="args">The command line; "quoted parts" stay one argument.</param>
     public static async Task<Result> RunAsync(string configDir, string args, string? stdin = null, Dictionary<string, string>? env = null)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        var psi = new ProcessStartInfo("dotnet");
         psi.ArgumentList.Add(Cli);
         foreach (var a in SplitArgs(args))
             psi.ArgumentList.Add(a);
@@ -22,6 +22,13 @@ public static class CliRun
         psi.Environment.Remove("PORTCULLIS_TOKEN");
         foreach (var (k, v) in env ?? [])
             psi.Environment[k] = v;
+        return await RunAsync(psi, stdin);
+    }
+
+    /// <summary>Runs <paramref name="psi"/> (its output and input redirected here) to its end, with <paramref name="stdin"/> as its input.</summary>
+    public static async Task<Result> RunAsync(ProcessStartInfo psi, string? stdin)
+    {
+        (psi.RedirectStandardOutput, psi.RedirectStandardError, psi.RedirectStandardInput) = (true, true, true);
         using var process = Process.Start(psi)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
