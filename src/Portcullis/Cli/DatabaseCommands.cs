@@ -124,12 +124,9 @@ internal static class DatabaseCommands
                         break;
                     var table = BackupFile.Parse<BackupTable>(line, "table").Shape;
                     BackupTableEnd? end = null;
-                    var digest = await LogicalCopy.InsertAsync(connection, tx, postgres, table, RowsUntilEnd(reader, e => end = e, ct), ct);
-                    if (end is null || end.Rows != digest.Rows || end.Sha256 != digest.Sha256)
+                    var stored = await LogicalCopy.CopyTableAsync(connection, tx, postgres, table, RowsUntilEnd(reader, e => end = e, ct), "the backup", "Nothing was restored.", ct);
+                    if (end is null || end.Rows != stored.Rows || end.Sha256 != stored.Sha256)
                         throw new InvalidDataException($"The backup '{path}' is damaged: table {table.Name} does not match its own digest. Nothing was restored.");
-                    var stored = await LogicalCopy.DigestAsync(connection, tx, table, ct);
-                    if (stored != digest)
-                        throw new InvalidDataException($"Table {table.Name} reads back differently from the backup ({stored.Rows} rows, {digest.Rows} expected). Nothing was restored.");
                     copied.Add(stored);
                 }
                 await AuditAsync(connection, tx, "database.restored", new { file = path, header.SchemaVersion, header.CreatedAt, source = header.Source }, ct);
@@ -179,10 +176,8 @@ internal static class DatabaseCommands
                 Console.WriteLine($"Copying {tables.Count} tables to {described}:");
                 foreach (var table in tables)
                 {
-                    var copied = await LogicalCopy.InsertAsync(destination, write, toPostgres, table, LogicalCopy.RowsAsync(source, read, table, ct), ct);
-                    var stored = await LogicalCopy.DigestAsync(destination, write, table, ct);
-                    if (stored != copied)
-                        throw new InvalidDataException($"Table {table.Name} reads back differently from the source ({stored.Rows} rows, {copied.Rows} expected). Nothing was copied.");
+                    var stored = await LogicalCopy.CopyTableAsync(destination, write, toPostgres, table, LogicalCopy.RowsAsync(source, read, table, ct),
+                        "the source", "Nothing was copied.", ct);
                     Console.WriteLine($"  {table.Name,-26} {stored.Rows,9} rows  sha256 {stored.Sha256[..16]}  same on both sides");
                 }
                 await AuditAsync(destination, write, "database.migrated", new { from = fromPostgres ? "postgres" : "sqlite", to = toPostgres ? "postgres" : "sqlite" }, ct);

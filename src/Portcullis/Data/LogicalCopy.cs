@@ -170,6 +170,20 @@ internal static class LogicalCopy
         _ => value.GetString(),
     };
 
+    /// <summary>
+    /// <see cref="InsertAsync"/>, then the table read back and compared with what went in: its digest, or
+    /// <see cref="InvalidDataException"/> saying that the copy of <paramref name="source"/> differs and that <paramref name="outcome"/>.
+    /// </summary>
+    public static async Task<TableDigest> CopyTableAsync(DbConnection connection, DbTransaction transaction, bool postgres, TableShape table,
+        IAsyncEnumerable<byte[]> rows, string source, string outcome, CancellationToken cancellationToken)
+    {
+        var inserted = await InsertAsync(connection, transaction, postgres, table, rows, cancellationToken);
+        var stored = await DigestAsync(connection, transaction, table, cancellationToken);
+        if (stored != inserted)
+            throw new InvalidDataException($"Table {table.Name} reads back differently from {source} ({stored.Rows} rows, {inserted.Rows} expected). {outcome}");
+        return stored;
+    }
+
     /// <summary>Counts and digests one table as it is in <paramref name="connection"/>: what a copy of it must match.</summary>
     public static async Task<TableDigest> DigestAsync(DbConnection connection, DbTransaction? transaction, TableShape table, CancellationToken cancellationToken)
     {
