@@ -113,9 +113,9 @@ public sealed class ModelBasedTests(PostgresPair pair, ITestOutputHelper output)
                 // An unexpected 503 or 500 is explained by what the servers logged, which the report would not show otherwise.
                 throw new Xunit.Sdk.XunitException($"{e.Message}\nThe servers logged:\n{failures}");
             }
-        }, time: 60, threads: 1, print: ops => string.Join(", ", ops));
+        }, time: 40, threads: 1, print: ops => string.Join(", ", ops));
         output.WriteLine($"{sequences} sequences run");
-        Assert.True(sequences >= 60, $"only {sequences} sequences ran in the time given");
+        Assert.True(sequences >= 40, $"only {sequences} sequences ran in the time given");
     }
 
     /// <summary>The last failures both servers logged, with the lines that follow each (the exception).</summary>
