@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -87,23 +86,13 @@ public sealed class OpenIdProvider : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         _process = process;
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (DateTime.UtcNow < deadline)
+        switch (await PortWait.ForListenerAsync(process, Port, TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(100)))
         {
-            if (process.HasExited)
+            case PortWait.Outcome.Exited:
                 throw new InvalidOperationException($"the OpenID Provider exited with {process.ExitCode}:\n{Output}");
-            try
-            {
-                using var client = new TcpClient();
-                await client.ConnectAsync("127.0.0.1", Port);
-                return;
-            }
-            catch (SocketException)
-            {
-                await Task.Delay(100);
-            }
+            case PortWait.Outcome.TimedOut:
+                throw new TimeoutException($"the OpenID Provider did not start:\n{Output}");
         }
-        throw new TimeoutException($"the OpenID Provider did not start:\n{Output}");
     }
 
     private static string ProviderDirectory => Path.Combine(ClusterTests.RepositoryRoot(), "tests", "Portcullis.Tests", "Oidc");

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Text;
 
 namespace Portcullis.Tests.Infrastructure;
@@ -39,23 +38,15 @@ public abstract class ProxyProcess : IAsyncDisposable
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
 
-        var deadline = DateTime.UtcNow.AddSeconds(15);
-        while (DateTime.UtcNow < deadline)
+        switch (await PortWait.ForListenerAsync(_process, port, TimeSpan.FromSeconds(15), TimeSpan.FromMilliseconds(20)))
         {
-            if (_process.HasExited)
+            case PortWait.Outcome.Exited:
                 Assert.Fail($"{Path.GetFileName(program)} exited with {_process.ExitCode}: {Output}{Diagnostics()}\nconfiguration:\n{configuration}");
-            try
-            {
-                using var tcp = new TcpClient();
-                await tcp.ConnectAsync("127.0.0.1", port);
-                return;
-            }
-            catch (SocketException)
-            {
-                await Task.Delay(20);
-            }
+                break;
+            case PortWait.Outcome.TimedOut:
+                Assert.Fail($"{Path.GetFileName(program)} did not listen on {port}: {Output}{Diagnostics()}");
+                break;
         }
-        Assert.Fail($"{Path.GetFileName(program)} did not listen on {port}: {Output}{Diagnostics()}");
     }
 
     /// <summary>More to show when it fails, e.g. nginx's error log.</summary>
