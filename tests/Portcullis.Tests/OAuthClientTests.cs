@@ -50,6 +50,43 @@ public abstract class OAuthClientTests(PortcullisServer server)
         Assert.Equal(HttpStatusCode.Unauthorized, (await server.Client(victim).GetAsync("/api/v1/me")).StatusCode);
     }
 
+    [Theory]
+    [InlineData("application/x-www-form-urlencoded")]
+    [InlineData("application/x-www-form-urlencoded; charset=UTF-8")]
+    [InlineData("multipart/form-data")]
+    public async Task ClientCredentialsAreReadFromAFormHoweverItIsEncoded(string contentType)
+    {
+        // A plain urlencoded body is parsed straight from the request; the other two through the framework's form feature.
+        var credentials = await server.CreateClientAsync(await server.AdminTokenAsync(), ["services"]);
+        HttpContent Form(string secret)
+        {
+            KeyValuePair<string, string>[] fields = [new("grant_type", "client_credentials"), new("client_id", credentials.ClientId), new("client_secret", secret)];
+            if (contentType.StartsWith("multipart/", StringComparison.Ordinal))
+            {
+                var multipart = new MultipartFormDataContent();
+                foreach (var (name, value) in fields)
+                    multipart.Add(new StringContent(value), name);
+                return multipart;
+            }
+            var form = new FormUrlEncodedContent(fields);
+            form.Headers.ContentType = MediaTypeHeaderValue.Parse(contentType);
+            return form;
+        }
+
+        using var anonymous = server.Client();
+        using var issued = await anonymous.PostAsync("/auth/token", Form(credentials.ClientSecret));
+        Assert.Equal(HttpStatusCode.OK, issued.StatusCode);
+        var jwt = (await issued.JsonAsync()).GetProperty("access_token").GetString()!;
+        PortcullisServer.Secrets.Add(jwt);
+        Assert.Equal(credentials.ClientId, Payload(jwt)["client_id"]!.GetValue<string>());
+
+        using var refused = await anonymous.PostAsync("/auth/token", Form(credentials.ClientSecret[..^1] + (credentials.ClientSecret[^1] == 'a' ? 'b' : 'a')));
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        var error = await refused.JsonAsync();
+        Assert.Equal("invalid_client", error.GetProperty("error").GetString());
+        Assert.Equal("The client is unknown or the client secret is wrong.", error.GetProperty("error_description").GetString());
+    }
+
     [Fact]
     public async Task ThePasswordGrantVerifiesPresentedClientCredentialsAndNamesTheClient()
     {

@@ -22,8 +22,8 @@ internal static class IntrospectionApi
     {
         auth.MapPost("/introspect", IntrospectAsync).DisableAntiforgery().DescribedAsTokenParameterEndpoint();
         auth.MapPost("/revoke", RevokeAsync).DisableAntiforgery().DescribedAsTokenParameterEndpoint();
-        auth.MapMethods("/introspect", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
-        auth.MapMethods("/revoke", ["GET", "PUT", "DELETE", "PATCH"], MethodNotAllowed).ExcludeFromDescription();
+        auth.MapMethods("/introspect", ["GET", "PUT", "DELETE", "PATCH"], OAuthApi.MethodNotAllowed).ExcludeFromDescription();
+        auth.MapMethods("/revoke", ["GET", "PUT", "DELETE", "PATCH"], OAuthApi.MethodNotAllowed).ExcludeFromDescription();
         return auth;
     }
 
@@ -248,11 +248,5 @@ internal static class IntrospectionApi
     {
         http.Response.Headers.RetryAfter = "5";
         return TokenEndpoint.Error("temporarily_unavailable", "The database does not answer. Try again shortly.", StatusCodes.Status503ServiceUnavailable);
-    }
-
-    private static IResult MethodNotAllowed(HttpContext http)
-    {
-        http.Response.Headers.Allow = "POST";
-        return TypedResults.Json(new OAuthError("invalid_request", "This endpoint accepts only POST."), statusCode: StatusCodes.Status405MethodNotAllowed);
     }
 }

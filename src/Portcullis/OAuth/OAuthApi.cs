@@ -4,7 +4,9 @@ using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Primitives;
 using Microsoft.Extensions.Options;
 using Portcullis.Audit;
 using Portcullis.Auth;
@@ -21,6 +23,14 @@ internal sealed record TokenEndpointResponse(string AccessToken, string TokenTyp
 
 /// <summary>RFC 6749 §5.2 error body.</summary>
 internal sealed record OAuthError(string Error, string ErrorDescription);
+
+/// <summary>
+/// The error body's serializer, generated at build time: every refused request at the token endpoint writes one, and
+/// the generated writer costs it less than the reflection-based one (docs/performance.md, "Under a flood").
+/// </summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(OAuthError))]
+internal sealed partial class OAuthJson : JsonSerializerContext;
 
 /// <summary>What <c>/auth/token</c> reads, as a form or a JSON object (for the OpenAPI document).</summary>
 internal sealed record TokenRequest(string? GrantType, string? Username, string? Password, string? Scope, string? ClientId, string? ClientSecret, string? DeviceCode,
@@ -157,10 +167,11 @@ internal static class OAuthApi
         .Produces<OAuthError>(StatusCodes.Status429TooManyRequests)
         .Produces<OAuthError>(StatusCodes.Status503ServiceUnavailable);
 
-    private static IResult MethodNotAllowed(HttpContext http)
+    /// <summary>The OAuth endpoints take POST only; anything else gets an RFC 6749 error and <c>Allow</c>.</summary>
+    internal static IResult MethodNotAllowed(HttpContext http)
     {
         http.Response.Headers.Allow = "POST";
-        return TypedResults.Json(new OAuthError("invalid_request", "This endpoint accepts only POST."), statusCode: StatusCodes.Status405MethodNotAllowed);
+        return TokenEndpoint.Error("invalid_request", "This endpoint accepts only POST.", StatusCodes.Status405MethodNotAllowed);
     }
 }
 
@@ -270,7 +281,7 @@ internal sealed partial class TokenEndpoint(
     }
 
     public static IResult Error(string error, string description, int status = StatusCodes.Status400BadRequest) =>
-        TypedResults.Json(new OAuthError(error, description), statusCode: status);
+        TypedResults.Json(new OAuthError(error, description), OAuthJson.Default.OAuthError, statusCode: status);
 
     /// <summary>
     /// Reads the parameters from a JSON object or a form body (RFC 6749 §3.2). Empty values count as
@@ -281,10 +292,10 @@ internal sealed partial class TokenEndpoint(
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
         if (request.HasFormContentType)
         {
-            IFormCollection form;
+            IEnumerable<KeyValuePair<string, StringValues>> form;
             try
             {
-                form = await request.ReadFormAsync(request.HttpContext.RequestAborted);
+                form = await ReadFormAsync(request);
             }
             catch (Exception e) when (e is InvalidDataException or IOException or BadHttpRequestException)
             {
@@ -351,6 +362,16 @@ internal sealed partial class TokenEndpoint(
         static (Dictionary<string, string>?, string?) Check(Dictionary<string, string> p) =>
             p.Values.Any(v => v.Length > MaxParameterLength) ? (null, "A parameter is too long.") : (p, null);
     }
+
+    /// <summary>
+    /// A plain urlencoded body is parsed straight from the body by the framework's own <see cref="FormPipeReader"/>, with
+    /// the form feature's limits; the form feature itself (kept for multipart bodies and explicit charsets) costs a
+    /// refused token request a twentieth more (docs/performance.md, "Under a flood").
+    /// </summary>
+    private static async Task<IEnumerable<KeyValuePair<string, StringValues>>> ReadFormAsync(HttpRequest request) =>
+        string.Equals(request.ContentType, "application/x-www-form-urlencoded", StringComparison.OrdinalIgnoreCase)
+            ? await new FormPipeReader(request.BodyReader).ReadFormAsync(request.HttpContext.RequestAborted)
+            : await request.ReadFormAsync(request.HttpContext.RequestAborted);
 
     private static string Truncate(string s) => s.Length <= 64 ? s : s[..64] + "…";
 
