@@ -10,7 +10,9 @@
 # keeps under that flood of /healthz requests, with p99 <= 2x.
 # Each round measures both targets of a flood back to back, the baseline first in odd rounds and last in even
 # ones, so that neither side always runs on a warmer (or more tired) server. FLOODS picks floods by name.
-#   [ROUNDS=3] [FLOODS="wrong_password random_token bad_secret"] bench/flood.sh [SECONDS] [VICTIM_CONNECTIONS] [FLOOD_CONNECTIONS]
+# With COST=1 there is no caller: each flood runs alone, and what is measured is the server's CPU time per flood
+# request (user + system, from /proc/PID/stat), against the same flood at /healthz: what a refusal costs.
+#   [ROUNDS=3] [FLOODS="wrong_password random_token bad_secret"] [COST=1] bench/flood.sh [SECONDS] [VICTIM_CONNECTIONS] [FLOOD_CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-10}
@@ -92,21 +94,49 @@ run() { # flood target(attack|healthz) -> "flood target victim_rps victim_p99 fl
     echo "$flood $target $(awk '/^Requests\/sec/ {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out") $(awk '/^Requests\/sec/ {print $2}' "$dir/flood.out")"
 }
 
+cost() { # flood target(attack|healthz) -> "flood target microseconds_of_server_cpu_per_request"
+    local flood=$1 target=$2 url before after out
+    url=$([[ $target == healthz ]] && echo "$base/healthz" || flood_url "$flood")
+    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(wrk -t1 -c"$flooders" -d"${seconds}s" -s "$dir/$flood.lua" "$url")
+    after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    echo "$flood $target $(awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '/requests in/ {printf "%.1f", ticks / hz * 1e6 / $1}' <<<"$out")"
+}
+
+# Warm-up: the caller's path, then each flood at both its targets, so that every round measures a steady flood (the
+# throttle already full, the refusal paths compiled) rather than the first 10 wrong passwords or 50 wrong secrets.
 echo "warm-up..."
 wrk -t1 -c"$victims" -d3s -s "$dir/victim.lua" "$base/api/v1/me" >/dev/null
+for flood in $floods; do
+    wrk -t1 -c"$flooders" -d3s -s "$dir/$flood.lua" "$(flood_url "$flood")" >/dev/null
+    wrk -t1 -c"$flooders" -d3s -s "$dir/$flood.lua" "$base/healthz" >/dev/null
+done
 results=()
 for round in $(seq "$rounds"); do
     targets="healthz attack"
     ((round % 2 == 0)) && targets="attack healthz"
     for flood in $floods; do
         for target in $targets; do
-            results+=("$(run "$flood" "$target")")
+            results+=("$(if [[ ${COST:-} ]]; then cost "$flood" "$target"; else run "$flood" "$target"; fi)")
             echo "  ${results[-1]}"
         done
     done
 done
 printf '%s\n' "${results[@]}" >"$dir/results"
 curl -s "$base/metrics" | grep -E '^portcullis_(credential_verifications_total|password_checks)' || true
+if [[ ${COST:-} ]]; then
+    python3 - "$dir/results" <<'PY'
+import sys, statistics
+by = {}
+for line in open(sys.argv[1]):
+    flood, target, us = line.split()
+    by.setdefault(flood, {}).setdefault(target, []).append(float(us))
+for flood, targets in by.items():
+    attack, healthz = statistics.median(targets["attack"]), statistics.median(targets["healthz"])
+    print(f"{flood:<16} {attack:6.1f} us of server CPU per request, {healthz:6.1f} us for the same flood at /healthz: {attack / healthz:.2f}x")
+PY
+    exit 0
+fi
 python3 - "$dir/results" <<'PY'
 import sys, statistics
 def ms(v):
