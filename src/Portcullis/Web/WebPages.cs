@@ -19,6 +19,9 @@ namespace Portcullis.Web;
 /// <summary>A link the login page shows: to log in through a provider, or out of one.</summary>
 public sealed record LoginProviderLink(string Name, string Url);
 
+/// <summary>How people may log in to the web UI: with a password (<c>Auth:LocalLogin</c>), through these providers, or both.</summary>
+internal sealed record LoginMethods(bool LocalLogin, IReadOnlyList<OidcProvider> Providers);
+
 /// <summary>
 /// The web UI's entry: <c>/login</c>, <c>/logout</c> and the home page (docs/web-ui.md), server-rendered, usable
 /// without JavaScript. A login makes a server-side session (<see cref="SessionStore"/>) whose cookie
@@ -46,6 +49,8 @@ internal static class WebPages
             o.FormFieldName = "csrf_token";
         });
         services.AddAntiforgery();
+        services.AddSingleton(sp => new LoginMethods(sp.GetRequiredService<IOptions<AuthOptions>>().Value.LocalLogin,
+            sp.GetRequiredService<IOptions<OidcProvidersOptions>>().Value.Providers));
         services.AddRazorComponents();
         return services;
     }
@@ -147,29 +152,27 @@ internal static class WebPages
 
     /// <param name="sso">Why a login through a provider was refused (docs/single-sign-on.md).</param>
     /// <param name="signedOut">The provider a person who just logged out had logged in through: the page offers its logout.</param>
-    private static async Task<IResult> LoginForm(HttpContext http, PublicUrl publicUrl, string? returnUrl = null, string? sso = null, string? provider = null,
-        [FromQuery(Name = "signed_out")] string? signedOut = null)
+    private static async Task<IResult> LoginForm(HttpContext http, PublicUrl publicUrl, LoginMethods methods, string? returnUrl = null, string? sso = null,
+        string? provider = null, [FromQuery(Name = "signed_out")] string? signedOut = null)
     {
         if (http.Features.Get<Credential>() is { Kind: CredentialKinds.Session })
             return Results.Redirect(SafeReturnUrl(returnUrl) ?? "/");
-        var providers = http.RequestServices.GetRequiredService<IOptions<OidcProvidersOptions>>().Value.Providers;
-        var providerLogout = providers.FirstOrDefault(p => p.Name == signedOut) is { } from
+        var providerLogout = methods.Providers.FirstOrDefault(p => p.Name == signedOut) is { } from
             ? (from.DisplayName, await OidcLogin.EndSessionUrlAsync(http, from, publicUrl.Value))
             : default;
-        var error = OidcLogin.Explain(sso, providers.FirstOrDefault(p => p.Name == provider));
-        return LoginPage(http, returnUrl, error, StatusCodes.Status200OK, providerLogout.Item2 is { } url ? (providerLogout.DisplayName, url) : null);
+        var error = OidcLogin.Explain(sso, methods.Providers.FirstOrDefault(p => p.Name == provider));
+        return LoginPage(http, methods, returnUrl, error, StatusCodes.Status200OK, providerLogout.Item2 is { } url ? (providerLogout.DisplayName, url) : null);
     }
 
-    private static IResult LoginPage(HttpContext http, string? returnUrl, string? error, int status, (string Name, string Url)? providerLogout = null)
+    private static IResult LoginPage(HttpContext http, LoginMethods methods, string? returnUrl, string? error, int status, (string Name, string Url)? providerLogout = null)
     {
         var safeReturnUrl = SafeReturnUrl(returnUrl) ?? "";
-        var providers = http.RequestServices.GetRequiredService<IOptions<OidcProvidersOptions>>().Value.Providers;
         return PageResults.Render<LoginPage>(http, new
         {
             Error = error,
             ReturnUrl = safeReturnUrl,
-            LocalLogin = http.RequestServices.GetRequiredService<IOptions<AuthOptions>>().Value.LocalLogin,
-            Providers = providers.Select(p => new LoginProviderLink(p.DisplayName,
+            methods.LocalLogin,
+            Providers = methods.Providers.Select(p => new LoginProviderLink(p.DisplayName,
                 safeReturnUrl.Length > 0 ? $"{p.LoginPath}?returnUrl={Uri.EscapeDataString(safeReturnUrl)}" : p.LoginPath)).ToList(),
             ProviderLogout = providerLogout is { } logout ? new LoginProviderLink(logout.Name, logout.Url) : null,
         }, status);
@@ -198,10 +201,10 @@ internal static class WebPages
     }
 
     private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery antiforgery, PortcullisDb db, PasswordHasher hasher, LoginThrottle throttle,
-        AuditLog audit, IOptions<AuthOptions> authOptions)
+        AuditLog audit, LoginMethods methods)
     {
-        if (!authOptions.Value.LocalLogin)
-            return LoginPage(http, null, "Logging in with a password is switched off here: log in with your identity provider.", StatusCodes.Status403Forbidden);
+        if (!methods.LocalLogin)
+            return LoginPage(http, methods, null, "Logging in with a password is switched off here: log in with your identity provider.", StatusCodes.Status403Forbidden);
         if (!http.Request.HasFormContentType)
             return Results.Problem(statusCode: 400, title: "Bad request", detail: "Send the login form.");
         if (!await IsValidAsync(antiforgery, http))
@@ -211,16 +214,16 @@ internal static class WebPages
         var password = form["password"].ToString();
         var returnUrl = form["returnUrl"].ToString();
         if (username.Length == 0 || password.Length == 0)
-            return LoginPage(http, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
+            return LoginPage(http, methods, returnUrl, "Enter your username and password.", StatusCodes.Status400BadRequest);
 
         // The same limits as the API's password grant (docs/decisions.md), checked before the user is looked up.
         await using var attempt = await throttle.CheckAsync(LoginKind.Password, username, http, http.RequestAborted);
         if (attempt.IsThrottled)
-            return LoginPage(http, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
+            return LoginPage(http, methods, returnUrl, attempt.RefuseWith429(http.Response), StatusCodes.Status429TooManyRequests);
 
         var user = await PasswordLogin.CheckAsync(http, db, hasher, audit, attempt, username, password, "web");
         if (user is null)
-            return LoginPage(http, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
+            return LoginPage(http, methods, returnUrl, "The username or password is wrong, or the account is disabled.", StatusCodes.Status400BadRequest);
 
         await StartSessionAsync(http, user, "web");
         // 303: the browser follows with a GET, and a reload does not post the password again.
