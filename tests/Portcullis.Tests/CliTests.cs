@@ -311,7 +311,7 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     public async Task ScanFindsRealTokensOnlyAndCanRevokeThem()
     {
         var (_, _, token) = await server.CreateUserAsync();
-        var lookalike = token[..^1] + (token[^1] == 'A' ? 'B' : 'A'); // same shape, wrong checksum
+        var lookalike = Tampering.LastCharacterChanged(token); // same shape, wrong checksum
         var dir = Directory.CreateTempSubdirectory("portcullis-scan-").FullName;
         try
         {

@@ -80,7 +80,7 @@ public abstract class OAuthClientTests(PortcullisServer server)
         PortcullisServer.Secrets.Add(jwt);
         Assert.Equal(credentials.ClientId, Payload(jwt)["client_id"]!.GetValue<string>());
 
-        using var refused = await anonymous.PostAsync("/auth/token", Form(credentials.ClientSecret[..^1] + (credentials.ClientSecret[^1] == 'a' ? 'b' : 'a')));
+        using var refused = await anonymous.PostAsync("/auth/token", Form(Tampering.LastCharacterChanged(credentials.ClientSecret)));
         Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
         var error = await refused.JsonAsync();
         Assert.Equal("invalid_client", error.GetProperty("error").GetString());
