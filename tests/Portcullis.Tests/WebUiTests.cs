@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.Playwright;
 using Portcullis.Tests.Infrastructure;
 
@@ -30,13 +31,13 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     }
 
     /// <summary>
-    /// The echo service's answer once the page has arrived at <paramref name="url"/>. It waits for the navigation to
-    /// commit and for the JSON to be in the page, not for the load event: a loaded CI machine has waited 30 s on that
-    /// event after a redirect had already been followed.
+    /// The echo service's answer once the page has arrived at <paramref name="url"/>. It polls the page's address and
+    /// then its text, and never waits for a load event: a loaded CI machine has waited 30 s on one after a redirect had
+    /// already been followed, and <c>WaitForURLAsync</c> waits for the load event when the address already matches.
     /// </summary>
     internal static async Task<JsonElement> EchoedRequestAtAsync(IPage page, string url)
     {
-        await page.WaitForURLAsync(url, new() { WaitUntil = WaitUntilState.Commit });
+        await Assertions.Expect(page).ToHaveURLAsync(url, new() { Timeout = 30_000 });
         await page.Locator("body", new() { HasText = "\"headers\"" }).WaitForAsync();
         return JsonDocument.Parse(await page.InnerTextAsync("body")).RootElement;
     }
@@ -203,8 +204,8 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         var (username, password, _) = await Server.CreateUserAsync();
         var page = await NewPageAsync();
         // Path mode sends a browser to the service's own origin, which sends it to log in, and back.
-        await page.GotoAsync("/services/echo_1/dashboard?tab=2");
-        Assert.Contains("/login?returnUrl=", page.Url);
+        await page.GotoAsync("/services/echo_1/dashboard?tab=2", new() { WaitUntil = WaitUntilState.Commit });
+        await Assertions.Expect(page).ToHaveURLAsync(new Regex("/login\\?returnUrl="), new() { Timeout = 30_000 });
         await LogInAsync(page, username, password);
         var echo = await EchoedRequestAtAsync(page, $"http://echo--1.localhost:{Server.BaseAddress.Port}/dashboard?tab=2");
         Assert.Equal(username, echo.GetProperty("headers").GetProperty("x-portcullis-user").GetString());
