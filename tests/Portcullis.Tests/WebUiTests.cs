@@ -37,7 +37,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
     /// </summary>
     internal static async Task<JsonElement> EchoedRequestAtAsync(IPage page, string url)
     {
-        await Assertions.Expect(page).ToHaveURLAsync(url, new() { Timeout = 30_000 });
+        await Assertions.Expect(page).ToHaveURLAsync(url);
         await page.Locator("body", new() { HasText = "\"headers\"" }).WaitForAsync();
         return JsonDocument.Parse(await page.InnerTextAsync("body")).RootElement;
     }
@@ -205,7 +205,7 @@ public sealed class WebUiTests(GatewayFixture fixture, BrowserFixture browser) :
         var page = await NewPageAsync();
         // Path mode sends a browser to the service's own origin, which sends it to log in, and back.
         await page.GotoAsync("/services/echo_1/dashboard?tab=2", new() { WaitUntil = WaitUntilState.Commit });
-        await Assertions.Expect(page).ToHaveURLAsync(new Regex("/login\\?returnUrl="), new() { Timeout = 30_000 });
+        await Assertions.Expect(page).ToHaveURLAsync(new Regex("/login\\?returnUrl="));
         await LogInAsync(page, username, password);
         var echo = await EchoedRequestAtAsync(page, $"http://echo--1.localhost:{Server.BaseAddress.Port}/dashboard?tab=2");
         Assert.Equal(username, echo.GetProperty("headers").GetProperty("x-portcullis-user").GetString());

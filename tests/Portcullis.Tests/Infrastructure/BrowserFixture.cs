@@ -21,6 +21,8 @@ public sealed class BrowserFixture : IAsyncLifetime
         if (!File.Exists(Chromium))
             Assert.Fail($"{Chromium} is missing. Install the Debian package 'chromium' (test.sh does).");
         Directory.CreateDirectory(Screenshots);
+        // Playwright's assertions poll for 5 s by default; a busy CI machine needs what its other waits get, 30 s.
+        Assertions.SetDefaultExpectTimeout(30_000);
         _playwright = await Playwright.CreateAsync();
         Browser = await _playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
         {
