@@ -58,7 +58,7 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     {
         await LoginAsync();
         var run = await RunAsync("token 30");
-        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.ExitCode == 0, run.Err);
         var lines = run.Out.TrimEnd().Split('\n');
         Assert.Equal($"Active host: {Url}", lines[0]);
         Assert.Contains("Authorization: Bearer <token>", lines[1]);
@@ -73,11 +73,25 @@ public sealed class CliTests(SqliteServer server) : IClassFixture<SqliteServer>,
     }
 
     [Fact]
+    public async Task TokenRunsWithinTheSameSecondEachGetATokenOfTheirOwn()
+    {
+        await LoginAsync();
+        var runs = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => RunAsync("token 30 --json")));
+        Assert.All(runs, run => Assert.True(run.ExitCode == 0, run.Err));
+        var created = runs.Select(run => JsonDocument.Parse(run.Out).RootElement).ToList();
+        foreach (var token in created.Select(c => c.GetProperty("token").GetString()!))
+            PortcullisServer.Secrets.Add(token);
+        var names = created.Select(c => c.GetProperty("name").GetString()!).ToList();
+        Assert.Equal(3, names.Distinct().Count());
+        Assert.All(names, name => Assert.Matches("^cli-[0-9]{8}-[0-9]{6}(-[0-9]+)?$", name));
+    }
+
+    [Fact]
     public async Task TokenWithoutDaysWarnsOnStderrThatItNeverExpires()
     {
         await LoginAsync();
         var run = await RunAsync("token");
-        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.ExitCode == 0, run.Err);
         var token = run.Out.TrimEnd().Split('\n')[^1];
         PortcullisServer.Secrets.Add(token);
         Assert.True(new TokenFormat("pc").TryRead(token, out _));

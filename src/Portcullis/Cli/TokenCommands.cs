@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Net;
 using System.Text.Json;
 using Portcullis.Client;
 using static Portcullis.Cli.CommandSupport;
@@ -9,6 +10,9 @@ namespace Portcullis.Cli;
 /// <summary><c>token</c> and its subcommands (docs/cli.md).</summary>
 internal static class TokenCommands
 {
+    /// <summary>How many names <c>portcullis token</c> tries within one second before it gives up on the conflict.</summary>
+    private const int MaxNameAttempts = 20;
+
     public static IEnumerable<Command> All()
     {
         yield return Token();
@@ -23,9 +27,23 @@ internal static class TokenCommands
             var lifetime = parse.GetValue(days);
             if (lifetime is < 1)
                 throw new CliException("DAYS must be a positive number of days.", 2);
-            var name = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
-            var created = await target.Client().CreateTokenAsync(new CreateTokenRequest(name, "Created with portcullis token", lifetime, ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null, RateLimit: null,
-                Deliver: null, LinkExpiresInMinutes: null), cancellationToken);
+            // Named after the second it was made; another run in the same second (a script's loop, two terminals) takes the
+            // name with -2, -3, ... rather than failing on the name the first one holds.
+            var stamp = "cli-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+            var client = target.Client();
+            CreatedTokenResponse created;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    created = await client.CreateTokenAsync(new CreateTokenRequest(attempt == 1 ? stamp : $"{stamp}-{attempt}", "Created with portcullis token", lifetime,
+                        ExpiresAt: null, ["api", "services"], Owner: null, MaxUses: null, AllowedCidrs: null, RateLimit: null, Deliver: null, LinkExpiresInMinutes: null), cancellationToken);
+                    break;
+                }
+                catch (PortcullisApiException e) when (e.Status == HttpStatusCode.Conflict && attempt < MaxNameAttempts)
+                {
+                }
+            }
             Print(parse, new { host = target.Url, created.Id, created.Name, created.Token, created.ExpiresAt }, () =>
             {
                 Console.WriteLine($"Active host: {target.Url}");
